@@ -1,0 +1,162 @@
+/**
+ * /imagine — one prompt, a batch of images. Platform-neutral: the typed options (Discord, CLI) and
+ * the inline-flag text (Slack, playground) both end in the same validation and the same messages.
+ */
+import { z } from 'zod';
+import { formatHelp, parseInlineFlags, truncate, type CommandDefinition, type RawOptions } from '../src/core/command.js';
+import { UserError } from '../src/core/errors.js';
+import type { Engine } from '../src/core/engine.js';
+import { ASPECT_RATIOS, PROVIDER_NAMES, type ImagineRequest, type Job, type ProviderName, type Requester } from '../src/core/types.js';
+
+export const PROMPT_MAX = 1500;
+export const NEGATIVE_MAX = 1000;
+export const SEED_MAX = 2 ** 32 - 1;
+export const DEFAULT_COUNT = 4;
+
+/** What the deployment allows; comes from config through the composition root. */
+export interface ImagineLimits {
+  maxImagesPerJob: number;
+  providers: readonly ProviderName[];
+  defaultProvider: ProviderName;
+  defaultModels: Readonly<Record<ProviderName, string>>;
+}
+
+export function definition(limits: ImagineLimits): CommandDefinition {
+  return {
+    name: 'imagine',
+    description: 'Generate a batch of images from a prompt',
+    options: [
+      { name: 'prompt', type: 'string', required: true, maxLength: PROMPT_MAX, flags: ['prompt'], description: 'What to draw' },
+      {
+        name: 'count',
+        type: 'integer',
+        minValue: 1,
+        maxValue: limits.maxImagesPerJob,
+        flags: ['count', 'n'],
+        description: `How many images (default ${DEFAULT_COUNT})`,
+      },
+      { name: 'ar', type: 'string', choices: ASPECT_RATIOS, flags: ['ar', 'aspect'], description: 'Aspect ratio (default 1:1)' },
+      { name: 'seed', type: 'integer', minValue: 0, maxValue: SEED_MAX, flags: ['seed'], description: 'Seed, for a reproducible job' },
+      { name: 'provider', type: 'string', choices: limits.providers, flags: ['provider'], description: `Provider (default ${limits.defaultProvider})` },
+      { name: 'model', type: 'string', maxLength: 200, flags: ['model'], description: 'Model id of the provider' },
+      { name: 'negative', type: 'string', maxLength: NEGATIVE_MAX, flags: ['no', 'negative'], description: 'What to leave out' },
+    ],
+  };
+}
+
+// Control characters (but newlines and tabs) and zero-width marks carry nothing a model can use and
+// make prompts look empty when they are not; drop them before measuring.
+const INVISIBLE = /[\u0000-\u0008\u000B-\u001F\u007F\u200B-\u200D\u2060\uFEFF]/g;
+
+function cleanText(value: string): string {
+  return value.replace(INVISIBLE, '').replace(/\s+/g, ' ').trim();
+}
+
+function shown(value: unknown): string {
+  const text = typeof value === 'string' ? value : typeof value === 'number' ? String(value) : JSON.stringify(value) ?? String(value);
+  return `\`${truncate(text.replace(/`/g, "'"), 40)}\``;
+}
+
+function integerOption(raw: unknown, name: string, min: number, max: number): number | undefined {
+  if (raw === undefined || raw === null || raw === '') return undefined;
+  const text = typeof raw === 'string' ? raw.trim() : raw;
+  const value = typeof text === 'string' && /^[+-]?\d+$/.test(text) ? Number(text) : text;
+  const parsed = z.number().int().min(min).max(max).safeParse(value);
+  if (!parsed.success) {
+    throw new UserError('invalid_option', `Expected \`${name}\` to be an integer from ${min} to ${max}, got ${shown(raw)}.`);
+  }
+  return parsed.data;
+}
+
+function stringOption(raw: unknown, name: string): string | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  if (typeof raw !== 'string') throw new UserError('invalid_option', `Expected \`${name}\` to be text, got ${shown(raw)}.`);
+  return cleanText(raw);
+}
+
+const MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}$/i;
+
+/** Validates raw options (typed, or parsed from flags) into a request, or throws one clear UserError. */
+export function parseImagine(raw: RawOptions, limits: ImagineLimits): ImagineRequest {
+  const prompt = stringOption(raw.prompt, 'prompt') ?? '';
+  const promptLength = Array.from(prompt).length;
+  if (promptLength === 0) throw new UserError('invalid_option', 'Expected `prompt` to be 1 to 1500 characters, got an empty prompt.');
+  if (promptLength > PROMPT_MAX) {
+    throw new UserError('invalid_option', `Expected \`prompt\` to be 1 to ${PROMPT_MAX} characters, got ${promptLength}.`);
+  }
+
+  const count = integerOption(raw.count, 'count', 1, limits.maxImagesPerJob) ?? DEFAULT_COUNT;
+
+  const providerText = stringOption(raw.provider, 'provider')?.toLowerCase();
+  let provider = limits.defaultProvider;
+  if (providerText) {
+    if (!(PROVIDER_NAMES as readonly string[]).includes(providerText)) {
+      throw new UserError('invalid_option', `Expected \`provider\` to be one of ${limits.providers.join(', ')}, got ${shown(providerText)}.`);
+    }
+    if (!limits.providers.includes(providerText as ProviderName)) {
+      throw new UserError(
+        'provider_unavailable',
+        `Provider \`${providerText}\` is not configured on this bot; available: ${limits.providers.join(', ')}.`,
+      );
+    }
+    provider = providerText as ProviderName;
+  }
+
+  const modelText = stringOption(raw.model, 'model');
+  let model = limits.defaultModels[provider];
+  if (modelText) {
+    if (provider === 'local' ? modelText !== 'local' : !MODEL_ID.test(modelText) || modelText.length > 200) {
+      const expected = provider === 'local' ? '`local`' : 'a model id such as `owner/name`';
+      throw new UserError('invalid_option', `Expected \`model\` to be ${expected} for ${provider}, got ${shown(modelText)}.`);
+    }
+    model = modelText;
+  }
+
+  const arText = stringOption(raw.ar, 'ar');
+  if (arText && !(ASPECT_RATIOS as readonly string[]).includes(arText)) {
+    throw new UserError('invalid_option', `Expected \`ar\` to be one of ${ASPECT_RATIOS.join(', ')}, got ${shown(arText)}.`);
+  }
+
+  const seed = integerOption(raw.seed, 'seed', 0, SEED_MAX);
+
+  const negative = stringOption(raw.negative, 'negative') || undefined;
+  if (negative && Array.from(negative).length > NEGATIVE_MAX) {
+    throw new UserError(
+      'invalid_option',
+      `Expected \`negative\` to be at most ${NEGATIVE_MAX} characters, got ${Array.from(negative).length}.`,
+    );
+  }
+
+  return {
+    prompt,
+    count,
+    provider,
+    model,
+    aspectRatio: (arText ?? '1:1') as ImagineRequest['aspectRatio'],
+    ...(seed !== undefined ? { seed } : {}),
+    ...(negative ? { negative } : {}),
+  };
+}
+
+/** `a red fox --count 12 --ar 16:9 --seed 42 --provider fal --no blur` → the same request as typed options. */
+export function parseImagineText(text: string, limits: ImagineLimits): ImagineRequest {
+  return parseImagine(parseInlineFlags(text, definition(limits), 'prompt'), limits);
+}
+
+export function help(limits: ImagineLimits): string {
+  return `${formatHelp(definition(limits))}\nExample: /imagine a red fox in snow --count 12 --ar 16:9 --seed 42`;
+}
+
+export interface ImagineContext {
+  engine: Engine;
+  requester: Requester;
+  limits: ImagineLimits;
+}
+
+/** Validates and enqueues; the caller renders the job's progress from the engine's events. */
+export async function run(input: RawOptions | string, context: ImagineContext): Promise<Job> {
+  const request = typeof input === 'string' ? parseImagineText(input, context.limits) : parseImagine(input, context.limits);
+  return context.engine.submit(request, context.requester);
+}
+
+export const imagine = { name: 'imagine', definition, run, help };

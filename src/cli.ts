@@ -1,0 +1,219 @@
+/**
+ * `art-factory` on the command line: the same core as the bot, no chat platform needed.
+ *
+ *   art-factory generate --prompt "a red fox" --count 12 [--provider local|fal|replicate] [--model ID]
+ *                        [--ar 16:9] [--seed N] [--no TEXT] [--out DIR] [--tenant NAME]
+ *   art-factory resume   finish the unfinished jobs in the store
+ *   art-factory start    run the bot (what `npm start` does)
+ *
+ * Exit codes: 0 done (a warning on stderr if some images failed), 1 the job failed, 2 bad input or
+ * configuration, 130 interrupted (the job is saved; `art-factory resume` finishes it).
+ */
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import { parseImagine } from '../commands/imagine.js';
+import { createApp, type App } from './app.js';
+import { ConfigError, loadConfig } from './config.js';
+import { isUserError } from './core/errors.js';
+import type { Job, ProgressEvent } from './core/types.js';
+import { createLogger } from './logger.js';
+
+const USAGE = `Usage:
+  art-factory generate --prompt TEXT [--count N] [--provider local|fal|replicate] [--model ID]
+                       [--ar RATIO] [--seed N] [--no TEXT] [--out DIR] [--tenant NAME]
+  art-factory resume
+  art-factory start`;
+
+class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
+function formatEta(ms: number | undefined): string {
+  if (ms === undefined) return '…';
+  const seconds = Math.round(ms / 1000);
+  return seconds < 60 ? `${seconds}s` : `${Math.floor(seconds / 60)}m${String(seconds % 60).padStart(2, '0')}s`;
+}
+
+/** A bar on a terminal; one line per batch when stderr is a file or a pipe (CI logs stay readable). */
+function progressReporter(total: number): { update(event: ProgressEvent): void; stop(): void } {
+  if (process.stderr.isTTY) {
+    const bar = new cliProgress.SingleBar(
+      { format: 'Batch {batch} |{bar}| {value}/{total} images | {failed} failed | ETA {eta2}', stream: process.stderr, hideCursor: true },
+      cliProgress.Presets.shades_classic,
+    );
+    bar.start(total, 0, { batch: '0/0', failed: 0, eta2: '…' });
+    return {
+      update: (e) =>
+        bar.update(e.imagesDone, {
+          batch: `${e.batchesDone + e.batchesFailed}/${e.batchesTotal}`,
+          failed: e.imagesFailed,
+          eta2: formatEta(e.etaMs),
+        }),
+      stop: () => bar.stop(),
+    };
+  }
+  let last = '';
+  return {
+    update(e) {
+      const line = `Batch ${e.batchesDone + e.batchesFailed}/${e.batchesTotal} · ${e.imagesDone}/${e.imagesTotal} images${e.imagesFailed ? ` · ${e.imagesFailed} failed` : ''}`;
+      if (line !== last) process.stderr.write(`${line}\n`);
+      last = line;
+    },
+    stop() {},
+  };
+}
+
+async function withApp<T>(env: NodeJS.ProcessEnv, outDir: string | undefined, work: (app: App) => Promise<T>): Promise<T> {
+  let config;
+  try {
+    config = loadConfig(outDir ? { ...env, OUTPUT_DIR: outDir } : env);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new CliError(error.message, 2);
+    throw error;
+  }
+  // The terminal shows a progress bar: log only what needs attention, unless LOG_LEVEL says otherwise.
+  const app = await createApp(config, { logger: createLogger(env.LOG_LEVEL ? config.logLevel : 'warn') });
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    void app.close().finally(() => {
+      process.stderr.write('\nart-factory: interrupted; the job is saved — run `art-factory resume` to finish it\n');
+      process.exit(130);
+    });
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    return await work(app);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    if (!interrupted) await app.close();
+  }
+}
+
+async function follow(app: App, job: Job): Promise<Job> {
+  const reporter = progressReporter(job.request.count);
+  const listener = (event: ProgressEvent) => {
+    if (event.jobId === job.id) reporter.update(event);
+  };
+  app.engine.on('progress', listener);
+  try {
+    return await app.engine.waitFor(job.id);
+  } finally {
+    app.engine.off('progress', listener);
+    reporter.stop();
+  }
+}
+
+function report(app: App, job: Job): number {
+  const manifest = `${app.files.jobDir(job.id)}/manifest.json`;
+  if (job.state === 'failed') throw new CliError(`job ${job.id} failed: ${job.error ?? 'unknown error'} (manifest: ${manifest})`, 1);
+  if (job.error) process.stderr.write(`art-factory: warning: ${job.error}\n`);
+  process.stdout.write(`${manifest}\n`);
+  return 0;
+}
+
+async function generate(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      prompt: { type: 'string' },
+      count: { type: 'string' },
+      provider: { type: 'string' },
+      model: { type: 'string' },
+      ar: { type: 'string' },
+      seed: { type: 'string' },
+      no: { type: 'string' },
+      out: { type: 'string' },
+      tenant: { type: 'string' },
+    },
+  });
+  return withApp(env, values.out, async (app) => {
+    const request = parseImagine(
+      { prompt: values.prompt, count: values.count, provider: values.provider, model: values.model, ar: values.ar, seed: values.seed, negative: values.no },
+      app.limits,
+    );
+    const job = await app.engine.submit(request, {
+      tenant: values.tenant ?? 'cli',
+      userId: os.userInfo().username,
+      userName: os.userInfo().username,
+      platform: 'cli',
+    });
+    process.stderr.write(`Job ${job.id}: ${job.request.count} images from ${job.request.provider} (${job.request.model}) in ${job.batches.length} calls\n`);
+    return report(app, await follow(app, job));
+  });
+}
+
+async function resume(env: NodeJS.ProcessEnv): Promise<number> {
+  return withApp(env, undefined, async (app) => {
+    const ids = await app.jobs.activeIds();
+    const count = await app.engine.resume();
+    if (count === 0) {
+      process.stderr.write('Nothing to resume.\n');
+      return 0;
+    }
+    let failed = 0;
+    for (const id of ids) {
+      const job = await app.engine.get(id);
+      if (!job) continue;
+      process.stderr.write(`Resuming job ${job.id}: ${job.images.length}/${job.request.count} images so far\n`);
+      const finished = await follow(app, job);
+      try {
+        report(app, finished);
+      } catch (error) {
+        failed += 1;
+        process.stderr.write(`art-factory: ${(error as Error).message}\n`);
+      }
+    }
+    return failed > 0 ? 1 : 0;
+  });
+}
+
+export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'generate':
+        return await generate(rest, env);
+      case 'resume':
+        return await resume(env);
+      case 'start': {
+        const { startBot } = await import('./main.js');
+        await startBot(env);
+        return -1; // keeps running
+      }
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(`${USAGE}\n`);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new CliError(`unknown command "${command}"\n${USAGE}`, 2);
+    }
+  } catch (error) {
+    if (error instanceof CliError) {
+      process.stderr.write(`art-factory: ${error.message}\n`);
+      return error.exitCode;
+    }
+    if (isUserError(error)) {
+      process.stderr.write(`art-factory: ${error.message}\n`);
+      return 2;
+    }
+    if ((error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`art-factory: ${(error as Error).message}\n${USAGE}\n`);
+      return 2;
+    }
+    process.stderr.write(`art-factory: ${(error as Error).message ?? String(error)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * Environment → one typed, validated config object. Nothing else reads `process.env`.
+ * A bad value stops start-up with the variable's name, what was expected and what was given;
+ * secrets are never echoed back.
+ */
+import { z } from 'zod';
+import { parseRate, type Rate } from './core/rate.js';
+import { PROVIDER_NAMES, type ProviderName } from './core/types.js';
+
+export interface ProviderConfig {
+  /** model used when the request names none */
+  model: string;
+  /** calls allowed per period; undefined = no limit but the provider's own 429s */
+  rateLimit?: Rate;
+  concurrency: number;
+}
+
+export interface Config {
+  discord?: { token: string; appId: string; guildId?: string; apiUrl: string };
+  slack?: {
+    botToken: string;
+    signingSecret: string;
+    appToken?: string;
+    apiUrl: string;
+    port: number;
+    reviewers: string[];
+  };
+  fal?: ProviderConfig & { key: string; baseUrl?: string };
+  replicate?: ProviderConfig & { token: string; baseUrl: string };
+  local: ProviderConfig & { latencyMs: number };
+  defaultProvider: ProviderName;
+  storeUrl: string;
+  outputDir: string;
+  tenantRateLimit?: Rate;
+  maxImagesPerJob: number;
+  /** provider calls per batch before it fails for good */
+  maxAttempts: number;
+  /** longest a single provider call may take, submit to result, before it is cancelled and retried */
+  callTimeoutMs: number;
+  tenantMaxRunningJobs: number;
+  tenantMaxQueuedJobs: number;
+  /** estimated USD per image, by model id */
+  prices: Record<string, number>;
+  playground: { enabled: boolean; port: number };
+  publicUrl?: string;
+  logLevel: string;
+}
+
+/** @default prices in USD per image; override any of them with MODEL_PRICES (JSON). */
+export const DEFAULT_PRICES: Record<string, number> = {
+  'fal-ai/flux/schnell': 0.003,
+  'fal-ai/flux/dev': 0.025,
+  'fal-ai/flux-pro/v1.1': 0.04,
+  'black-forest-labs/flux-schnell': 0.003,
+  'black-forest-labs/flux-dev': 0.025,
+  'black-forest-labs/flux-1.1-pro': 0.04,
+  local: 0,
+};
+
+export const DEFAULT_MODELS: Record<ProviderName, string> = {
+  fal: 'fal-ai/flux/schnell',
+  replicate: 'black-forest-labs/flux-schnell',
+  local: 'local',
+};
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Reads one variable through a zod schema; a failure names the variable and what was given. */
+function read<T>(env: Env, name: string, schema: z.ZodType<T>, expected: string, secret = false): T {
+  const raw = env[name];
+  const value = raw === undefined || raw.trim() === '' ? undefined : raw.trim();
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const given = value === undefined ? 'nothing' : secret ? 'a value that is not valid' : `"${value}"`;
+    throw new ConfigError(`${name}: expected ${expected}, got ${given}`);
+  }
+  return parsed.data;
+}
+
+const optionalString = z.string().optional();
+const url = z.url({ protocol: /^(https?|wss?)$/ }).optional();
+
+function int(env: Env, name: string, min: number, max: number, fallback: number): number {
+  return read(
+    env,
+    name,
+    z.coerce.number().int().min(min).max(max).optional(),
+    `an integer from ${min} to ${max}`,
+  ) ?? fallback;
+}
+
+function rate(env: Env, name: string, fallback: string | undefined): Rate | undefined {
+  const value = env[name] === undefined ? fallback : env[name];
+  try {
+    return parseRate(value);
+  } catch (error) {
+    throw new ConfigError(`${name}: ${(error as Error).message}`);
+  }
+}
+
+function withoutTrailingSlash(value: string): string {
+  return value.replace(/\/+$/, '');
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const discordToken = read(env, 'DISCORD_TOKEN', optionalString, 'a bot token', true);
+  const discordAppId = read(env, 'DISCORD_APP_ID', z.string().regex(/^\d{5,25}$/).optional(), 'a numeric application id');
+  if (discordToken && !discordAppId) throw new ConfigError('DISCORD_APP_ID: expected the application id when DISCORD_TOKEN is set, got nothing');
+
+  const slackToken = read(env, 'SLACK_BOT_TOKEN', optionalString, 'a bot token (xoxb-…)', true);
+  const slackSecret = read(env, 'SLACK_SIGNING_SECRET', optionalString, 'the signing secret', true);
+  if (slackToken && !slackSecret) throw new ConfigError('SLACK_SIGNING_SECRET: expected the signing secret when SLACK_BOT_TOKEN is set, got nothing');
+
+  const falKey = read(env, 'FAL_KEY', optionalString, 'a fal key', true);
+  const replicateToken = read(env, 'REPLICATE_API_TOKEN', optionalString, 'a Replicate token', true);
+
+  const configured: ProviderName[] = [...(falKey ? ['fal' as const] : []), ...(replicateToken ? ['replicate' as const] : [])];
+  const defaultProvider =
+    read(env, 'DEFAULT_PROVIDER', z.enum(PROVIDER_NAMES).optional(), `one of ${PROVIDER_NAMES.join(', ')}`) ??
+    configured[0] ??
+    'local';
+  if (defaultProvider === 'fal' && !falKey) throw new ConfigError('DEFAULT_PROVIDER: "fal" needs FAL_KEY to be set');
+  if (defaultProvider === 'replicate' && !replicateToken) {
+    throw new ConfigError('DEFAULT_PROVIDER: "replicate" needs REPLICATE_API_TOKEN to be set');
+  }
+
+  const playgroundMode = read(env, 'PLAYGROUND', z.enum(['on', 'off']).optional(), 'on or off (or unset)');
+  const prices = { ...DEFAULT_PRICES };
+  const priceJson = read(env, 'MODEL_PRICES', optionalString, 'JSON');
+  if (priceJson) {
+    const parsed = z.record(z.string(), z.number().min(0)).safeParse(safeJson(priceJson));
+    if (!parsed.success) {
+      throw new ConfigError(`MODEL_PRICES: expected a JSON object of model id → USD per image, got "${priceJson}"`);
+    }
+    Object.assign(prices, parsed.data);
+  }
+
+  return {
+    discord:
+      discordToken && discordAppId
+        ? {
+            token: discordToken,
+            appId: discordAppId,
+            guildId: read(env, 'DISCORD_GUILD_ID', z.string().regex(/^\d{5,25}$/).optional(), 'a numeric guild id'),
+            apiUrl: withoutTrailingSlash(read(env, 'DISCORD_API_URL', url, 'an http(s) URL') ?? 'https://discord.com/api'),
+          }
+        : undefined,
+    slack:
+      slackToken && slackSecret
+        ? {
+            botToken: slackToken,
+            signingSecret: slackSecret,
+            appToken: read(env, 'SLACK_APP_TOKEN', optionalString, 'an app-level token (xapp-…)', true),
+            apiUrl: read(env, 'SLACK_API_URL', url, 'an http(s) URL') ?? 'https://slack.com/api/',
+            port: int(env, 'SLACK_PORT', 0, 65535, 3000),
+            reviewers: (env.SLACK_REVIEWERS ?? '').split(/[\s,]+/).filter(Boolean),
+          }
+        : undefined,
+    fal: falKey
+      ? {
+          key: falKey,
+          baseUrl: read(env, 'FAL_BASE_URL', url, 'an http(s) URL'),
+          model: read(env, 'FAL_MODEL', optionalString, 'a fal model id') ?? DEFAULT_MODELS.fal,
+          rateLimit: rate(env, 'FAL_RATE_LIMIT', undefined),
+          concurrency: int(env, 'FAL_CONCURRENCY', 1, 1000, 10),
+        }
+      : undefined,
+    replicate: replicateToken
+      ? {
+          token: replicateToken,
+          baseUrl: withoutTrailingSlash(
+            read(env, 'REPLICATE_BASE_URL', url, 'an http(s) URL ending in /v1') ?? 'https://api.replicate.com/v1',
+          ),
+          model: read(env, 'REPLICATE_MODEL', optionalString, 'a Replicate model owner/name') ?? DEFAULT_MODELS.replicate,
+          rateLimit: rate(env, 'REPLICATE_RATE_LIMIT', '600/min'),
+          concurrency: int(env, 'REPLICATE_CONCURRENCY', 1, 1000, 10),
+        }
+      : undefined,
+    local: {
+      model: DEFAULT_MODELS.local,
+      concurrency: int(env, 'LOCAL_CONCURRENCY', 1, 64, 2),
+      latencyMs: int(env, 'LOCAL_LATENCY_MS', 0, 600_000, 0),
+      rateLimit: undefined,
+    },
+    defaultProvider,
+    storeUrl:
+      read(env, 'STORE_URL', z.string().regex(/^(sqlite|redis|rediss):\/\/.+/).optional(), 'sqlite://PATH or redis://HOST') ??
+      'sqlite://data/art-factory.sqlite',
+    outputDir: read(env, 'OUTPUT_DIR', optionalString, 'a folder') ?? 'data/output',
+    tenantRateLimit: rate(env, 'TENANT_RATE_LIMIT', '60/min'),
+    maxImagesPerJob: int(env, 'MAX_IMAGES_PER_JOB', 1, 1000, 100),
+    maxAttempts: int(env, 'PROVIDER_MAX_ATTEMPTS', 1, 20, 5),
+    callTimeoutMs: int(env, 'PROVIDER_TIMEOUT', 1, 3600, 300) * 1000,
+    tenantMaxRunningJobs: int(env, 'TENANT_MAX_RUNNING_JOBS', 1, 100, 3),
+    tenantMaxQueuedJobs: int(env, 'TENANT_MAX_QUEUED_JOBS', 0, 1000, 20),
+    prices,
+    playground: {
+      enabled: playgroundMode ? playgroundMode === 'on' : !discordToken && !slackToken,
+      port: int(env, 'PLAYGROUND_PORT', 0, 65535, 4000),
+    },
+    publicUrl: read(env, 'PUBLIC_URL', url, 'an http(s) URL'),
+    logLevel:
+      read(env, 'LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(), 'a pino level') ??
+      'info',
+  };
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Which providers can take requests with this config. */
+export function configuredProviders(config: Config): ProviderName[] {
+  return [...(config.fal ? ['fal' as const] : []), ...(config.replicate ? ['replicate' as const] : []), 'local'];
+}

@@ -1,0 +1,106 @@
+/**
+ * The platform-neutral shape of a slash command. Discord turns `definition` into application
+ * command JSON, Slack and the playground into an inline-flag parser and help text.
+ */
+import { UserError } from './errors.js';
+
+export interface CommandOption {
+  name: string;
+  description: string;
+  type: 'string' | 'integer';
+  required?: boolean;
+  minValue?: number;
+  maxValue?: number;
+  maxLength?: number;
+  choices?: readonly string[];
+  /** the flag spellings accepted in plain text (`--count`, `--n`); the first is the one shown in help */
+  flags: readonly string[];
+}
+
+export interface CommandDefinition {
+  name: string;
+  description: string;
+  /** options in display order; the first `required` string option is the free text before any flag */
+  options: readonly CommandOption[];
+}
+
+/** Raw option values as a platform delivers them, before validation. */
+export type RawOptions = Record<string, unknown>;
+
+const FLAG = /^--([a-z][a-z0-9-]*)(?:=(.*))?$/i;
+
+/**
+ * Splits `a red fox --count 12 --ar 16:9 --no blur, text` into raw options: the text before the first
+ * flag goes to `freeText`, each flag takes the words up to the next flag. Unknown, repeated and
+ * dangling flags are answered with the option's name, never guessed at.
+ */
+export function parseInlineFlags(text: string, definition: CommandDefinition, freeText: string): RawOptions {
+  const byFlag = new Map<string, CommandOption>();
+  for (const option of definition.options) for (const flag of option.flags) byFlag.set(flag.toLowerCase(), option);
+
+  const raw: RawOptions = {};
+  const free: string[] = [];
+  let current: { option: CommandOption; flag: string; words: string[] } | undefined;
+  const close = () => {
+    if (!current) return;
+    const value = current.words.join(' ').trim();
+    if (value === '') {
+      throw new UserError(
+        'invalid_option',
+        `Option \`--${current.flag}\` needs a value, e.g. \`--${current.option.flags[0]} ${example(current.option)}\`.`,
+      );
+    }
+    raw[current.option.name] = value;
+    current = undefined;
+  };
+
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    const match = FLAG.exec(word);
+    if (!match) {
+      (current ? current.words : free).push(word);
+      continue;
+    }
+    close();
+    const flag = match[1]!.toLowerCase();
+    const option = byFlag.get(flag);
+    if (!option) {
+      const known = definition.options.filter((o) => o.name !== freeText).map((o) => `--${o.flags[0]}`);
+      throw new UserError('unknown_option', `Unknown option \`--${truncate(flag, 40)}\`. Options: ${known.join(', ')}.`);
+    }
+    if (raw[option.name] !== undefined) {
+      throw new UserError('invalid_option', `Option \`--${option.flags[0]}\` was given more than once.`);
+    }
+    current = { option, flag, words: match[2] !== undefined ? [match[2]] : [] };
+  }
+  close();
+  if (free.length > 0) raw[freeText] = free.join(' ');
+  return raw;
+}
+
+function example(option: CommandOption): string {
+  if (option.choices?.length) return option.choices[0]!;
+  if (option.type === 'integer') return String(option.minValue ?? 1);
+  return '…';
+}
+
+export function truncate(text: string, max: number): string {
+  const chars = Array.from(text);
+  return chars.length <= max ? text : `${chars.slice(0, max - 1).join('')}…`;
+}
+
+/** Plain-text help for text-based platforms: usage line and one line per option. */
+export function formatHelp(definition: CommandDefinition): string {
+  const free = definition.options.find((o) => o.required && o.type === 'string');
+  const lines = [`/${definition.name} ${free ? free.name : ''} [options] — ${definition.description}`];
+  for (const option of definition.options) {
+    if (option === free) continue;
+    const range =
+      option.choices?.length
+        ? ` (${option.choices.join(', ')})`
+        : option.type === 'integer'
+          ? ` (${option.minValue ?? '…'}–${option.maxValue ?? '…'})`
+          : '';
+    lines.push(`  --${option.flags[0]}  ${option.description}${range}`);
+  }
+  return lines.join('\n');
+}

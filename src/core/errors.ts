@@ -1,0 +1,27 @@
+/**
+ * An expected failure that is the user's to fix or to wait out: it is answered to them as it is
+ * (ephemeral on chat platforms), never logged as a crash.
+ */
+export type UserErrorCode =
+  | 'invalid_option'
+  | 'unknown_option'
+  | 'provider_unavailable'
+  | 'queue_full'
+  | 'quota'
+  | 'not_found'
+  | 'forbidden'
+  | 'already_finished';
+
+export class UserError extends Error {
+  override name = 'UserError';
+  constructor(
+    readonly code: UserErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function isUserError(error: unknown): error is UserError {
+  return error instanceof UserError;
+}

@@ -1,0 +1,76 @@
+/**
+ * The job's manifest.json: what was asked, by whom, what each call did, and each image with its
+ * review. Written after every change, so the folder alone tells the whole story.
+ */
+import type { Job, ReviewStatus } from './types.js';
+
+export const MANIFEST_VERSION = 1;
+
+export function buildManifest(job: Job) {
+  const counts: Record<ReviewStatus, number> = { pending: 0, approved: 0, rejected: 0 };
+  for (const image of job.images) counts[image.review.status] += 1;
+  const failedImages = job.batches.reduce((sum, b) => sum + (b.state === 'failed' || b.state === 'canceled' ? b.size - b.delivered : 0), 0);
+  return {
+    manifestVersion: MANIFEST_VERSION,
+    jobId: job.id,
+    state: job.state,
+    createdAt: job.createdAt,
+    updatedAt: job.updatedAt,
+    finishedAt: job.finishedAt ?? null,
+    prompt: job.request.prompt,
+    negativePrompt: job.request.negative ?? null,
+    provider: job.request.provider,
+    model: job.request.model,
+    parameters: {
+      count: job.request.count,
+      aspectRatio: job.request.aspectRatio,
+      seed: job.request.seed,
+    },
+    requester: {
+      platform: job.requester.platform,
+      tenant: job.requester.tenant,
+      userId: job.requester.userId,
+      userName: job.requester.userName ?? null,
+      channelId: job.requester.channelId ?? null,
+    },
+    estimatedCostUsd: job.estimatedCostUsd,
+    summary: {
+      requested: job.request.count,
+      delivered: job.images.length,
+      failed: failedImages,
+      ...counts,
+      error: job.error ?? null,
+    },
+    batches: job.batches.map((b) => ({
+      index: b.index,
+      size: b.size,
+      seed: b.seed,
+      state: b.state,
+      providerRequestId: b.requestIds.at(-1) ?? null,
+      providerRequestIds: b.requestIds,
+      attempts: b.attempts,
+      delivered: b.delivered,
+      nsfw: b.nsfw ?? false,
+      error: b.error ?? null,
+      submittedAt: b.submittedAt ?? null,
+      finishedAt: b.finishedAt ?? null,
+    })),
+    images: job.images.map((image) => ({
+      index: image.index,
+      file: image.file,
+      width: image.width,
+      height: image.height,
+      contentType: image.contentType,
+      seed: image.seed ?? null,
+      batch: image.batchIndex,
+      nsfw: image.nsfw,
+      review: {
+        status: image.review.status,
+        reviewedBy: image.review.by ?? null,
+        reviewedAt: image.review.at ?? null,
+      },
+    })),
+  };
+}
+
+export type Manifest = ReturnType<typeof buildManifest>;

@@ -1,0 +1,271 @@
+/**
+ * Fair, rate-limited dispatch of provider calls.
+ *
+ * One lane per provider. A lane's limiter is a p-queue (max concurrent calls, and at most N calls in
+ * any rolling window: `strict` mode, so a provider that counts per sliding minute never sees a burst
+ * across a window edge). Fairness is ours: each tenant has its own queue and the lane takes the next
+ * call round-robin across tenants, and only at the moment the limiter can start it — so a guild that
+ * queues 1000 images holds one place in the rotation, not the next 250 slots.
+ */
+import PQueue from 'p-queue';
+import type { Rate } from './rate.js';
+
+export interface LaneOptions {
+  concurrency: number;
+  rateLimit?: Rate;
+}
+
+export interface ScheduledTask {
+  /** unique per task, e.g. `<jobId>:<batchIndex>` */
+  key: string;
+  jobId: string;
+  tenant: string;
+  /** epoch ms before which the task must not start (retry backoff) */
+  notBefore?: number;
+  run(signal: AbortSignal): Promise<void>;
+}
+
+export interface SchedulerOptions {
+  lanes: Record<string, LaneOptions>;
+  /** calls per period for one tenant, across all lanes */
+  tenantRate?: Rate;
+  now?: () => number;
+  /** a task's own error handling failed; tasks are expected to settle their errors themselves */
+  onTaskError?: (error: unknown, task: ScheduledTask) => void;
+}
+
+/** Start times in a rolling window: the tenant-side twin of p-queue's strict interval. */
+class SlidingWindow {
+  private readonly starts: number[] = [];
+  constructor(private readonly rate: Rate) {}
+  /** 0 if a call may start now, else ms until one may */
+  waitMs(now: number): number {
+    while (this.starts.length > 0 && this.starts[0]! <= now - this.rate.intervalMs) this.starts.shift();
+    return this.starts.length < this.rate.limit ? 0 : this.starts[0]! + this.rate.intervalMs - now;
+  }
+  record(now: number): void {
+    this.starts.push(now);
+  }
+}
+
+class Lane {
+  readonly limiter: PQueue;
+  /** tenant → its waiting tasks, oldest first */
+  readonly queues = new Map<string, ScheduledTask[]>();
+  /** round-robin ring of tenants with waiting tasks; `cursor` is the next to serve */
+  ring: string[] = [];
+  cursor = 0;
+  pausedUntil = 0;
+  timer: NodeJS.Timeout | undefined;
+  timerAt = 0;
+  readonly running = new Map<string, AbortController>();
+
+  constructor(readonly name: string, readonly options: LaneOptions) {
+    this.limiter = new PQueue({
+      concurrency: options.concurrency,
+      ...(options.rateLimit ? { intervalCap: options.rateLimit.limit, interval: options.rateLimit.intervalMs, strict: true } : {}),
+    });
+  }
+
+  waiting(): number {
+    let total = 0;
+    for (const queue of this.queues.values()) total += queue.length;
+    return total;
+  }
+}
+
+export class FairScheduler {
+  private readonly lanes = new Map<string, Lane>();
+  private readonly tenantWindows = new Map<string, SlidingWindow>();
+  private readonly now: () => number;
+  private stopped = false;
+
+  constructor(private readonly options: SchedulerOptions) {
+    this.now = options.now ?? Date.now;
+    for (const [name, laneOptions] of Object.entries(options.lanes)) {
+      const lane = new Lane(name, laneOptions);
+      // Each start or finish may free a slot: look for the next task then, not before.
+      lane.limiter.on('next', () => this.pump(lane));
+      lane.limiter.on('active', () => this.pump(lane));
+      this.lanes.set(name, lane);
+    }
+  }
+
+  private lane(name: string): Lane {
+    const lane = this.lanes.get(name);
+    if (!lane) throw new Error(`no scheduler lane for provider "${name}"`);
+    return lane;
+  }
+
+  /** Queues a call. `front` puts it before the tenant's other calls (a retry keeps its turn). */
+  enqueue(laneName: string, task: ScheduledTask, options: { front?: boolean } = {}): void {
+    const lane = this.lane(laneName);
+    let queue = lane.queues.get(task.tenant);
+    if (!queue) {
+      queue = [];
+      lane.queues.set(task.tenant, queue);
+      // A new tenant joins just before the cursor: served after everyone already waiting had a turn.
+      lane.ring.splice(lane.cursor, 0, task.tenant);
+      lane.cursor = (lane.cursor + 1) % lane.ring.length;
+    }
+    if (options.front) queue.unshift(task);
+    else queue.push(task);
+    this.pump(lane);
+  }
+
+  /** Drops a job's waiting calls and aborts its running ones; returns how many were waiting. */
+  cancelJob(jobId: string): number {
+    let dropped = 0;
+    for (const lane of this.lanes.values()) {
+      for (const [tenant, queue] of lane.queues) {
+        const kept = queue.filter((task) => task.jobId !== jobId);
+        dropped += queue.length - kept.length;
+        if (kept.length === 0) this.removeTenant(lane, tenant);
+        else lane.queues.set(tenant, kept);
+      }
+      for (const [key, controller] of lane.running) if (key.startsWith(`${jobId}:`)) controller.abort();
+    }
+    return dropped;
+  }
+
+  /** Stops starting calls on a lane for `ms` (a 429's Retry-After). Calls in flight go on. */
+  pause(laneName: string, ms: number): void {
+    const lane = this.lane(laneName);
+    const until = this.now() + ms;
+    if (until <= lane.pausedUntil) return;
+    lane.pausedUntil = until;
+    lane.limiter.pause();
+    this.wakeAt(lane, until);
+  }
+
+  isPaused(laneName: string): boolean {
+    return this.lane(laneName).pausedUntil > this.now();
+  }
+
+  /**
+   * Where a job's next waiting call stands in its lane (1 = next to start), counting the turns
+   * round-robin gives the other tenants first. undefined when the job has nothing waiting.
+   */
+  queuePosition(laneName: string, jobId: string): number | undefined {
+    const lane = this.lane(laneName);
+    for (const [tenant, queue] of lane.queues) {
+      const k = queue.findIndex((task) => task.jobId === jobId);
+      if (k < 0) continue;
+      const ourTurn = (lane.ring.indexOf(tenant) - lane.cursor + lane.ring.length) % lane.ring.length;
+      let ahead = k;
+      lane.ring.forEach((other, i) => {
+        if (other === tenant) return;
+        const turn = (i - lane.cursor + lane.ring.length) % lane.ring.length;
+        ahead += Math.min(lane.queues.get(other)?.length ?? 0, turn < ourTurn ? k + 1 : k);
+      });
+      return ahead + lane.limiter.size + 1;
+    }
+    return undefined;
+  }
+
+  /** Calls waiting (not started) on a lane. */
+  depth(laneName: string): number {
+    const lane = this.lane(laneName);
+    return lane.waiting() + lane.limiter.size;
+  }
+
+  inFlight(laneName: string): number {
+    return this.lane(laneName).limiter.pending;
+  }
+
+  /** Resolves when nothing is waiting or running on any lane. */
+  async idle(): Promise<void> {
+    for (;;) {
+      const busy = [...this.lanes.values()].filter((lane) => lane.waiting() > 0 || lane.limiter.size > 0 || lane.limiter.pending > 0);
+      if (busy.length === 0) return;
+      await Promise.all(busy.map((lane) => (lane.waiting() > 0 ? new Promise((r) => setTimeout(r, 20)) : lane.limiter.onIdle())));
+    }
+  }
+
+  /** Stops dispatching and aborts every running call (graceful shutdown persists what they had). */
+  stop(): void {
+    this.stopped = true;
+    for (const lane of this.lanes.values()) {
+      clearTimeout(lane.timer);
+      lane.limiter.pause();
+      lane.limiter.clear();
+      for (const controller of lane.running.values()) controller.abort();
+    }
+  }
+
+  private removeTenant(lane: Lane, tenant: string): void {
+    lane.queues.delete(tenant);
+    const index = lane.ring.indexOf(tenant);
+    if (index < 0) return;
+    lane.ring.splice(index, 1);
+    if (index < lane.cursor) lane.cursor -= 1;
+    if (lane.cursor >= lane.ring.length) lane.cursor = 0;
+  }
+
+  private tenantWindow(tenant: string): SlidingWindow | undefined {
+    if (!this.options.tenantRate) return undefined;
+    let window = this.tenantWindows.get(tenant);
+    if (!window) {
+      window = new SlidingWindow(this.options.tenantRate);
+      this.tenantWindows.set(tenant, window);
+    }
+    return window;
+  }
+
+  private wakeAt(lane: Lane, at: number): void {
+    if (lane.timer && lane.timerAt <= at) return;
+    clearTimeout(lane.timer);
+    lane.timerAt = at;
+    lane.timer = setTimeout(() => {
+      lane.timer = undefined;
+      lane.timerAt = 0;
+      this.pump(lane);
+    }, Math.max(0, at - this.now()));
+  }
+
+  /** Hands tasks to the limiter while it could start them at once, taking tenants in turn. */
+  private pump(lane: Lane): void {
+    if (this.stopped) return;
+    const now = this.now();
+    if (lane.pausedUntil > now) return this.wakeAt(lane, lane.pausedUntil);
+    if (lane.limiter.isPaused) lane.limiter.start();
+
+    let earliest = Infinity;
+    // Keep at most one task waiting inside the limiter, so the choice of tenant is made at the last moment.
+    while (lane.ring.length > 0 && lane.limiter.size === 0 && lane.limiter.pending < lane.options.concurrency) {
+      let picked: ScheduledTask | undefined;
+      for (let tried = 0; tried < lane.ring.length && !picked; tried += 1) {
+        const tenant = lane.ring[lane.cursor]!;
+        const queue = lane.queues.get(tenant)!;
+        const head = queue[0]!;
+        const wait = Math.max(head.notBefore ? head.notBefore - now : 0, this.tenantWindow(tenant)?.waitMs(now) ?? 0);
+        if (wait > 0) {
+          earliest = Math.min(earliest, now + wait);
+          lane.cursor = (lane.cursor + 1) % lane.ring.length;
+          continue;
+        }
+        picked = queue.shift()!;
+        this.tenantWindow(tenant)?.record(now);
+        if (queue.length === 0) this.removeTenant(lane, tenant);
+        else lane.cursor = (lane.cursor + 1) % lane.ring.length;
+      }
+      if (!picked) break;
+      this.start(lane, picked);
+    }
+    if (earliest !== Infinity) this.wakeAt(lane, earliest);
+  }
+
+  private start(lane: Lane, task: ScheduledTask): void {
+    const controller = new AbortController();
+    void lane.limiter.add(async () => {
+      if (controller.signal.aborted) return;
+      lane.running.set(task.key, controller);
+      try {
+        await task.run(controller.signal);
+      } finally {
+        lane.running.delete(task.key);
+      }
+    }).catch((error: unknown) => this.options.onTaskError?.(error, task));
+    lane.running.set(task.key, controller);
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * The domain's shared vocabulary. Nothing here knows about a chat platform or a provider SDK.
+ */
+
+export const PROVIDER_NAMES = ['fal', 'replicate', 'local'] as const;
+export type ProviderName = (typeof PROVIDER_NAMES)[number];
+
+export const ASPECT_RATIOS = ['1:1', '16:9', '9:16', '4:3', '3:4', '3:2', '2:3', '21:9'] as const;
+export type AspectRatio = (typeof ASPECT_RATIOS)[number];
+
+/** A validated request for a batch of images: what the user asked for, nothing about who. */
+export interface ImagineRequest {
+  prompt: string;
+  count: number;
+  provider: ProviderName;
+  model: string;
+  aspectRatio: AspectRatio;
+  /** The job's seed; when the user gives none, one is drawn so the job stays reproducible. */
+  seed?: number;
+  negative?: string;
+}
+
+/** Who asked, and where the answer goes. `tenant` is the unit of fairness and quotas. */
+export interface Requester {
+  /** guild id, Slack team id, `dm:<user>` or `cli` */
+  tenant: string;
+  userId: string;
+  userName?: string;
+  platform: 'discord' | 'slack' | 'playground' | 'cli';
+  channelId?: string;
+}
+
+export type BatchState = 'queued' | 'submitted' | 'done' | 'failed' | 'canceled';
+
+export interface Batch {
+  index: number;
+  /** 0-based position of the batch's first image in the job: its images are numbered start+1… */
+  start: number;
+  /** images this batch must deliver */
+  size: number;
+  /** the seed sent to the provider for this batch (derived from the job seed) */
+  seed: number;
+  state: BatchState;
+  /** the provider's id of the call in flight; persisted before polling so a restart polls instead of paying twice */
+  requestId?: string;
+  /** every provider request id this batch has used, oldest first */
+  requestIds: string[];
+  /** provider calls made for this batch (submits), including retries */
+  attempts: number;
+  /** failed tries (submit, poll, result or download); the batch fails for good at the attempt limit */
+  failures: number;
+  /** images already delivered by this batch (a partial output leaves the rest to a top-up call) */
+  delivered: number;
+  error?: string;
+  /** set when the provider flagged any image of the batch */
+  nsfw?: boolean;
+  submittedAt?: string;
+  finishedAt?: string;
+}
+
+export type ReviewStatus = 'pending' | 'approved' | 'rejected';
+
+export interface ImageRecord {
+  /** 1-based position in the job, stable: the gallery and buttons refer to it */
+  index: number;
+  batchIndex: number;
+  /** path relative to the job folder, e.g. `pending-review/003.png` */
+  file: string;
+  width: number;
+  height: number;
+  /** the seed of the provider call that produced it, where known */
+  seed?: number;
+  nsfw: boolean;
+  contentType: string;
+  review: { status: ReviewStatus; by?: string; at?: string };
+}
+
+export type JobState = 'queued' | 'running' | 'completed' | 'failed' | 'canceled';
+
+export interface Job {
+  id: string;
+  createdAt: string;
+  updatedAt: string;
+  finishedAt?: string;
+  requester: Requester;
+  request: ImagineRequest & { seed: number };
+  state: JobState;
+  batches: Batch[];
+  images: ImageRecord[];
+  /** estimated cost in USD from the price table in config */
+  estimatedCostUsd: number;
+  canceledBy?: string;
+  /** a one-line reason when the job failed or some images did */
+  error?: string;
+  /** free slot for adapters: message ids they must find again after a restart */
+  chat?: Record<string, unknown>;
+}
+
+/** What a job's progress looks like right now; adapters render it, never compute it. */
+export interface ProgressEvent {
+  jobId: string;
+  state: JobState;
+  /** position of the job's next batch among all queued batches for its provider (1 = next), while queued */
+  queuePosition?: number;
+  batchesTotal: number;
+  batchesDone: number;
+  batchesFailed: number;
+  /** the batch most recently changed: "Batch i/n" */
+  currentBatch?: { index: number; state: BatchState; attempt: number };
+  imagesDone: number;
+  imagesTotal: number;
+  imagesFailed: number;
+  /** estimated milliseconds to completion, when there is enough to go on */
+  etaMs?: number;
+  failures: string[];
+}

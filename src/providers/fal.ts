@@ -1,0 +1,140 @@
+/**
+ * fal.ai through @fal-ai/client's queue API: submit → (request id persisted by the caller) → status →
+ * result. `subscribe` is avoided on purpose: it polls for ever on an unknown status and cannot be resumed
+ * after a restart.
+ */
+import { ApiError, createFalClient, type FalClient } from '@fal-ai/client';
+import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
+import type { AspectRatio } from '../core/types.js';
+import { downloadUrl, strictFetch, type Fetch } from './http.js';
+
+const FAL_HOSTS = ['https://queue.fal.run', 'https://rest.fal.ai', 'https://fal.run'];
+
+/** fal's named sizes where one exists, else explicit dimensions (multiples of 64, about 1 megapixel). */
+const IMAGE_SIZE: Record<AspectRatio, string | { width: number; height: number }> = {
+  '1:1': 'square_hd',
+  '16:9': 'landscape_16_9',
+  '9:16': 'portrait_16_9',
+  '4:3': 'landscape_4_3',
+  '3:4': 'portrait_4_3',
+  '3:2': { width: 1216, height: 832 },
+  '2:3': { width: 832, height: 1216 },
+  '21:9': { width: 1536, height: 640 },
+};
+
+export interface FalProviderOptions {
+  key: string;
+  /** where fal's hosts are rewritten to (a proxy or a test fake); unset = fal itself */
+  baseUrl?: string;
+  fetch?: Fetch;
+  /** one HTTP request's time limit @default 30000 */
+  requestTimeoutMs?: number;
+}
+
+interface FalImage {
+  url: string;
+  width?: number;
+  height?: number;
+  content_type?: string;
+}
+
+interface FalOutput {
+  images?: FalImage[];
+  seed?: number;
+  has_nsfw_concepts?: boolean[];
+}
+
+export function falInput(call: BatchCall): Record<string, unknown> {
+  return {
+    prompt: call.prompt,
+    ...(call.negative ? { negative_prompt: call.negative } : {}),
+    num_images: call.count,
+    image_size: IMAGE_SIZE[call.aspectRatio],
+    seed: call.seed,
+    enable_safety_checker: true,
+    output_format: 'png',
+  };
+}
+
+export class FalProvider implements Provider {
+  readonly name = 'fal' as const;
+  readonly maxImagesPerCall = 4;
+  readonly typicalCallMs = 5_000;
+  private readonly client: FalClient;
+  private readonly fetch: Fetch;
+
+  constructor(options: FalProviderOptions) {
+    this.fetch = strictFetch({ provider: 'fal', fetch: options.fetch, requestTimeoutMs: options.requestTimeoutMs ?? 30_000 });
+    const baseUrl = options.baseUrl?.replace(/\/+$/, '');
+    this.client = createFalClient({
+      credentials: options.key,
+      fetch: this.fetch,
+      requestMiddleware: async (request) => {
+        if (!baseUrl) return request;
+        const host = FAL_HOSTS.find((h) => request.url.startsWith(h));
+        return host ? { ...request, url: baseUrl + request.url.slice(host.length) } : request;
+      },
+    });
+  }
+
+  async submit(call: BatchCall, signal?: AbortSignal): Promise<string> {
+    const queued = await this.guard(() =>
+      this.client.queue.submit(call.model, { input: falInput(call), ...(signal ? { abortSignal: signal } : {}) }),
+    );
+    return queued.request_id;
+  }
+
+  async status(requestId: string, model: string, signal?: AbortSignal): Promise<CallStatus> {
+    const status = await this.guard(() =>
+      this.client.queue.status(model, { requestId, logs: false, ...(signal ? { abortSignal: signal } : {}) }),
+    );
+    const error = (status as { error?: unknown }).error;
+    if (status.status === 'COMPLETED') {
+      return error ? { state: 'failed', error: String(error) } : { state: 'succeeded' };
+    }
+    if (status.status === 'IN_QUEUE') return { state: 'queued', queuePosition: status.queue_position };
+    if (status.status === 'IN_PROGRESS') return { state: 'running' };
+    // An unknown status must not be polled for ever: report it so the batch ends with a reason.
+    return { state: 'failed', error: `fal reported an unknown status "${String((status as { status: unknown }).status)}"` };
+  }
+
+  async result(requestId: string, model: string, signal?: AbortSignal): Promise<OutputImage[]> {
+    const result = await this.guard(() =>
+      this.client.queue.result(model, { requestId, ...(signal ? { abortSignal: signal } : {}) }),
+    );
+    const output = (result.data ?? {}) as FalOutput;
+    const nsfw = output.has_nsfw_concepts ?? [];
+    return (output.images ?? []).map((image, index) => ({
+      url: image.url,
+      width: image.width,
+      height: image.height,
+      contentType: image.content_type,
+      nsfw: nsfw[index] === true,
+      seed: output.seed,
+    }));
+  }
+
+  async cancel(requestId: string, model: string): Promise<void> {
+    await this.guard(() => this.client.queue.cancel(model, { requestId }));
+  }
+
+  async download(image: OutputImage, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+    if (!image.url) throw new ProviderError('failed', 'fal returned an image without a URL');
+    return downloadUrl(image.url, this.fetch, signal);
+  }
+
+  /** fal's own errors (422 validation, 4xx) become ProviderErrors the scheduler understands. */
+  private async guard<T>(operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      if (error instanceof ApiError) {
+        const body = error.body as { detail?: unknown } | undefined;
+        const detail = typeof body?.detail === 'string' ? body.detail : JSON.stringify(body?.detail ?? error.message).slice(0, 300);
+        const kind = error.status === 404 ? 'not_found' : error.status >= 500 ? 'server' : 'invalid';
+        throw new ProviderError(kind, `fal refused the request (HTTP ${error.status}): ${detail}`, { status: error.status });
+      }
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * Jobs in Keyv: one key per job, plus an index of unfinished jobs so a restart knows what to resume.
+ * Writes to one key are serialised in process, so a slow write never lands after a newer one.
+ */
+import type { Keyv } from 'keyv';
+import type { Job } from '../core/types.js';
+
+const ACTIVE_INDEX = 'jobs:active';
+
+export function isFinished(job: Pick<Job, 'state'>): boolean {
+  return job.state === 'completed' || job.state === 'failed' || job.state === 'canceled';
+}
+
+export class JobStore {
+  private readonly chains = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly keyv: Keyv) {}
+
+  /** Runs `work` after every earlier call for the same key has settled. */
+  private serial<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.chains.get(key) ?? Promise.resolve();
+    const next = previous.then(work, work);
+    const settled = next.catch(() => undefined);
+    this.chains.set(key, settled);
+    void settled.then(() => {
+      if (this.chains.get(key) === settled) this.chains.delete(key);
+    });
+    return next;
+  }
+
+  async get(id: string): Promise<Job | undefined> {
+    if (!/^[\w-]{1,64}$/.test(id)) return undefined;
+    return (await this.keyv.get<Job>(`job:${id}`)) ?? undefined;
+  }
+
+  /** Persists a job and keeps the unfinished-jobs index in step with its state. */
+  async save(job: Job): Promise<void> {
+    await this.serial(`job:${job.id}`, () => this.keyv.set(`job:${job.id}`, job));
+    await this.serial(ACTIVE_INDEX, async () => {
+      const active = new Set((await this.keyv.get<string[]>(ACTIVE_INDEX)) ?? []);
+      const finished = isFinished(job);
+      if (finished === !active.has(job.id)) return;
+      if (finished) active.delete(job.id);
+      else active.add(job.id);
+      await this.keyv.set(ACTIVE_INDEX, [...active]);
+    });
+  }
+
+  async activeIds(): Promise<string[]> {
+    return (await this.keyv.get<string[]>(ACTIVE_INDEX)) ?? [];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.chains.values()]);
+    await this.keyv.disconnect();
+  }
+}

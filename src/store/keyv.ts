@@ -1,0 +1,29 @@
+/**
+ * Opens the Keyv store named by STORE_URL. SQLite by default (one file, nothing to run); Redis when
+ * several processes must share state.
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import KeyvSqlite from '@keyv/sqlite';
+import { Keyv } from 'keyv';
+
+export async function openKeyv(storeUrl: string, namespace = 'art-factory'): Promise<Keyv> {
+  if (storeUrl.startsWith('sqlite://')) {
+    const file = storeUrl.slice('sqlite://'.length);
+    if (file !== ':memory:') await mkdir(path.dirname(path.resolve(file)), { recursive: true });
+    // busyTimeout: a second process (the CLI beside the bot) waits for the lock instead of failing.
+    const store = new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: 10_000 });
+    const keyv = new Keyv({ store, namespace });
+    // Keyv reports adapter errors as events; without a listener they would crash the process.
+    keyv.on('error', () => {});
+    return keyv;
+  }
+  if (/^rediss?:\/\//.test(storeUrl)) {
+    const moduleName = '@keyv/redis';
+    const redis = (await import(moduleName).catch(() => {
+      throw new Error(`STORE_URL is a Redis URL, which needs the @keyv/redis package: npm install @keyv/redis`);
+    })) as { default: new (url: string) => ConstructorParameters<typeof Keyv>[0] };
+    return new Keyv({ store: new redis.default(storeUrl) as never, namespace });
+  }
+  throw new Error(`STORE_URL: expected sqlite://PATH or redis://HOST, got "${storeUrl}"`);
+}

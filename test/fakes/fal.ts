@@ -1,0 +1,424 @@
+// A fake of fal.ai's queue API (queue.fal.run) serving flux-style output.
+//
+// Point the real @fal-ai/client at it with a requestMiddleware that rewrites
+// https://queue.fal.run to `fake.url`. Wire format, as the client and fal's docs
+// have it:
+//   POST /{owner}/{app}[/{path}]              submit → 200 {request_id, response_url, status_url, cancel_url, status, queue_position}
+//   GET  /{owner}/{app}/requests/{id}/status  202 IN_QUEUE / IN_PROGRESS, 200 COMPLETED (always a `logs` key)
+//   GET  /{owner}/{app}/requests/{id}         result (x-fal-request-id header)
+//   PUT  /{owner}/{app}/requests/{id}/cancel  202 {status: 'CANCELLATION_REQUESTED'}
+//   GET  /files/{id}/{n}.{png|jpg}            the image bytes (public, no auth, like fal.media)
+// Status/result/cancel use only owner/app (fal-ai/flux, not fal-ai/flux/schnell);
+// a request id asked for under another app path gets 404 here, which catches
+// callers that build those URLs with the full endpoint id.
+import type { ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import {
+  type ErrorDialect,
+  type FakeCommon,
+  type FakeCore,
+  type FakeOptions,
+  type ParsedRequest,
+  type RecordedCall,
+  isGenerationFault,
+  isHttpFault,
+  mulberry32,
+  plainObject,
+  sendBytes,
+  sendJson,
+  startCore,
+} from './http.js';
+import { CONTENT_TYPES, type FakeImageFormat, fakeImage, solidImage } from './png.js';
+
+export type { FakeOptions, Fault, FaultRule, FaultTarget, RecordedCall } from './http.js';
+
+export type FalQueueState = 'IN_QUEUE' | 'IN_PROGRESS' | 'COMPLETED';
+
+// Sizes of fal's image_size presets for flux.
+export const FAL_IMAGE_SIZES = {
+  square_hd: { width: 1024, height: 1024 },
+  square: { width: 512, height: 512 },
+  portrait_4_3: { width: 768, height: 1024 },
+  portrait_16_9: { width: 576, height: 1024 },
+  landscape_4_3: { width: 1024, height: 768 },
+  landscape_16_9: { width: 1024, height: 576 },
+} as const;
+
+type OutputFormat = 'jpeg' | 'png';
+
+/** One queued request, as the fake sees it. `state` is derived from the clock. */
+export class FalRequest {
+  cancelled = false;
+  /** Message of a 'failed' fault: the request completes with an error. */
+  failure: string | undefined;
+  /** Image count of a 'partial' fault. */
+  partialImages: number | undefined;
+  /** Set once a result was served: later 'result' faults no longer rewrite it. */
+  resultServed = false;
+
+  constructor(
+    readonly id: string,
+    /** Full endpoint id as submitted, e.g. 'fal-ai/flux/schnell'. */
+    readonly endpoint: string,
+    /** owner/app part used by status/result/cancel, e.g. 'fal-ai/flux'. */
+    readonly appPath: string,
+    readonly input: Record<string, unknown>,
+    readonly createdAt: number,
+    readonly latencyMs: number,
+    readonly seed: number,
+    readonly width: number,
+    readonly height: number,
+    readonly numImages: number,
+    readonly outputFormat: OutputFormat,
+    readonly nsfw: boolean,
+  ) {}
+
+  get state(): FalQueueState {
+    if (this.cancelled) return 'COMPLETED';
+    const elapsed = Date.now() - this.createdAt;
+    if (elapsed >= this.latencyMs) return 'COMPLETED';
+    // First third in the queue, the rest running: both states show up in polls.
+    return elapsed < this.latencyMs / 3 ? 'IN_QUEUE' : 'IN_PROGRESS';
+  }
+
+  /** How many images the result carries (after a 'partial' fault). */
+  get imageCount(): number {
+    return this.partialImages === undefined ? this.numImages : Math.min(this.numImages, this.partialImages);
+  }
+
+  get ext(): 'jpg' | 'png' {
+    return this.outputFormat === 'png' ? 'png' : 'jpg';
+  }
+}
+
+export interface FakeFal extends FakeCommon {
+  /** Every accepted submit by request id. */
+  requests: Map<string, FalRequest>;
+}
+
+// fal's error bodies carry `detail`; the client builds ApiError{status, body}.
+const falErrors: ErrorDialect = {
+  rateLimited(seconds, where) {
+    const headers: Record<string, string> = where === 'body' ? {} : { 'retry-after': String(seconds) };
+    const body =
+      where === 'header'
+        ? { detail: 'Rate limit exceeded' }
+        : { detail: `Rate limit exceeded. Retry after ${seconds} seconds.`, retry_after: seconds };
+    return { body, headers };
+  },
+  // What queue.fal.run answers for a key it does not know.
+  unauthorized: () => ({ detail: 'No user found for Key ID and Secret' }),
+  serverError: (status) => ({ detail: status === 500 ? 'Internal Server Error' : `Upstream error (${status})` }),
+};
+
+// Pydantic-v2-shaped 422, which the client turns into a ValidationError.
+interface FieldError {
+  loc: (string | number)[];
+  msg: string;
+  type: string;
+  input?: unknown;
+  ctx?: Record<string, unknown>;
+}
+
+function validate(input: Record<string, unknown>): FieldError[] {
+  const errors: FieldError[] = [];
+  const { prompt, num_images, image_size, output_format, seed } = input;
+  if (prompt === undefined) {
+    errors.push({ loc: ['body', 'prompt'], msg: 'Field required', type: 'missing', input });
+  } else if (typeof prompt !== 'string') {
+    errors.push({ loc: ['body', 'prompt'], msg: 'Input should be a valid string', type: 'string_type', input: prompt });
+  } else if (prompt.trim().length === 0) {
+    errors.push({
+      loc: ['body', 'prompt'],
+      msg: 'String should have at least 1 character',
+      type: 'string_too_short',
+      input: prompt,
+      ctx: { min_length: 1 },
+    });
+  }
+  if (num_images !== undefined) {
+    if (typeof num_images !== 'number' || !Number.isInteger(num_images)) {
+      errors.push({ loc: ['body', 'num_images'], msg: 'Input should be a valid integer', type: 'int_type', input: num_images });
+    } else if (num_images < 1) {
+      errors.push({ loc: ['body', 'num_images'], msg: 'Input should be greater than or equal to 1', type: 'greater_than_equal', input: num_images, ctx: { ge: 1 } });
+    } else if (num_images > 4) {
+      errors.push({ loc: ['body', 'num_images'], msg: 'Input should be less than or equal to 4', type: 'less_than_equal', input: num_images, ctx: { le: 4 } });
+    }
+  }
+  if (image_size !== undefined) {
+    const custom = plainObject(image_size);
+    if (typeof image_size === 'string') {
+      if (!(image_size in FAL_IMAGE_SIZES)) {
+        errors.push({
+          loc: ['body', 'image_size'],
+          msg: `Input should be ${Object.keys(FAL_IMAGE_SIZES).map((k) => `'${k}'`).join(', ')}`,
+          type: 'enum',
+          input: image_size,
+        });
+      }
+    } else if (custom) {
+      for (const side of ['width', 'height'] as const) {
+        const v = custom[side] ?? 512; // fal's ImageSize defaults each side to 512
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 8192) {
+          errors.push({ loc: ['body', 'image_size', side], msg: 'Input should be an integer in 1..8192 (fake limit)', type: 'value_error', input: v });
+        }
+      }
+    } else {
+      errors.push({ loc: ['body', 'image_size'], msg: 'Input should be a valid dictionary or enum', type: 'model_type', input: image_size });
+    }
+  }
+  if (output_format !== undefined && output_format !== 'jpeg' && output_format !== 'png') {
+    errors.push({ loc: ['body', 'output_format'], msg: "Input should be 'jpeg' or 'png'", type: 'enum', input: output_format });
+  }
+  if (seed !== undefined && seed !== null && (typeof seed !== 'number' || !Number.isInteger(seed))) {
+    errors.push({ loc: ['body', 'seed'], msg: 'Input should be a valid integer', type: 'int_type', input: seed });
+  }
+  return errors;
+}
+
+function sizeOf(input: Record<string, unknown>): { width: number; height: number } {
+  const size = input.image_size ?? 'landscape_4_3'; // flux's default
+  if (typeof size === 'string') return FAL_IMAGE_SIZES[size as keyof typeof FAL_IMAGE_SIZES];
+  const custom = plainObject(size) ?? {};
+  return { width: Number(custom.width ?? 512), height: Number(custom.height ?? 512) };
+}
+
+/** owner/app from an endpoint id, keeping fal's 'workflows/' and 'comfy/' namespaces. */
+function appPathOf(endpoint: string): string | undefined {
+  const parts = endpoint.split('/').filter(Boolean);
+  const n = parts[0] === 'workflows' || parts[0] === 'comfy' ? 3 : 2;
+  return parts.length >= n ? parts.slice(0, n).join('/') : undefined;
+}
+
+function falLogs(job: FalRequest, withLogs: boolean): unknown[] | null {
+  if (!withLogs) return null;
+  const ts = new Date(job.createdAt).toISOString();
+  const state = job.state;
+  if (state === 'IN_QUEUE') return [];
+  const logs = [{ message: `Generating ${job.numImages} image(s)`, level: 'INFO', source: 'USER', timestamp: ts }];
+  if (state === 'COMPLETED' && !job.cancelled) {
+    logs.push({ message: job.failure ? `Error: ${job.failure}` : 'Done', level: job.failure ? 'ERROR' : 'INFO', source: 'USER', timestamp: ts });
+  }
+  return logs;
+}
+
+export async function startFakeFal(options?: FakeOptions): Promise<FakeFal> {
+  const requests = new Map<string, FalRequest>();
+  const submitCalls: RecordedCall[] = [];
+  // Separate from the fault RNG so that random seeds never shift fault schedules.
+  const seedRng = mulberry32((options?.rngSeed ?? 1) ^ 0x5eed5eed);
+
+  const queueUrls = (core: FakeCore, job: FalRequest) => {
+    const base = `${core.origin}/${job.appPath}/requests/${job.id}`;
+    return { response_url: base, status_url: `${base}/status`, cancel_url: `${base}/cancel` };
+  };
+
+  const authorized = (core: FakeCore, req: ParsedRequest) =>
+    core.options.key === undefined || req.headers.authorization === `Key ${core.options.key}`;
+
+  /** Looks the job up under the owner/app it was submitted to; 404s otherwise. */
+  const findJob = (res: ServerResponse, appPath: string, id: string): FalRequest | undefined => {
+    const job = requests.get(id);
+    if (!job || job.appPath !== appPath) {
+      sendJson(res, 404, { detail: `Request ${id} not found` });
+      return undefined;
+    }
+    return job;
+  };
+
+  function submit(core: FakeCore, req: ParsedRequest, res: ServerResponse, call: RecordedCall): void {
+    const endpoint = req.path.replace(/^\/+|\/+$/g, '');
+    const appPath = appPathOf(endpoint);
+    if (!appPath) return sendJson(res, 404, { detail: `Application '${endpoint}' not found` });
+    const input = plainObject(req.body);
+    if (!input) {
+      return sendJson(res, 422, { detail: [{ loc: ['body'], msg: 'Input should be a valid dictionary', type: 'dict_type', input: req.body }] });
+    }
+    const errors = validate(input);
+    if (errors.length > 0) return sendJson(res, 422, { detail: errors });
+
+    const { width, height } = sizeOf(input);
+    const prompt = String(input.prompt);
+    const seed = typeof input.seed === 'number' ? input.seed : Math.floor(seedRng() * 2 ** 31);
+    const job = new FalRequest(
+      randomUUID(),
+      endpoint,
+      appPath,
+      input,
+      Date.now(),
+      core.latencyMs,
+      seed,
+      width,
+      height,
+      typeof input.num_images === 'number' ? input.num_images : 1,
+      input.output_format === 'png' ? 'png' : 'jpeg', // flux defaults to jpeg
+      prompt.includes(core.options.nsfwWord),
+    );
+    // Generation faults aimed at 'submit' mark the request created here.
+    const fault = core.faults.take('submit', isGenerationFault);
+    if (fault) {
+      call.fault = fault.kind;
+      if (fault.kind === 'failed') job.failure = fault.message ?? 'Internal Server Error';
+      else job.partialImages = fault.images;
+    }
+    requests.set(job.id, job);
+    const queuedAhead = [...requests.values()].filter(
+      (j) => j !== job && j.state === 'IN_QUEUE' && j.createdAt <= job.createdAt,
+    ).length;
+    sendJson(
+      res,
+      200,
+      { request_id: job.id, ...queueUrls(core, job), status: 'IN_QUEUE', queue_position: queuedAhead },
+      { 'x-fal-request-id': job.id },
+    );
+  }
+
+  function status(core: FakeCore, req: ParsedRequest, res: ServerResponse, job: FalRequest): void {
+    const state = job.state;
+    const body: Record<string, unknown> = {
+      status: state,
+      request_id: job.id,
+      ...queueUrls(core, job),
+      logs: falLogs(job, req.query.logs === '1' || req.query.logs === 'true'),
+    };
+    if (state === 'IN_QUEUE') {
+      body.queue_position = [...requests.values()].filter(
+        (j) => j !== job && j.state === 'IN_QUEUE' && j.createdAt <= job.createdAt,
+      ).length;
+    }
+    if (state === 'COMPLETED') {
+      body.metrics = { inference_time: job.cancelled ? null : job.latencyMs / 1000 };
+      // The queue's status enum is closed (IN_QUEUE | IN_PROGRESS | COMPLETED):
+      // a request that errored or was cancelled still reports COMPLETED, and the
+      // failure shows as `error`/`error_type` here and as an error on the result.
+      if (job.cancelled) Object.assign(body, { error: 'Request was cancelled', error_type: 'request_cancelled' });
+      else if (job.failure) Object.assign(body, { error: job.failure, error_type: 'internal_server_error' });
+    }
+    sendJson(res, state === 'COMPLETED' ? 200 : 202, body, { 'x-fal-request-id': job.id });
+  }
+
+  function result(core: FakeCore, res: ServerResponse, call: RecordedCall, job: FalRequest): void {
+    const headers = { 'x-fal-request-id': job.id };
+    if (job.state !== 'COMPLETED') {
+      return sendJson(res, 400, { detail: 'Request is still in progress' }, headers);
+    }
+    if (job.cancelled) {
+      return sendJson(res, 400, { detail: 'Request was cancelled', error_type: 'request_cancelled' }, { ...headers, 'x-fal-error-type': 'request_cancelled' });
+    }
+    // Generation faults aimed at 'result' apply to the first result served for
+    // a request, and stick to it (a later GET answers the same).
+    const fault = job.resultServed ? undefined : core.faults.take('result', isGenerationFault);
+    job.resultServed = true;
+    if (fault) {
+      call.fault = fault.kind;
+      if (fault.kind === 'failed') job.failure = fault.message ?? 'Internal Server Error';
+      else job.partialImages = fault.images;
+    }
+    if (job.failure) {
+      // fal's result endpoint replays the status, headers and body the model
+      // returned; a model that raised gives 500 with a typed `detail` array
+      // (docs: "Model Errors") and X-Fal-Retryable. 500 is not in the client's
+      // retry list for result(), so this surfaces as ApiError{status: 500}.
+      return sendJson(
+        res,
+        500,
+        { detail: [{ loc: ['body'], msg: job.failure, type: 'internal_server_error' }] },
+        { ...headers, 'x-fal-retryable': 'false' },
+      );
+    }
+    const count = job.imageCount;
+    const images = Array.from({ length: count }, (_, n) => ({
+      url: `${core.origin}/files/${job.id}/${n}.${job.ext}`,
+      width: job.width,
+      height: job.height,
+      content_type: job.outputFormat === 'png' ? 'image/png' : 'image/jpeg',
+    }));
+    sendJson(
+      res,
+      200,
+      {
+        images,
+        timings: { inference: job.latencyMs / 1000 },
+        seed: job.seed,
+        has_nsfw_concepts: images.map(() => job.nsfw),
+        prompt: String(job.input.prompt),
+      },
+      headers,
+    );
+  }
+
+  function cancel(res: ServerResponse, job: FalRequest): void {
+    const headers = { 'x-fal-request-id': job.id };
+    if (!job.cancelled && job.state === 'COMPLETED') {
+      return sendJson(res, 400, { status: 'ALREADY_COMPLETED' }, headers);
+    }
+    // Queued or running: fal removes it from the queue or signals the runner;
+    // either way this fake stops it and it completes as cancelled.
+    job.cancelled = true;
+    sendJson(res, 202, { status: 'CANCELLATION_REQUESTED' }, headers);
+  }
+
+  async function file(res: ServerResponse, id: string, index: number, ext: string): Promise<void> {
+    const job = requests.get(id);
+    if (!job || job.state !== 'COMPLETED' || job.cancelled || job.failure || index >= job.imageCount || ext !== job.ext) {
+      return sendJson(res, 404, { detail: 'File not found' });
+    }
+    const format: FakeImageFormat = job.ext;
+    // With the safety checker on (the default), fal returns a black frame for a flagged image.
+    const blackOut = job.nsfw && job.input.enable_safety_checker !== false;
+    const bytes = blackOut
+      ? await solidImage(job.width, job.height, format, [0, 0, 0])
+      : await fakeImage(job.width, job.height, format, `${job.id}/${index}`);
+    sendBytes(res, 200, bytes, CONTENT_TYPES[format]);
+  }
+
+  const core = await startCore(options, async (core, req, res) => {
+    const call = core.record(req);
+    const fileMatch = /^\/files\/([^/]+)\/(\d+)\.([a-z]+)$/.exec(req.path);
+    const requestMatch = /^\/(.+)\/requests\/([^/]+?)(\/status|\/cancel)?$/.exec(req.path);
+
+    type Route =
+      | { target: 'file'; id: string; index: number; ext: string }
+      | { target: 'status' | 'result' | 'cancel'; appPath: string; id: string }
+      | { target: 'submit' };
+    let route: Route | undefined;
+    if (req.method === 'GET' && fileMatch) {
+      route = { target: 'file', id: fileMatch[1]!, index: Number(fileMatch[2]), ext: fileMatch[3]! };
+    } else if (requestMatch) {
+      const [, appPath, id, suffix] = requestMatch;
+      if (suffix === '/status' && req.method === 'GET') route = { target: 'status', appPath: appPath!, id: id! };
+      else if (suffix === '/cancel' && req.method === 'PUT') route = { target: 'cancel', appPath: appPath!, id: id! };
+      else if (suffix === undefined && req.method === 'GET') route = { target: 'result', appPath: appPath!, id: id! };
+    } else if (req.method === 'POST' && !req.path.startsWith('/files/')) {
+      route = { target: 'submit' };
+    }
+    if (!route) return sendJson(res, 404, { detail: 'Not Found' });
+    if (route.target === 'submit') submitCalls.push(call);
+
+    const httpFault = core.faults.take(route.target, isHttpFault);
+    if (httpFault) return core.sendHttpFault(res, call, httpFault, falErrors);
+
+    if (route.target === 'file') return file(res, route.id, route.index, route.ext);
+    if (!authorized(core, req)) return sendJson(res, 401, falErrors.unauthorized());
+    if (route.target === 'submit') return submit(core, req, res, call);
+
+    const job = findJob(res, route.appPath, route.id);
+    if (!job) return;
+    if (route.target === 'status') return status(core, req, res, job);
+    if (route.target === 'result') return result(core, res, call, job);
+    return cancel(res, job);
+  });
+
+  return {
+    url: core.origin,
+    calls: core.calls,
+    requests,
+    submits: () => [...submitCalls],
+    inject: (rule) => core.faults.inject(rule),
+    clearFaults: () => core.faults.clear(),
+    setLatency: (ms) => {
+      core.latencyMs = ms;
+    },
+    close: () => core.close(),
+  };
+}
