@@ -139,47 +139,35 @@ export function loadConfig(env: Env = process.env): Config {
     Object.assign(prices, parsed.data);
   }
 
+  // Every variable is checked, used or not: a typo should stop start-up today, not the day a key is added.
+  const discord = {
+    guildId: read(env, 'DISCORD_GUILD_ID', z.string().regex(/^\d{5,25}$/).optional(), 'a numeric guild id'),
+    apiUrl: withoutTrailingSlash(read(env, 'DISCORD_API_URL', url, 'an http(s) URL') ?? 'https://discord.com/api'),
+  };
+  const slack = {
+    appToken: read(env, 'SLACK_APP_TOKEN', optionalString, 'an app-level token (xapp-…)', true),
+    apiUrl: read(env, 'SLACK_API_URL', url, 'an http(s) URL') ?? 'https://slack.com/api/',
+    port: int(env, 'SLACK_PORT', 0, 65535, 3000),
+    reviewers: (env.SLACK_REVIEWERS ?? '').split(/[\s,]+/).filter(Boolean),
+  };
+  const fal = {
+    baseUrl: read(env, 'FAL_BASE_URL', url, 'an http(s) URL'),
+    model: read(env, 'FAL_MODEL', optionalString, 'a fal model id') ?? DEFAULT_MODELS.fal,
+    rateLimit: rate(env, 'FAL_RATE_LIMIT', undefined),
+    concurrency: int(env, 'FAL_CONCURRENCY', 1, 1000, 10),
+  };
+  const replicate = {
+    baseUrl: withoutTrailingSlash(read(env, 'REPLICATE_BASE_URL', url, 'an http(s) URL ending in /v1') ?? 'https://api.replicate.com/v1'),
+    model: read(env, 'REPLICATE_MODEL', optionalString, 'a Replicate model owner/name') ?? DEFAULT_MODELS.replicate,
+    rateLimit: rate(env, 'REPLICATE_RATE_LIMIT', '600/min'),
+    concurrency: int(env, 'REPLICATE_CONCURRENCY', 1, 1000, 10),
+  };
+
   return {
-    discord:
-      discordToken && discordAppId
-        ? {
-            token: discordToken,
-            appId: discordAppId,
-            guildId: read(env, 'DISCORD_GUILD_ID', z.string().regex(/^\d{5,25}$/).optional(), 'a numeric guild id'),
-            apiUrl: withoutTrailingSlash(read(env, 'DISCORD_API_URL', url, 'an http(s) URL') ?? 'https://discord.com/api'),
-          }
-        : undefined,
-    slack:
-      slackToken && slackSecret
-        ? {
-            botToken: slackToken,
-            signingSecret: slackSecret,
-            appToken: read(env, 'SLACK_APP_TOKEN', optionalString, 'an app-level token (xapp-…)', true),
-            apiUrl: read(env, 'SLACK_API_URL', url, 'an http(s) URL') ?? 'https://slack.com/api/',
-            port: int(env, 'SLACK_PORT', 0, 65535, 3000),
-            reviewers: (env.SLACK_REVIEWERS ?? '').split(/[\s,]+/).filter(Boolean),
-          }
-        : undefined,
-    fal: falKey
-      ? {
-          key: falKey,
-          baseUrl: read(env, 'FAL_BASE_URL', url, 'an http(s) URL'),
-          model: read(env, 'FAL_MODEL', optionalString, 'a fal model id') ?? DEFAULT_MODELS.fal,
-          rateLimit: rate(env, 'FAL_RATE_LIMIT', undefined),
-          concurrency: int(env, 'FAL_CONCURRENCY', 1, 1000, 10),
-        }
-      : undefined,
-    replicate: replicateToken
-      ? {
-          token: replicateToken,
-          baseUrl: withoutTrailingSlash(
-            read(env, 'REPLICATE_BASE_URL', url, 'an http(s) URL ending in /v1') ?? 'https://api.replicate.com/v1',
-          ),
-          model: read(env, 'REPLICATE_MODEL', optionalString, 'a Replicate model owner/name') ?? DEFAULT_MODELS.replicate,
-          rateLimit: rate(env, 'REPLICATE_RATE_LIMIT', '600/min'),
-          concurrency: int(env, 'REPLICATE_CONCURRENCY', 1, 1000, 10),
-        }
-      : undefined,
+    discord: discordToken && discordAppId ? { token: discordToken, appId: discordAppId, ...discord } : undefined,
+    slack: slackToken && slackSecret ? { botToken: slackToken, signingSecret: slackSecret, ...slack } : undefined,
+    fal: falKey ? { key: falKey, ...fal } : undefined,
+    replicate: replicateToken ? { token: replicateToken, ...replicate } : undefined,
     local: {
       model: DEFAULT_MODELS.local,
       concurrency: int(env, 'LOCAL_CONCURRENCY', 1, 64, 2),

@@ -369,10 +369,15 @@ export class Engine extends EventEmitter<EngineEvents> {
         if (j.state === 'queued') j.state = 'running';
       });
       this.emitProgress(job);
-      const requestId = await provider.submit(
-        { prompt: job.request.prompt, negative: job.request.negative, model, aspectRatio: job.request.aspectRatio, count, seed: seedAt(batch.seed, batch.delivered) },
-        signal,
-      );
+      const call = {
+        prompt: job.request.prompt,
+        negative: job.request.negative,
+        model,
+        aspectRatio: job.request.aspectRatio,
+        count,
+        seed: seedAt(batch.seed, batch.delivered),
+      };
+      const requestId = await this.scheduler.throttle(provider.name, () => provider.submit(call, signal), signal);
       await this.change(jobId, (j) => {
         const b = j.batches[batchIndex]!;
         b.requestId = requestId;

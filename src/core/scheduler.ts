@@ -1,12 +1,15 @@
 /**
  * Fair, rate-limited dispatch of provider calls.
  *
- * One lane per provider. A lane's limiter is a p-queue (max concurrent calls, and at most N calls in
- * any rolling window: `strict` mode, so a provider that counts per sliding minute never sees a burst
- * across a window edge). Fairness is ours: each tenant has its own queue and the lane takes the next
- * call round-robin across tenants, and only at the moment the limiter can start it — so a guild that
- * queues 1000 images holds one place in the rotation, not the next 250 slots.
+ * One lane per provider, built from two p-queues: the limiter holds a batch's slot for its whole call
+ * (max concurrent calls), and the gate spaces the submits themselves (at most N in any rolling window:
+ * `strict` mode, so a provider that counts per sliding minute never sees a burst across a window edge).
+ * The gate wraps the submit request, not the batch: a resumed batch that only polls takes no token, and
+ * the time the provider sees is the time we counted. Fairness is ours: each tenant has its own queue and
+ * the lane takes the next batch round-robin across tenants, only at the moment the limiter can start
+ * it — so a guild that queues 1000 images holds one place in the rotation, not the next 250 slots.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import PQueue from 'p-queue';
 import type { Rate } from './rate.js';
 
@@ -48,8 +51,15 @@ class SlidingWindow {
   }
 }
 
+/**
+ * Requests reach the provider a few milliseconds after the gate lets them go, not always in order;
+ * a window this much longer than the provider's absorbs that jitter.
+ */
+const RATE_MARGIN = 1.02;
+
 class Lane {
   readonly limiter: PQueue;
+  readonly gate: PQueue | undefined;
   /** tenant → its waiting tasks, oldest first */
   readonly queues = new Map<string, ScheduledTask[]>();
   /** round-robin ring of tenants with waiting tasks; `cursor` is the next to serve */
@@ -61,10 +71,10 @@ class Lane {
   readonly running = new Map<string, AbortController>();
 
   constructor(readonly name: string, readonly options: LaneOptions) {
-    this.limiter = new PQueue({
-      concurrency: options.concurrency,
-      ...(options.rateLimit ? { intervalCap: options.rateLimit.limit, interval: options.rateLimit.intervalMs, strict: true } : {}),
-    });
+    this.limiter = new PQueue({ concurrency: options.concurrency });
+    this.gate = options.rateLimit
+      ? new PQueue({ intervalCap: options.rateLimit.limit, interval: Math.ceil(options.rateLimit.intervalMs * RATE_MARGIN), strict: true })
+      : undefined;
   }
 
   waiting(): number {
@@ -128,13 +138,26 @@ export class FairScheduler {
     return dropped;
   }
 
-  /** Stops starting calls on a lane for `ms` (a 429's Retry-After). Calls in flight go on. */
+  /**
+   * Runs one request that counts against the provider's rate (a submit): waits for a pause to end and
+   * for a place in the rolling window, then sends it.
+   */
+  async throttle<T>(laneName: string, request: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const lane = this.lane(laneName);
+    for (let wait = lane.pausedUntil - this.now(); wait > 0; wait = lane.pausedUntil - this.now()) {
+      await sleep(wait, undefined, signal ? { signal } : {});
+    }
+    return lane.gate ? (lane.gate.add(request, signal ? { signal } : {}) as Promise<T>) : request();
+  }
+
+  /** Stops starting calls on a lane for `ms` (a 429's Retry-After). Calls already sent go on. */
   pause(laneName: string, ms: number): void {
     const lane = this.lane(laneName);
     const until = this.now() + ms;
     if (until <= lane.pausedUntil) return;
     lane.pausedUntil = until;
     lane.limiter.pause();
+    lane.gate?.pause();
     this.wakeAt(lane, until);
   }
 
@@ -189,6 +212,8 @@ export class FairScheduler {
       clearTimeout(lane.timer);
       lane.limiter.pause();
       lane.limiter.clear();
+      lane.gate?.pause();
+      lane.gate?.clear();
       for (const controller of lane.running.values()) controller.abort();
     }
   }
@@ -229,6 +254,7 @@ export class FairScheduler {
     const now = this.now();
     if (lane.pausedUntil > now) return this.wakeAt(lane, lane.pausedUntil);
     if (lane.limiter.isPaused) lane.limiter.start();
+    if (lane.gate?.isPaused) lane.gate.start();
 
     let earliest = Infinity;
     // Keep at most one task waiting inside the limiter, so the choice of tenant is made at the last moment.

@@ -1,0 +1,103 @@
+import { execFile } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { startFakeFal } from './fakes/fal.js';
+import { startFakeReplicate } from './fakes/replicate.js';
+import { onCleanup, tempDir } from './helpers.js';
+
+const BIN = path.resolve('bin/art-factory.js');
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(args: string[], env: Record<string, string> = {}): Promise<Run & { dir: string }> {
+  const dir = await tempDir('af-cli-');
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      {
+        // Only what the command needs: no tokens leak in from the developer's shell.
+        env: { PATH: process.env.PATH ?? '', HOME: dir, STORE_URL: `sqlite://${dir}/store.sqlite`, OUTPUT_DIR: `${dir}/out`, ...env },
+        timeout: 60_000,
+      },
+      (error, stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr, dir }),
+    );
+  });
+}
+
+describe('art-factory generate', () => {
+  it('with no keys writes 10 images from 3 local calls and prints the manifest path', async () => {
+    const run = await cli(['generate', '--prompt', 'a red fox', '--count', '10']);
+    expect(run.code).toBe(0);
+    const manifestPath = run.stdout.trim();
+    expect(manifestPath).toMatch(new RegExp(`^${run.dir}/out/\\d{8}-[0-9a-f]{8}/manifest\\.json$`));
+    const { default: manifest } = await import(manifestPath, { with: { type: 'json' } });
+    expect(manifest.batches.map((b: { size: number }) => b.size)).toEqual([4, 4, 2]);
+    expect(manifest.provider).toBe('local');
+    expect(await readdir(path.join(path.dirname(manifestPath), 'pending-review'))).toHaveLength(10);
+    expect(run.stderr).toContain('Batch 3/3 · 10/10 images');
+  });
+
+  it('honours --out, --ar and --seed', async () => {
+    const out = await tempDir('af-out-');
+    const run = await cli(['generate', '--prompt', 'a fox', '--count', '1', '--ar', '9:16', '--seed', '9', '--out', out]);
+    expect(run.code).toBe(0);
+    expect(run.stdout.startsWith(out)).toBe(true);
+    const { default: manifest } = await import(run.stdout.trim(), { with: { type: 'json' } });
+    expect(manifest.parameters).toEqual({ count: 1, aspectRatio: '9:16', seed: 9 });
+    expect(manifest.images[0]).toMatchObject({ width: 576, height: 1024, seed: 9 });
+  });
+
+  it.each([
+    [['generate', '--prompt', 'fox', '--count', '0'], 'art-factory: Expected `count` to be an integer from 1 to 100, got `0`.'],
+    [['generate', '--count', '3'], 'art-factory: Expected `prompt` to be 1 to 1500 characters, got an empty prompt.'],
+    [['generate', '--prompt', 'fox', '--provider', 'fal'], 'art-factory: Provider `fal` is not configured on this bot; available: local.'],
+    [['generate', '--prompt', 'fox', '--colour', 'red'], "art-factory: Unknown option '--colour'"],
+    [['paint'], 'art-factory: unknown command "paint"'],
+  ])('exits 2 with a one-line reason for %j', async (args, message) => {
+    const run = await cli(args);
+    expect(run.code).toBe(2);
+    expect(run.stderr.split('\n')[0]).toContain(message);
+    expect(run.stdout).toBe('');
+  });
+
+  it('exits 2 naming the variable when the configuration is bad, without echoing secrets', async () => {
+    const run = await cli(['generate', '--prompt', 'fox'], { FAL_CONCURRENCY: 'lots' });
+    expect(run.code).toBe(2);
+    expect(run.stderr.trim()).toBe('art-factory: FAL_CONCURRENCY: expected an integer from 1 to 1000, got "lots"');
+  });
+
+  it('with FAL_KEY and FAL_BASE_URL makes exactly 3 submits of 4, 4 and 2 and saves 10 images', async () => {
+    const fake = await startFakeFal({ key: 'k-id:k-secret' });
+    onCleanup(() => fake.close());
+    const run = await cli(['generate', '--prompt', 'a red fox', '--count', '10'], { FAL_KEY: 'k-id:k-secret', FAL_BASE_URL: fake.url });
+    expect(run.code).toBe(0);
+    expect(fake.submits().map((c) => (c.body as { num_images: number }).num_images).sort()).toEqual([2, 4, 4]);
+    expect(await readdir(path.join(path.dirname(run.stdout.trim()), 'pending-review'))).toHaveLength(10);
+    expect(run.stderr).not.toContain('k-secret');
+  });
+
+  it('with REPLICATE_API_TOKEN and REPLICATE_BASE_URL makes exactly 3 creates of 4, 4 and 2', async () => {
+    const fake = await startFakeReplicate({ key: 'r8-cli' });
+    onCleanup(() => fake.close());
+    const run = await cli(['generate', '--prompt', 'a red fox', '--count', '10'], { REPLICATE_API_TOKEN: 'r8-cli', REPLICATE_BASE_URL: fake.url });
+    expect(run.code).toBe(0);
+    expect(fake.submits().map((c) => (c.body as { input: { num_outputs: number } }).input.num_outputs).sort()).toEqual([2, 4, 4]);
+    expect(await readdir(path.join(path.dirname(run.stdout.trim()), 'pending-review'))).toHaveLength(10);
+  });
+
+  it('exits 1 with the reason when every batch fails', async () => {
+    const fake = await startFakeFal({ key: 'right-key' });
+    onCleanup(() => fake.close());
+    const run = await cli(['generate', '--prompt', 'fox', '--count', '4'], { FAL_KEY: 'wrong-key', FAL_BASE_URL: fake.url });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/art-factory: job \S+ failed: all 4 images failed: fal refused the credentials \(HTTP 401\)/);
+    expect(run.stderr).not.toContain('wrong-key');
+    expect(run.stdout).toBe('');
+  });
+});

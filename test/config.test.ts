@@ -1,0 +1,80 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, configuredProviders, loadConfig } from '../src/config.js';
+import { parseRate } from '../src/core/rate.js';
+
+function configError(env: Record<string, string>): string {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('loadConfig', () => {
+  it('runs with no variables at all: local provider, SQLite store, playground on', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      defaultProvider: 'local',
+      storeUrl: 'sqlite://data/art-factory.sqlite',
+      outputDir: 'data/output',
+      maxImagesPerJob: 100,
+      tenantRateLimit: { limit: 60, intervalMs: 60_000 },
+      playground: { enabled: true, port: 4000 },
+    });
+    expect(config.discord).toBeUndefined();
+    expect(config.fal).toBeUndefined();
+    expect(configuredProviders(config)).toEqual(['local']);
+  });
+
+  it('turns a provider on with its key and applies the documented defaults', () => {
+    const config = loadConfig({ FAL_KEY: 'id:secret', REPLICATE_API_TOKEN: 'r8_x' });
+    expect(config.fal).toMatchObject({ model: 'fal-ai/flux/schnell', concurrency: 10 });
+    expect(config.fal!.rateLimit).toBeUndefined();
+    expect(config.replicate).toMatchObject({ baseUrl: 'https://api.replicate.com/v1', rateLimit: { limit: 600, intervalMs: 60_000 } });
+    expect(config.defaultProvider).toBe('fal');
+    expect(configuredProviders(config)).toEqual(['fal', 'replicate', 'local']);
+  });
+
+  it('turns the playground off by default when a chat token is set, and PLAYGROUND forces it', () => {
+    expect(loadConfig({ DISCORD_TOKEN: 't', DISCORD_APP_ID: '123456789' }).playground.enabled).toBe(false);
+    expect(loadConfig({ DISCORD_TOKEN: 't', DISCORD_APP_ID: '123456789', PLAYGROUND: 'on' }).playground.enabled).toBe(true);
+    expect(loadConfig({ PLAYGROUND: 'off' }).playground.enabled).toBe(false);
+  });
+
+  it.each([
+    [{ MAX_IMAGES_PER_JOB: '5000' }, 'MAX_IMAGES_PER_JOB: expected an integer from 1 to 1000, got "5000"'],
+    [{ FAL_RATE_LIMIT: 'fast' }, 'FAL_RATE_LIMIT: expected a rate written N/s, N/min or N/h with N ≥ 1 (e.g. 600/min), got "fast"'],
+    [{ DEFAULT_PROVIDER: 'dalle' }, 'DEFAULT_PROVIDER: expected one of fal, replicate, local, got "dalle"'],
+    [{ DEFAULT_PROVIDER: 'fal' }, 'DEFAULT_PROVIDER: "fal" needs FAL_KEY to be set'],
+    [{ STORE_URL: 'mysql://x' }, 'STORE_URL: expected sqlite://PATH or redis://HOST, got "mysql://x"'],
+    [{ REPLICATE_BASE_URL: 'not a url' }, 'REPLICATE_BASE_URL: expected an http(s) URL ending in /v1, got "not a url"'],
+    [{ PLAYGROUND: 'maybe' }, 'PLAYGROUND: expected on or off (or unset), got "maybe"'],
+    [{ DISCORD_TOKEN: 'x' }, 'DISCORD_APP_ID: expected the application id when DISCORD_TOKEN is set, got nothing'],
+    [{ MODEL_PRICES: '{"a":-1}' }, 'MODEL_PRICES: expected a JSON object of model id → USD per image, got "{"a":-1}"'],
+  ])('stops on %j naming the variable, the expectation and the value', (env, message) => {
+    expect(configError(env)).toBe(message);
+  });
+
+  it('never repeats a secret in its messages', () => {
+    const message = configError({ SLACK_BOT_TOKEN: 'xoxb-very-secret' });
+    expect(message).toBe('SLACK_SIGNING_SECRET: expected the signing secret when SLACK_BOT_TOKEN is set, got nothing');
+    expect(message).not.toContain('very-secret');
+  });
+});
+
+describe('parseRate', () => {
+  it.each([
+    ['10/s', { limit: 10, intervalMs: 1000 }],
+    ['600/min', { limit: 600, intervalMs: 60_000 }],
+    ['1000/h', { limit: 1000, intervalMs: 3_600_000 }],
+    ['', undefined],
+  ])('reads %j', (text, rate) => {
+    expect(parseRate(text)).toEqual(rate);
+  });
+
+  it.each(['0/s', '10', '10/day', '-1/min', '1.5/s'])('rejects %j', (text) => {
+    expect(() => parseRate(text)).toThrow(`got "${text}"`);
+  });
+});
