@@ -243,6 +243,22 @@ export class Engine extends EventEmitter<EngineEvents> {
     return structuredClone(job);
   }
 
+  /**
+   * Stores an adapter's own facts about a job (message ids to edit after a restart) under its name.
+   * Shallow-merged into `job.chat[platform]`.
+   */
+  async annotate(jobId: string, platform: string, facts: Record<string, unknown>): Promise<void> {
+    await this.change(jobId, (job) => {
+      const chat = (job.chat ??= {});
+      chat[platform] = { ...((chat[platform] as Record<string, unknown> | undefined) ?? {}), ...facts };
+    });
+  }
+
+  /** Unfinished jobs in this process (for an adapter re-attaching to its messages after a restart). */
+  activeJobs(): Readonly<Job>[] {
+    return [...this.active.values()];
+  }
+
   async get(jobId: string): Promise<Job | undefined> {
     const job = this.active.get(jobId) ?? (await this.deps.jobs.get(jobId));
     return job ? structuredClone(job) : undefined;

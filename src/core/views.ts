@@ -1,0 +1,129 @@
+/**
+ * View models: what a progress message and a gallery say, decided once for every platform. Adapters
+ * turn these into Discord components, Block Kit or HTML, and escape text their own way.
+ */
+import type { ImageRecord, Job, ProgressEvent, ReviewStatus } from './types.js';
+
+export const STATUS_MARK: Record<ReviewStatus, string> = { approved: '✅', rejected: '❌', pending: '⏳' };
+
+/** `▰▰▰▱▱▱▱▱▱▱` — plain characters every platform shows the same. */
+export function progressBar(done: number, total: number, width = 20): string {
+  const filled = total > 0 ? Math.round((Math.min(done, total) / total) * width) : 0;
+  return '▰'.repeat(filled) + '▱'.repeat(width - filled);
+}
+
+export function formatDuration(ms: number): string {
+  const seconds = Math.max(1, Math.round(ms / 1000));
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ${String(seconds % 60).padStart(2, '0')} s`;
+  return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, '0')} min`;
+}
+
+const BATCH_STATE: Record<string, string> = {
+  queued: 'waiting',
+  submitted: 'generating',
+  done: 'done',
+  failed: 'failed',
+  canceled: 'canceled',
+};
+
+export interface ProgressView {
+  jobId: string;
+  title: string;
+  /** the prompt, shortened; adapters escape it for their markup */
+  prompt: string;
+  bar: string;
+  percent: number;
+  /** short facts, one per line, in display order */
+  lines: string[];
+  failures: string[];
+  finished: boolean;
+  /** show a Cancel button */
+  cancellable: boolean;
+}
+
+export function shorten(text: string, max: number): string {
+  const chars = Array.from(text.replace(/\s+/g, ' ').trim());
+  return chars.length <= max ? chars.join('') : `${chars.slice(0, max - 1).join('')}…`;
+}
+
+export function progressView(job: Pick<Job, 'id' | 'request' | 'state' | 'error'>, event: ProgressEvent): ProgressView {
+  const { imagesDone, imagesTotal } = event;
+  const finished = job.state === 'completed' || job.state === 'failed' || job.state === 'canceled';
+  const lines: string[] = [];
+  if (event.state === 'queued' && event.queuePosition !== undefined) lines.push(`Queued · position ${event.queuePosition}`);
+  if (event.currentBatch && !finished) {
+    const attempt = event.currentBatch.attempt > 1 ? ` (attempt ${event.currentBatch.attempt})` : '';
+    lines.push(`Batch ${event.currentBatch.index}/${event.batchesTotal} · ${BATCH_STATE[event.currentBatch.state] ?? event.currentBatch.state}${attempt}`);
+  } else if (!finished) {
+    lines.push(`Batch 0/${event.batchesTotal} · waiting`);
+  }
+  lines.push(`${imagesDone}/${imagesTotal} images${event.imagesFailed > 0 ? ` · ${event.imagesFailed} failed` : ''}`);
+  if (!finished && event.etaMs !== undefined) lines.push(`ETA ${formatDuration(event.etaMs)}`);
+  lines.push(`${job.request.provider} · ${job.request.model}`);
+  const title = finished
+    ? job.state === 'completed'
+      ? job.error
+        ? `Done, with failures: ${imagesDone} of ${imagesTotal} images`
+        : `Done: ${imagesDone} images`
+      : job.state === 'canceled'
+        ? `Canceled: ${imagesDone} of ${imagesTotal} images`
+        : `Failed: ${job.error ?? 'no image could be made'}`
+    : `Generating ${imagesTotal} image${imagesTotal === 1 ? '' : 's'}`;
+  return {
+    jobId: job.id,
+    title,
+    prompt: shorten(job.request.prompt, 200),
+    bar: progressBar(imagesDone, imagesTotal),
+    percent: imagesTotal > 0 ? Math.round((imagesDone / imagesTotal) * 100) : 0,
+    lines,
+    failures: event.failures,
+    finished,
+    cancellable: !finished,
+  };
+}
+
+export interface GallerySummary {
+  approved: number;
+  rejected: number;
+  pending: number;
+  failed: { batch: number; images: number; reason: string }[];
+  text: string;
+}
+
+export function gallerySummary(job: Pick<Job, 'images' | 'batches' | 'request'>): GallerySummary {
+  const counts = { approved: 0, rejected: 0, pending: 0 };
+  for (const image of job.images) counts[image.review.status] += 1;
+  const failed = job.batches
+    .filter((b) => b.state === 'failed' || (b.state === 'canceled' && b.delivered < b.size))
+    .map((b) => ({ batch: b.index + 1, images: b.size - b.delivered, reason: b.error ?? b.state }));
+  const parts = [`${STATUS_MARK.approved} ${counts.approved} approved`, `${STATUS_MARK.rejected} ${counts.rejected} rejected`, `${STATUS_MARK.pending} ${counts.pending} pending`];
+  const lost = failed.reduce((sum, f) => sum + f.images, 0);
+  if (lost > 0) parts.push(`${lost} of ${job.request.count} not made`);
+  return { ...counts, failed, text: parts.join(' · ') };
+}
+
+export interface GalleryPage {
+  page: number;
+  pages: number;
+  images: ImageRecord[];
+}
+
+/** Splits a job's images into pages of `size` (a platform's per-message limit). */
+export function galleryPage(job: Pick<Job, 'images'>, page: number, size: number): GalleryPage {
+  const pages = Math.max(1, Math.ceil(job.images.length / size));
+  const current = Math.min(Math.max(1, page), pages);
+  return { page: current, pages, images: job.images.slice((current - 1) * size, current * size) };
+}
+
+/** The page that holds image `index` (1-based). */
+export function pageOf(job: Pick<Job, 'images'>, index: number, size: number): number {
+  const position = job.images.findIndex((image) => image.index === index);
+  return position < 0 ? 1 : Math.floor(position / size) + 1;
+}
+
+export function jobLine(job: Pick<Job, 'id' | 'request' | 'createdAt'>, event: ProgressEvent): string {
+  const where = event.queuePosition !== undefined ? `queued #${event.queuePosition}` : `${event.imagesDone}/${event.imagesTotal} images`;
+  return `${job.id} · “${shorten(job.request.prompt, 60)}” · ${where}${event.etaMs !== undefined ? ` · ETA ${formatDuration(event.etaMs)}` : ''}`;
+}
