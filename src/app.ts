@@ -12,11 +12,14 @@ import { createProviders, type ProviderOverrides } from './providers/index.js';
 import { ImageFiles } from './store/files.js';
 import { JobStore } from './store/jobs.js';
 import { openKeyv } from './store/keyv.js';
+import type { Keyv } from 'keyv';
 
 export interface App {
   config: Config;
   engine: Engine;
   jobs: JobStore;
+  /** the same store, for adapters' own small records */
+  keyv: Keyv;
   files: ImageFiles;
   providers: Partial<Record<ProviderName, Provider>>;
   limits: ImagineLimits;
@@ -77,6 +80,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     config,
     engine,
     jobs,
+    keyv,
     files,
     providers,
     limits,

@@ -1,22 +1,53 @@
 /**
- * The bot's composition root: config → store → providers → engine → chat adapters. Unfinished jobs
- * are resumed first; SIGINT/SIGTERM stop taking work, persist, and exit.
+ * The bot's composition root: config → store → providers → engine → chat adapters. Adapters start
+ * before unfinished jobs resume, so a resumed job's progress reaches the message it was in before the
+ * restart. SIGINT/SIGTERM stop taking commands, persist what is running, and exit.
  */
 import { createApp } from './app.js';
+import { startPlayground } from './chat/playground/index.js';
+import type { ChatAdapter } from './chat/types.js';
 import { configuredProviders, loadConfig } from './config.js';
 
 export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const config = loadConfig(env);
   const app = await createApp(config);
+  const adapters: ChatAdapter[] = [];
+
+  if (config.playground.enabled) {
+    const playground = await startPlayground(app).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'EADDRINUSE') {
+        throw new Error(`PLAYGROUND_PORT: port ${config.playground.port} is in use; set PLAYGROUND_PORT to a free port`);
+      }
+      throw error;
+    });
+    adapters.push(playground);
+    process.stdout.write(`\n  Art Factory playground: ${playground.url}\n  Open it and type: /imagine a red fox --count 8\n\n`);
+  }
+  if (adapters.length === 0) {
+    throw new Error('nothing to run: no chat platform is configured and PLAYGROUND=off');
+  }
+
   const resumed = await app.engine.resume();
   app.logger.info(
-    { providers: configuredProviders(config), defaultProvider: app.limits.defaultProvider, resumed, outputDir: config.outputDir },
-    'Art Factory engine started',
+    {
+      adapters: adapters.map((a) => a.name),
+      providers: configuredProviders(config),
+      defaultProvider: app.limits.defaultProvider,
+      resumed,
+      outputDir: config.outputDir,
+    },
+    'Art Factory started',
   );
 
+  let stopping = false;
   const shutdown = async (signal: string) => {
-    app.logger.info({ signal }, 'shutting down: no new commands, running calls persisted');
+    if (stopping) return;
+    stopping = true;
+    app.logger.info({ signal }, 'shutting down: no new commands; running calls are persisted and resume on the next start');
+    const timer = setTimeout(() => process.exit(1), 10_000);
+    await Promise.allSettled(adapters.map((adapter) => adapter.stop()));
     await app.close();
+    clearTimeout(timer);
     process.exit(0);
   };
   process.once('SIGINT', () => void shutdown('SIGINT'));

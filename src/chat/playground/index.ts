@@ -1,0 +1,220 @@
+/**
+ * The playground: a local web page that works like a chat channel, so `npm start` with no tokens
+ * shows the whole bot. It is a third adapter over the same commands, core, store and view models —
+ * the page types the same `/imagine …` text as Slack, sees progress over server-sent events, and
+ * reviews through the same engine call. Served on loopback only.
+ */
+import { readFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { help, parseImagineText } from '../../../commands/imagine.js';
+import { run as runJobs } from '../../../commands/jobs.js';
+import type { App } from '../../app.js';
+import { isUserError } from '../../core/errors.js';
+import { LatestThrottle } from '../../core/throttle.js';
+import type { Job, ProgressEvent, Requester } from '../../core/types.js';
+import type { ChatAdapter } from '../types.js';
+import { jobView, TRANSCRIPT_KEY, type TranscriptEntry } from './view.js';
+
+const PUBLIC = path.join(path.dirname(fileURLToPath(import.meta.url)), 'public');
+const ASSETS: Record<string, string> = {
+  '/': 'index.html',
+  '/app.js': 'app.js',
+  '/style.css': 'style.css',
+};
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.png': 'image/png',
+  '.webp': 'image/webp',
+  '.jpg': 'image/jpeg',
+};
+/** keeps the transcript to a size a page loads at once */
+const TRANSCRIPT_MAX = 200;
+
+export interface Playground extends ChatAdapter {
+  url: string;
+  port: number;
+}
+
+export async function startPlayground(app: App, options: { port?: number; host?: string } = {}): Promise<Playground> {
+  const requester: Requester = {
+    tenant: 'playground',
+    userId: 'playground-user',
+    userName: os.userInfo().username || 'you',
+    platform: 'playground',
+  };
+  const streams = new Set<ServerResponse>();
+  const broadcast = (event: string, data: unknown) => {
+    const frame = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+    for (const stream of streams) stream.write(frame);
+  };
+  // Progress reaches the page at most every 250 ms per job, always the latest state.
+  const progress = new LatestThrottle<{ event: ProgressEvent; job: Readonly<Job> }>({
+    intervalMs: 250,
+    send: async (_, { job }) => broadcast('job', jobView(job, app)),
+  });
+  const onProgress = (event: ProgressEvent, job: Readonly<Job>) => {
+    if (job.requester.platform === 'playground') progress.push(job.id, { event, job });
+  };
+  const onFinished = (job: Job) => {
+    if (job.requester.platform !== 'playground') return;
+    void progress.flush(job.id).then(() => {
+      progress.forget(job.id);
+      broadcast('job', jobView(job, app));
+    });
+  };
+  app.engine.on('progress', onProgress);
+  app.engine.on('finished', onFinished);
+
+  async function transcript(): Promise<TranscriptEntry[]> {
+    return (await app.keyv.get<TranscriptEntry[]>(TRANSCRIPT_KEY)) ?? [];
+  }
+
+  async function command(text: string): Promise<{ status: number; body: unknown }> {
+    const trimmed = text.trim();
+    const [name] = trimmed.split(/\s+/);
+    const args = trimmed.slice(name?.length ?? 0).trim();
+    if (name === '/jobs') return { status: 200, body: { reply: runJobs({ engine: app.engine, requester }) } };
+    if (name === '/help' || name === 'help' || (name === '/imagine' && (args === 'help' || args === ''))) {
+      return { status: 200, body: { reply: help(app.limits) } };
+    }
+    if (name !== '/imagine') {
+      return { status: 400, body: { error: `Unknown command \`${(name ?? '').slice(0, 40)}\`. Try /imagine, /jobs or /help.` } };
+    }
+    try {
+      const job = await app.engine.submit(parseImagineText(args, app.limits), requester);
+      const entries = [...(await transcript()), { text: trimmed, jobId: job.id, at: new Date().toISOString() }].slice(-TRANSCRIPT_MAX);
+      await app.keyv.set(TRANSCRIPT_KEY, entries);
+      const view = jobView(job, app);
+      broadcast('job', view);
+      return { status: 200, body: { job: view } };
+    } catch (error) {
+      if (isUserError(error)) return { status: 400, body: { error: error.message } };
+      app.logger.error({ err: error }, 'playground command failed');
+      return { status: 500, body: { error: 'Something went wrong on our side; the details are in the log.' } };
+    }
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://playground');
+    const asset = ASSETS[url.pathname];
+    if (req.method === 'GET' && asset) return sendFile(res, path.join(PUBLIC, asset));
+
+    if (req.method === 'GET' && url.pathname === '/events') {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+      res.write(': connected\n\n');
+      streams.add(res);
+      req.on('close', () => streams.delete(res));
+      return;
+    }
+    if (req.method === 'GET' && url.pathname === '/api/state') {
+      const entries = await transcript();
+      const jobs = await Promise.all(entries.map(async (entry) => {
+        const job = entry.jobId ? await app.engine.get(entry.jobId) : undefined;
+        return { ...entry, job: job ? jobView(job, app) : null };
+      }));
+      return sendJson(res, 200, { entries: jobs, providers: app.limits.providers, defaultProvider: app.limits.defaultProvider, maxImages: app.limits.maxImagesPerJob });
+    }
+    if (req.method === 'POST' && url.pathname === '/api/command') {
+      const body = await readJson(req);
+      const text = typeof body?.text === 'string' ? body.text.slice(0, 20_000) : '';
+      const answer = await command(text);
+      return sendJson(res, answer.status, answer.body);
+    }
+    const review = /^\/api\/jobs\/([\w-]{1,40})\/images\/(\d{1,5})\/review$/.exec(url.pathname);
+    if (req.method === 'POST' && review) {
+      const body = await readJson(req);
+      const status = body?.status;
+      if (status !== 'approved' && status !== 'rejected' && status !== 'pending') {
+        return sendJson(res, 400, { error: 'Expected `status` to be approved, rejected or pending.' });
+      }
+      return answerJob(res, app.engine.review(review[1]!, Number(review[2]), status, { id: requester.userId, name: requester.userName }));
+    }
+    const cancel = /^\/api\/jobs\/([\w-]{1,40})\/cancel$/.exec(url.pathname);
+    if (req.method === 'POST' && cancel) {
+      return answerJob(res, app.engine.cancel(cancel[1]!, { id: requester.userId, name: requester.userName }));
+    }
+    const image = /^\/images\/([\w-]{1,40})\/(pending-review|approved|rejected)\/([\w.-]{1,40})$/.exec(url.pathname);
+    if (req.method === 'GET' && image && !image[3]!.startsWith('.')) {
+      return sendFile(res, path.join(app.files.jobDir(image[1]!), image[2]!, image[3]!), 'private, max-age=3600');
+    }
+    sendJson(res, 404, { error: 'Not found' });
+  }
+
+  async function answerJob(res: ServerResponse, work: Promise<Job>): Promise<void> {
+    try {
+      const view = jobView(await work, app);
+      broadcast('job', view);
+      sendJson(res, 200, { job: view });
+    } catch (error) {
+      if (isUserError(error)) return sendJson(res, error.code === 'not_found' ? 404 : 409, { error: error.message });
+      throw error;
+    }
+  }
+
+  const server: Server = createServer((req, res) => {
+    route(req, res).catch((error: unknown) => {
+      app.logger.error({ err: error, url: req.url }, 'playground request failed');
+      if (!res.headersSent) sendJson(res, 500, { error: 'Something went wrong on our side; the details are in the log.' });
+      else res.end();
+    });
+  });
+  const host = options.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? app.config.playground.port, host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const heartbeat = setInterval(() => {
+    for (const stream of streams) stream.write(': keep-alive\n\n');
+  }, 15_000);
+  heartbeat.unref();
+
+  return {
+    name: 'playground',
+    url: `http://${host}:${port}`,
+    port,
+    healthy: () => server.listening,
+    async stop() {
+      clearInterval(heartbeat);
+      app.engine.off('progress', onProgress);
+      app.engine.off('finished', onFinished);
+      for (const stream of streams) stream.end();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+    },
+  };
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(JSON.stringify(body));
+}
+
+async function sendFile(res: ServerResponse, file: string, cache = 'no-cache'): Promise<void> {
+  const data = await readFile(file).catch(() => undefined);
+  if (!data) return sendJson(res, 404, { error: 'Not found' });
+  res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': cache });
+  res.end(data);
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown> | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > 100_000) return undefined;
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    const parsed: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    return parsed && typeof parsed === 'object' ? (parsed as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}

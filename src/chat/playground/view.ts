@@ -1,0 +1,38 @@
+/** The playground's JSON for one job: the shared view models plus the URLs its page loads. */
+import type { App } from '../../app.js';
+import type { Job } from '../../core/types.js';
+import { gallerySummary, progressView } from '../../core/views.js';
+
+export const TRANSCRIPT_KEY = 'playground:transcript';
+
+export interface TranscriptEntry {
+  text: string;
+  jobId?: string;
+  at: string;
+}
+
+export function jobView(job: Readonly<Job>, app: App) {
+  const progress = progressView(job, app.engine.progress(job as Job));
+  return {
+    id: job.id,
+    state: job.state,
+    prompt: job.request.prompt,
+    count: job.request.count,
+    aspectRatio: job.request.aspectRatio,
+    seed: job.request.seed,
+    progress,
+    summary: gallerySummary(job),
+    images: job.images.map((image) => ({
+      index: image.index,
+      url: `/images/${job.id}/${image.file}`,
+      width: image.width,
+      height: image.height,
+      nsfw: image.nsfw,
+      seed: image.seed ?? null,
+      status: image.review.status,
+      reviewedBy: image.review.by ?? null,
+    })),
+  };
+}
+
+export type JobView = ReturnType<typeof jobView>;
