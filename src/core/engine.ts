@@ -443,11 +443,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     const interval = this.deps.settings.pollIntervalMs ?? Math.min(1000, Math.max(20, (provider.typicalCallMs ?? 5000) / 10));
     let transient = 0;
     for (;;) {
-      if (this.now() > deadline) {
-        await provider.cancel(requestId, model).catch(() => {});
-        await this.change(jobId, (j) => void (j.batches[batchIndex]!.requestId = undefined));
-        throw new ProviderError('timeout', `no result within ${Math.round(this.deps.settings.callTimeoutMs / 1000)} s; the call was cancelled`);
-      }
       let status;
       try {
         status = await provider.status(requestId, model, signal);
@@ -456,6 +451,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         const failure = asProviderError(error);
         if (signal.aborted || !failure.retryable) throw failure;
         transient += 1;
+        if (this.now() > deadline) await this.abandon(provider, jobId, batchIndex, requestId, model);
         await sleep(Math.max(failure.details.retryAfterMs ?? 0, this.backoff(transient)), undefined, { signal });
         continue;
       }
@@ -464,8 +460,17 @@ export class Engine extends EventEmitter<EngineEvents> {
         await this.change(jobId, (j) => void (j.batches[batchIndex]!.requestId = undefined));
         throw new ProviderError('failed', status.state === 'failed' ? `the provider reported: ${status.error}` : 'the call was cancelled at the provider');
       }
+      // Checked after a status, not before: a call that finished while we were down is still collected.
+      if (this.now() > deadline) await this.abandon(provider, jobId, batchIndex, requestId, model);
       await sleep(interval, undefined, { signal });
     }
+  }
+
+  /** Gives up on a call that took too long: cancels it at the provider and forgets it, so it is sent again. */
+  private async abandon(provider: Provider, jobId: string, batchIndex: number, requestId: string, model: string): Promise<never> {
+    await provider.cancel(requestId, model).catch(() => {});
+    await this.change(jobId, (j) => void (j.batches[batchIndex]!.requestId = undefined));
+    throw new ProviderError('timeout', `no result within ${Math.round(this.deps.settings.callTimeoutMs / 1000)} s; the call was cancelled`);
   }
 
   private async saveOutputs(provider: Provider, jobId: string, batchIndex: number, outputs: OutputImage[], signal: AbortSignal): Promise<void> {

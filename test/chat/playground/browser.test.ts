@@ -30,7 +30,8 @@ async function playground(env: Record<string, string> = {}) {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   onCleanup(() => page.close());
   await page.goto(pg.url);
-  await page.waitForFunction(() => document.body.dataset.live === 'true');
+  // Page-side code is written as strings: the tests are type-checked without the DOM library.
+  await page.waitForFunction(`document.body.dataset.live === 'true'`);
   return { app, pg, page };
 }
 
@@ -47,11 +48,11 @@ describe('playground in Chromium', () => {
     await bubble.and(page.locator('[data-state="completed"]')).waitFor({ timeout: 20_000 });
     const jobId = (await bubble.getAttribute('data-job'))!;
 
-    await page.waitForFunction(() => {
-      const imgs = [...document.querySelectorAll<HTMLImageElement>('.card img')];
+    await page.waitForFunction(`(() => {
+      const imgs = [...document.querySelectorAll('.card img')];
       return imgs.length === 6 && imgs.every((img) => img.complete && img.naturalWidth > 0);
-    });
-    expect(await page.locator('.card img').evaluateAll((imgs) => imgs.map((img) => (img as HTMLImageElement).naturalWidth))).toEqual(Array(6).fill(768));
+    })()`);
+    expect(await page.evaluate(`[...document.querySelectorAll('.card img')].map((img) => img.naturalWidth)`)).toEqual(Array(6).fill(768));
     expect(await page.locator('.card img').first().getAttribute('alt')).toContain('a lighthouse at dusk');
     expect(await page.locator('.job-title').textContent()).toBe('Done: 6 images');
 
@@ -98,7 +99,7 @@ describe('playground in Chromium', () => {
     await page.setViewportSize({ width: 390, height: 800 });
     await send(page, '/imagine a red fox --count 4');
     await page.locator('.bubble.job[data-state="completed"]').waitFor({ timeout: 20_000 });
-    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    expect(await page.evaluate(`document.documentElement.scrollWidth <= window.innerWidth`)).toBe(true);
     await page.screenshot({ path: 'test-results/playground-phone.png' });
   });
 });
