@@ -60,6 +60,8 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       callTimeoutMs: config.callTimeoutMs,
       tenantMaxRunningJobs: config.tenantMaxRunningJobs,
       tenantMaxQueuedJobs: config.tenantMaxQueuedJobs,
+      tenantDailyImages: config.tenantDailyImages,
+      userMaxActiveJobs: config.userMaxActiveJobs,
       prices: config.prices,
       ...(overrides.retryBaseMs !== undefined ? { retryBaseMs: overrides.retryBaseMs } : {}),
       ...(overrides.pollIntervalMs !== undefined ? { pollIntervalMs: overrides.pollIntervalMs } : {}),

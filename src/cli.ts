@@ -191,9 +191,6 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
         await startBot(env);
         return -1; // keeps running
       }
-      case 'bench':
-        process.stdout.write('art-factory bench: the benchmark suite is not written yet.\n');
-        return 0;
       case undefined:
       case 'help':
       case '--help':

@@ -39,6 +39,12 @@ export interface Config {
   callTimeoutMs: number;
   tenantMaxRunningJobs: number;
   tenantMaxQueuedJobs: number;
+  /** images one guild / workspace may request per UTC day; undefined = no cap */
+  tenantDailyImages?: number;
+  /** jobs one person may have queued or running at once in one guild / workspace */
+  userMaxActiveJobs: number;
+  /** loopback port of /healthz and /metrics; undefined = off */
+  healthPort?: number;
   /** estimated USD per image, by model id */
   prices: Record<string, number>;
   playground: { enabled: boolean; port: number };
@@ -185,6 +191,9 @@ export function loadConfig(env: Env = process.env): Config {
     callTimeoutMs: int(env, 'PROVIDER_TIMEOUT', 1, 3600, 300) * 1000,
     tenantMaxRunningJobs: int(env, 'TENANT_MAX_RUNNING_JOBS', 1, 100, 3),
     tenantMaxQueuedJobs: int(env, 'TENANT_MAX_QUEUED_JOBS', 0, 1000, 20),
+    tenantDailyImages: int(env, 'TENANT_DAILY_IMAGES', 0, 10_000_000, 1000) || undefined,
+    userMaxActiveJobs: int(env, 'USER_MAX_ACTIVE_JOBS', 1, 1000, 5),
+    healthPort: env.HEALTH_PORT?.trim() === 'off' ? undefined : int(env, 'HEALTH_PORT', 0, 65535, 4001),
     prices,
     playground: {
       enabled: playgroundMode ? playgroundMode === 'on' : !discordToken && !slackToken,

@@ -7,6 +7,7 @@ import { createApp } from './app.js';
 import { startPlayground } from './chat/playground/index.js';
 import type { ChatAdapter } from './chat/types.js';
 import { configuredProviders, loadConfig } from './config.js';
+import { startHealthServer, type HealthServer } from './health.js';
 
 export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const config = loadConfig(env);
@@ -27,6 +28,15 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
     throw new Error('nothing to run: no chat platform is configured and PLAYGROUND=off');
   }
 
+  let health: HealthServer | undefined;
+  if (config.healthPort !== undefined) {
+    health = await startHealthServer(app, () => adapters, config.healthPort).catch((error: NodeJS.ErrnoException) => {
+      // Health is an extra: a busy port is reported, not fatal.
+      app.logger.warn({ port: config.healthPort, code: error.code }, 'health server not started: set HEALTH_PORT to a free port, or off');
+      return undefined;
+    });
+  }
+
   const resumed = await app.engine.resume();
   app.logger.info(
     {
@@ -35,6 +45,7 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
       defaultProvider: app.limits.defaultProvider,
       resumed,
       outputDir: config.outputDir,
+      health: health?.url,
     },
     'Art Factory started',
   );
@@ -46,6 +57,7 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
     app.logger.info({ signal }, 'shutting down: no new commands; running calls are persisted and resume on the next start');
     const timer = setTimeout(() => process.exit(1), 10_000);
     await Promise.allSettled(adapters.map((adapter) => adapter.stop()));
+    await health?.stop();
     await app.close();
     clearTimeout(timer);
     process.exit(0);

@@ -20,6 +20,10 @@ export interface JobRepository {
   get(id: string): Promise<Job | undefined>;
   save(job: Job): Promise<void>;
   activeIds(): Promise<string[]>;
+  /** daily image tally: reserve within a cap (undefined = over it), give back what was not made */
+  reserveImages(tenant: string, day: string, count: number, cap: number): Promise<number | undefined>;
+  releaseImages(tenant: string, day: string, count: number): Promise<void>;
+  imagesUsed(tenant: string, day: string): Promise<number>;
 }
 
 /** What the engine needs from image storage (src/store/files.ts implements it on disk). */
@@ -53,6 +57,10 @@ export interface EngineSettings {
   callTimeoutMs: number;
   tenantMaxRunningJobs: number;
   tenantMaxQueuedJobs: number;
+  /** images one tenant may request per UTC day @default unlimited */
+  tenantDailyImages?: number;
+  /** jobs one person may have queued or running at once, per tenant @default unlimited */
+  userMaxActiveJobs?: number;
   /** USD per image by model id */
   prices: Record<string, number>;
   /** first retry delay @default 1000; later ones grow ×1.5 up to retryMaxMs */
@@ -78,7 +86,19 @@ export interface Reviewer {
   name?: string;
 }
 
+/** One provider request as the metrics see it. */
+export interface CallRecord {
+  provider: ProviderName;
+  operation: 'submit' | 'status' | 'result' | 'download';
+  outcome: 'ok' | 'error';
+  /** the error's kind (rate_limited, server, timeout …) when outcome is error */
+  kind?: string;
+  status?: number;
+}
+
 type EngineEvents = {
+  call: [CallRecord];
+  images: [{ provider: ProviderName; count: number }];
   /** the job is the engine's own copy: read it, never change it */
   progress: [ProgressEvent, Readonly<Job>];
   finished: [Job];
@@ -115,6 +135,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** recent call durations per provider, for ETAs */
   private readonly callMs = new Map<ProviderName, number>();
   private stopping = false;
+  /** submits between "sent" and "request id saved" */
+  private submitting = 0;
   private readonly finishing = new Set<string>();
 
   constructor(private readonly deps: EngineDeps) {
@@ -150,9 +172,21 @@ export class Engine extends EventEmitter<EngineEvents> {
         `Provider \`${request.provider}\` is not configured on this bot; available: ${this.providerNames.join(', ')}.`,
       );
     }
-    // Decide admission synchronously, so two requests arriving together cannot both take the last place.
-    const placement = this.place(requester.tenant);
+    this.checkUserLimit(requester);
     const now = this.now();
+    const day = new Date(now).toISOString().slice(0, 10);
+    const cap = this.deps.settings.tenantDailyImages;
+    if (cap !== undefined) await this.reserveDaily(requester.tenant, day, request.count, cap, now);
+    // From here to the job's registration nothing awaits, so two requests arriving together cannot
+    // both take the last place.
+    let placement: 'admit' | 'wait';
+    try {
+      this.checkUserLimit(requester);
+      placement = this.place(requester.tenant);
+    } catch (error) {
+      if (cap !== undefined) await this.deps.jobs.releaseImages(requester.tenant, day, request.count);
+      throw error;
+    }
     const id = newJobId(now);
     const seed = request.seed ?? randomSeed(this.random);
     const job: Job = {
@@ -174,6 +208,34 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.log.info({ job: id, tenant: requester.tenant, count: request.count, provider: request.provider, placement }, 'job accepted');
     this.emitProgress(job);
     return structuredClone(job);
+  }
+
+  private checkUserLimit(requester: Requester): void {
+    const max = this.deps.settings.userMaxActiveJobs;
+    if (max === undefined) return;
+    let mine = 0;
+    for (const job of this.active.values()) {
+      if (job.requester.tenant === requester.tenant && job.requester.userId === requester.userId) mine += 1;
+    }
+    if (mine >= max) {
+      throw new UserError(
+        'quota',
+        `You already have ${plural(mine, 'job')} queued or running here (the most one person may have is ${max}). ` +
+          'Try again when one finishes; /jobs shows them.',
+      );
+    }
+  }
+
+  private async reserveDaily(tenant: string, day: string, count: number, cap: number, now: number): Promise<void> {
+    if ((await this.deps.jobs.reserveImages(tenant, day, count, cap)) !== undefined) return;
+    const used = await this.deps.jobs.imagesUsed(tenant, day);
+    const midnight = Date.parse(`${day}T00:00:00.000Z`) + 86_400_000;
+    const left = Math.max(0, cap - used);
+    throw new UserError(
+      'quota',
+      `This job asks for ${plural(count, 'image')}, but only ${left} of today's ${cap} are left here. ` +
+        `The daily count starts again at 00:00 UTC, in ${formatWait(midnight - now)}${left > 0 ? `; or ask for ${left} or fewer` : ''}.`,
+    );
   }
 
   private place(tenant: string): 'admit' | 'wait' {
@@ -254,6 +316,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
   }
 
+  /** Provider calls waiting to start on a provider (for metrics). */
+  queueDepth(provider: ProviderName): number {
+    return this.deps.providers[provider] ? this.scheduler.depth(provider) : 0;
+  }
+
   /** Unfinished jobs in this process (for an adapter re-attaching to its messages after a restart). */
   activeJobs(): Readonly<Job>[] {
     return [...this.active.values()];
@@ -322,13 +389,16 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   /**
-   * Stops taking work: running calls are aborted where they stand (their request ids are already
-   * persisted, so the next start polls them), and every pending write is flushed.
+   * Stops taking work. A submit already on its way is let finish so its request id is saved (the
+   * next start polls it instead of paying again); then polls and downloads are aborted where they
+   * stand, and every pending write is flushed.
    */
   async stop(timeoutMs = 8_000): Promise<void> {
     this.stopping = true;
-    this.scheduler.stop();
+    this.scheduler.halt();
     const deadline = this.now() + timeoutMs;
+    while (this.submitting > 0 && this.now() < deadline - 2_000) await sleep(10);
+    this.scheduler.abortAll();
     while ([...this.running.values()].some((n) => n > 0) && this.now() < deadline) await sleep(10);
     await Promise.all([...this.locks.values()]);
   }
@@ -393,12 +463,24 @@ export class Engine extends EventEmitter<EngineEvents> {
         count,
         seed: seedAt(batch.seed, batch.delivered),
       };
-      const requestId = await this.scheduler.throttle(provider.name, () => provider.submit(call, signal), signal);
-      await this.change(jobId, (j) => {
-        const b = j.batches[batchIndex]!;
-        b.requestId = requestId;
-        b.requestIds.push(requestId);
-      });
+      const requestId = await this.scheduler.throttle(
+        provider.name,
+        async () => {
+          this.submitting += 1;
+          try {
+            const id = await this.track(provider, 'submit', () => provider.submit(call, signal));
+            await this.change(jobId, (j) => {
+              const b = j.batches[batchIndex]!;
+              b.requestId = id;
+              b.requestIds.push(id);
+            });
+            return id;
+          } finally {
+            this.submitting -= 1;
+          }
+        },
+        signal,
+      );
       this.emitProgress(job);
     } else if (job.state === 'queued') {
       await this.change(jobId, (j) => void (j.state = 'running'));
@@ -407,7 +489,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const requestId = batch.requestId!;
     const deadline = Date.parse(batch.submittedAt ?? new Date(started).toISOString()) + this.deps.settings.callTimeoutMs;
     await this.poll(provider, jobId, batch.index, requestId, model, deadline, signal);
-    const outputs = await provider.result(requestId, model, signal);
+    const outputs = await this.track(provider, 'result', () => provider.result(requestId, model, signal));
     await this.saveOutputs(provider, jobId, batchIndex, outputs, signal);
 
     const wanted = batch.size - batch.delivered;
@@ -445,7 +527,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     for (;;) {
       let status;
       try {
-        status = await provider.status(requestId, model, signal);
+        status = await this.track(provider, 'status', () => provider.status(requestId, model, signal));
         transient = 0;
       } catch (error) {
         const failure = asProviderError(error);
@@ -479,7 +561,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const width = String(job.request.count).length < 3 ? 3 : String(job.request.count).length;
     for (const output of outputs.slice(0, batch.size - batch.delivered)) {
       const number = batch.start + batch.delivered + 1;
-      const stored = await this.deps.files.writeImage(jobId, String(number).padStart(width, '0'), await provider.download(output, signal));
+      const stored = await this.deps.files.writeImage(jobId, String(number).padStart(width, '0'), await this.track(provider, 'download', () => provider.download(output, signal)));
       await this.change(jobId, (j) => {
         const b = j.batches[batchIndex]!;
         j.images = j.images.filter((img) => img.index !== number);
@@ -498,6 +580,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         b.delivered += 1;
         if (output.nsfw) b.nsfw = true;
       });
+      this.emit('images', { provider: provider.name, count: 1 });
       this.emitProgress(job);
     }
   }
@@ -556,6 +639,19 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.emitProgress(job);
   }
 
+  /** Runs one provider request and reports it to the metrics. */
+  private async track<T>(provider: Provider, operation: CallRecord['operation'], request: () => Promise<T>): Promise<T> {
+    try {
+      const result = await request();
+      this.emit('call', { provider: provider.name, operation, outcome: 'ok' });
+      return result;
+    } catch (error) {
+      const failure = asProviderError(error);
+      this.emit('call', { provider: provider.name, operation, outcome: 'error', kind: failure.kind, status: failure.details.status });
+      throw error;
+    }
+  }
+
   /** 1 s, 1.5 s, 2.25 s … capped at 10 s (both configurable). */
   private backoff(failures: number): number {
     const base = this.deps.settings.retryBaseMs ?? 1000;
@@ -591,6 +687,10 @@ export class Engine extends EventEmitter<EngineEvents> {
       },
       { manifest: true },
     );
+    const unused = job.request.count - job.images.length;
+    if (this.deps.settings.tenantDailyImages !== undefined && unused > 0) {
+      await this.deps.jobs.releaseImages(job.requester.tenant, job.createdAt.slice(0, 10), unused);
+    }
     this.active.delete(jobId);
     this.finishing.delete(jobId);
     this.admittedOf(job.requester.tenant).delete(jobId);
@@ -701,6 +801,11 @@ export class Engine extends EventEmitter<EngineEvents> {
   private emitProgress(job: Job): void {
     this.emit('progress', this.progress(job), job);
   }
+}
+
+function formatWait(ms: number): string {
+  const minutes = Math.max(1, Math.ceil(ms / 60_000));
+  return minutes < 60 ? `${minutes} min` : `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
 function round(value: number, digits: number): number {

@@ -205,17 +205,28 @@ export class FairScheduler {
     }
   }
 
-  /** Stops dispatching and aborts every running call (graceful shutdown persists what they had). */
-  stop(): void {
+  /** Starts nothing more: waiting calls stay waiting (they are persisted), running ones go on. */
+  halt(): void {
     this.stopped = true;
     for (const lane of this.lanes.values()) {
       clearTimeout(lane.timer);
       lane.limiter.pause();
       lane.limiter.clear();
+    }
+  }
+
+  /** Aborts every running call where it stands. */
+  abortAll(): void {
+    for (const lane of this.lanes.values()) {
       lane.gate?.pause();
       lane.gate?.clear();
       for (const controller of lane.running.values()) controller.abort();
     }
+  }
+
+  stop(): void {
+    this.halt();
+    this.abortAll();
   }
 
   private removeTenant(lane: Lane, tenant: string): void {

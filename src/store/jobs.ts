@@ -46,6 +46,34 @@ export class JobStore {
     });
   }
 
+  /**
+   * Adds `count` images to a tenant's tally for `day` if it stays within `cap`; returns the new tally,
+   * or undefined (and adds nothing) when it would not. Serialised, so two requests cannot both fit.
+   */
+  async reserveImages(tenant: string, day: string, count: number, cap: number): Promise<number | undefined> {
+    const key = `usage:${tenant}:${day}`;
+    return this.serial(key, async () => {
+      const used = (await this.keyv.get<number>(key)) ?? 0;
+      if (used + count > cap) return undefined;
+      // Kept two days: long enough for a job that runs across midnight to give its unused images back.
+      await this.keyv.set(key, used + count, 2 * 86_400_000);
+      return used + count;
+    });
+  }
+
+  /** Gives back images a job reserved but did not make (failed or cancelled). */
+  async releaseImages(tenant: string, day: string, count: number): Promise<void> {
+    const key = `usage:${tenant}:${day}`;
+    await this.serial(key, async () => {
+      const used = (await this.keyv.get<number>(key)) ?? 0;
+      await this.keyv.set(key, Math.max(0, used - count), 2 * 86_400_000);
+    });
+  }
+
+  async imagesUsed(tenant: string, day: string): Promise<number> {
+    return (await this.keyv.get<number>(`usage:${tenant}:${day}`)) ?? 0;
+  }
+
   async activeIds(): Promise<string[]> {
     return (await this.keyv.get<string[]>(ACTIVE_INDEX)) ?? [];
   }

@@ -1,0 +1,112 @@
+/**
+ * `GET /healthz` and `GET /metrics` (Prometheus text format, prom-client) on a loopback port.
+ * Health: the store answers and every chat adapter is connected. Metrics: jobs by state, images
+ * generated, provider calls and errors by code, 429s, and queue depth per provider.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { App } from './app.js';
+import type { ChatAdapter } from './chat/types.js';
+import type { CallRecord } from './core/engine.js';
+import type { Job, ProviderName } from './core/types.js';
+
+export interface HealthServer {
+  url: string;
+  port: number;
+  registry: Registry;
+  stop(): Promise<void>;
+}
+
+export function createMetrics(app: App): { registry: Registry; detach: () => void } {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'art_factory_' });
+  const providers = Object.keys(app.providers) as ProviderName[];
+  new Gauge({
+    name: 'art_factory_jobs_active',
+    help: 'Unfinished jobs in this process, by state',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const counts: Record<string, number> = { queued: 0, running: 0 };
+      for (const job of app.engine.activeJobs()) counts[job.state] = (counts[job.state] ?? 0) + 1;
+      for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'art_factory_queue_depth',
+    help: 'Provider calls waiting to start, per provider',
+    labelNames: ['provider'],
+    registers: [registry],
+    collect() {
+      for (const provider of providers) this.set({ provider }, app.engine.queueDepth(provider));
+    },
+  });
+  const finished = new Counter({ name: 'art_factory_jobs_finished_total', help: 'Jobs finished, by final state', labelNames: ['state'], registers: [registry] });
+  const images = new Counter({ name: 'art_factory_images_generated_total', help: 'Images saved, per provider', labelNames: ['provider'], registers: [registry] });
+  const calls = new Counter({
+    name: 'art_factory_provider_calls_total',
+    help: 'Provider requests, by operation and outcome; code is the HTTP status or error kind of a failure',
+    labelNames: ['provider', 'operation', 'outcome', 'code'],
+    registers: [registry],
+  });
+  const throttled = new Counter({ name: 'art_factory_provider_429_total', help: 'Rate-limit answers (429) from providers', labelNames: ['provider'], registers: [registry] });
+
+  const onCall = (call: CallRecord) => {
+    calls.inc({ provider: call.provider, operation: call.operation, outcome: call.outcome, code: call.outcome === 'ok' ? '' : String(call.status ?? call.kind ?? '') });
+    if (call.kind === 'rate_limited') throttled.inc({ provider: call.provider });
+  };
+  const onImages = (event: { provider: ProviderName; count: number }) => images.inc({ provider: event.provider }, event.count);
+  const onFinished = (job: Job) => finished.inc({ state: job.state });
+  app.engine.on('call', onCall);
+  app.engine.on('images', onImages);
+  app.engine.on('finished', onFinished);
+  return {
+    registry,
+    detach() {
+      app.engine.off('call', onCall);
+      app.engine.off('images', onImages);
+      app.engine.off('finished', onFinished);
+    },
+  };
+}
+
+export async function startHealthServer(app: App, adapters: () => ChatAdapter[], port: number): Promise<HealthServer> {
+  const { registry, detach } = createMetrics(app);
+  const server: Server = createServer((req, res) => {
+    void (async () => {
+      if (req.method === 'GET' && req.url === '/metrics') {
+        res.writeHead(200, { 'content-type': registry.contentType });
+        res.end(await registry.metrics());
+        return;
+      }
+      if (req.method === 'GET' && req.url === '/healthz') {
+        const store = await app.keyv.get('health:probe').then(() => true, () => false);
+        const chat = adapters().map((adapter) => ({ name: adapter.name, connected: adapter.healthy() }));
+        const ok = store && chat.every((c) => c.connected);
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ status: ok ? 'ok' : 'degraded', store: store ? 'reachable' : 'unreachable', adapters: chat }));
+        return;
+      }
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end('{"error":"Not found"}');
+    })().catch(() => {
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  const bound = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${bound}`,
+    port: bound,
+    registry,
+    async stop() {
+      detach();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
