@@ -24,6 +24,9 @@ export interface JobRepository {
   reserveImages(tenant: string, day: string, count: number, cap: number): Promise<number | undefined>;
   releaseImages(tenant: string, day: string, count: number): Promise<void>;
   imagesUsed(tenant: string, day: string): Promise<number>;
+  /** write-ahead mark around a review's file move, so a crash in between is repaired on start */
+  markReview(jobId: string, open: boolean): Promise<void>;
+  openReviews(): Promise<string[]>;
 }
 
 /** What the engine needs from image storage (src/store/files.ts implements it on disk). */
@@ -36,6 +39,7 @@ export interface ImageStorage {
   moveTo(jobId: string, file: string, status: ReviewStatus): Promise<string>;
   writeManifest(jobId: string, manifest: unknown): Promise<string>;
   sweep(jobId: string): Promise<number>;
+  restore(jobId: string, file: string): Promise<boolean>;
   jobDir(jobId: string): string;
 }
 
@@ -138,6 +142,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** submits between "sent" and "request id saved" */
   private submitting = 0;
   private readonly finishing = new Set<string>();
+  /** callers of waitFor, by job */
+  private readonly waiters = new Map<string, ((job: Job) => void)[]>();
 
   constructor(private readonly deps: EngineDeps) {
     super();
@@ -291,6 +297,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Approves, rejects or resets one image: moves the file, then saves store and manifest. */
   async review(jobId: string, imageIndex: number, status: ReviewStatus, by: Reviewer): Promise<Job> {
     await this.load(jobId);
+    await this.deps.jobs.markReview(jobId, true);
     const job = await this.change(
       jobId,
       async (j) => {
@@ -301,6 +308,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       },
       { manifest: true },
     );
+    await this.deps.jobs.markReview(jobId, false);
     this.log.info({ job: jobId, image: imageIndex, status, by: by.id }, 'image reviewed');
     return structuredClone(job);
   }
@@ -344,12 +352,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     const job = await this.load(jobId);
     if (isJobFinished(job)) return structuredClone(job);
     return new Promise((resolve) => {
-      const listener = (finished: Job) => {
-        if (finished.id !== jobId) return;
-        this.off('finished', listener);
-        resolve(finished);
-      };
-      this.on('finished', listener);
+      const waiting = this.waiters.get(jobId) ?? [];
+      waiting.push(resolve);
+      this.waiters.set(jobId, waiting);
     });
   }
 
@@ -357,6 +362,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Picks up every unfinished job from the store: polls calls already submitted, queues the rest. */
   async resume(): Promise<number> {
+    await this.repairReviews();
     const ids = await this.deps.jobs.activeIds();
     let resumed = 0;
     for (const id of ids) {
@@ -386,6 +392,17 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     if (resumed > 0) this.log.info({ jobs: resumed }, 'resumed unfinished jobs');
     return resumed;
+  }
+
+  /** A review cut off between moving its file and saving: the file goes back where the record says. */
+  private async repairReviews(): Promise<void> {
+    for (const id of await this.deps.jobs.openReviews()) {
+      const job = await this.deps.jobs.get(id);
+      let moved = 0;
+      for (const image of job?.images ?? []) if (await this.deps.files.restore(id, image.file)) moved += 1;
+      if (moved > 0) this.log.warn({ job: id, images: moved }, 'put back images whose review was not saved before a restart');
+      await this.deps.jobs.markReview(id, false);
+    }
   }
 
   /**
@@ -697,6 +714,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.log.info({ job: jobId, state: job.state, images: job.images.length, error: job.error }, 'job finished');
     this.emitProgress(job);
     this.emit('finished', structuredClone(job));
+    for (const resolve of this.waiters.get(jobId) ?? []) resolve(structuredClone(job));
+    this.waiters.delete(jobId);
     this.admitNext(job.requester.tenant);
   }
 
@@ -735,8 +754,10 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (!job) throw new UserError('not_found', `Job ${jobId} does not exist (any more).`);
       await apply(job);
       job.updatedAt = this.iso();
-      await this.deps.jobs.save(job);
+      // The manifest first: if the process dies between the two writes, the store (which drives
+      // resuming) is the one behind, and redoing the change rewrites both.
       if (options.manifest) await this.deps.files.writeManifest(jobId, buildManifest(job));
+      await this.deps.jobs.save(job);
       return job;
     });
     const settled = next.catch(() => undefined);

@@ -2,10 +2,11 @@
  * Fair, rate-limited dispatch of provider calls.
  *
  * One lane per provider, built from two p-queues: the limiter holds a batch's slot for its whole call
- * (max concurrent calls), and the gate spaces the submits themselves (at most N in any rolling window:
- * `strict` mode, so a provider that counts per sliding minute never sees a burst across a window edge).
- * The gate wraps the submit request, not the batch: a resumed batch that only polls takes no token, and
- * the time the provider sees is the time we counted. Fairness is ours: each tenant has its own queue and
+ * (max concurrent calls), and the gate lets submits through one at a time and at most N in any rolling
+ * window (`strict` mode, so a provider that counts per sliding minute never sees a burst across a
+ * window edge). The gate wraps the submit request and the saving of its request id, not the batch: a
+ * resumed batch that only polls takes no token, the time the provider sees is the time we counted, and
+ * a crash can lose the id of at most one paid call per provider (the one being saved). Fairness is ours: each tenant has its own queue and
  * the lane takes the next batch round-robin across tenants, only at the moment the limiter can start
  * it — so a guild that queues 1000 images holds one place in the rotation, not the next 250 slots.
  */
@@ -59,7 +60,7 @@ const RATE_MARGIN = 1.02;
 
 class Lane {
   readonly limiter: PQueue;
-  readonly gate: PQueue | undefined;
+  readonly gate: PQueue;
   /** tenant → its waiting tasks, oldest first */
   readonly queues = new Map<string, ScheduledTask[]>();
   /** round-robin ring of tenants with waiting tasks; `cursor` is the next to serve */
@@ -72,9 +73,12 @@ class Lane {
 
   constructor(readonly name: string, readonly options: LaneOptions) {
     this.limiter = new PQueue({ concurrency: options.concurrency });
-    this.gate = options.rateLimit
-      ? new PQueue({ intervalCap: options.rateLimit.limit, interval: Math.ceil(options.rateLimit.intervalMs * RATE_MARGIN), strict: true })
-      : undefined;
+    this.gate = new PQueue({
+      concurrency: 1,
+      ...(options.rateLimit
+        ? { intervalCap: options.rateLimit.limit, interval: Math.ceil(options.rateLimit.intervalMs * RATE_MARGIN), strict: true }
+        : {}),
+    });
   }
 
   waiting(): number {
@@ -147,7 +151,7 @@ export class FairScheduler {
     for (let wait = lane.pausedUntil - this.now(); wait > 0; wait = lane.pausedUntil - this.now()) {
       await sleep(wait, undefined, signal ? { signal } : {});
     }
-    return lane.gate ? (lane.gate.add(request, signal ? { signal } : {}) as Promise<T>) : request();
+    return lane.gate.add(request, signal ? { signal } : {}) as Promise<T>;
   }
 
   /** Stops starting calls on a lane for `ms` (a 429's Retry-After). Calls already sent go on. */
@@ -157,7 +161,7 @@ export class FairScheduler {
     if (until <= lane.pausedUntil) return;
     lane.pausedUntil = until;
     lane.limiter.pause();
-    lane.gate?.pause();
+    lane.gate.pause();
     this.wakeAt(lane, until);
   }
 
@@ -218,8 +222,8 @@ export class FairScheduler {
   /** Aborts every running call where it stands. */
   abortAll(): void {
     for (const lane of this.lanes.values()) {
-      lane.gate?.pause();
-      lane.gate?.clear();
+      // Not cleared: each waiting submit carries its call's signal and is rejected by the abort below.
+      lane.gate.pause();
       for (const controller of lane.running.values()) controller.abort();
     }
   }
@@ -265,7 +269,7 @@ export class FairScheduler {
     const now = this.now();
     if (lane.pausedUntil > now) return this.wakeAt(lane, lane.pausedUntil);
     if (lane.limiter.isPaused) lane.limiter.start();
-    if (lane.gate?.isPaused) lane.gate.start();
+    if (lane.gate.isPaused) lane.gate.start();
 
     let earliest = Infinity;
     // Keep at most one task waiting inside the limiter, so the choice of tenant is made at the last moment.

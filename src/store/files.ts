@@ -87,6 +87,22 @@ export class ImageFiles {
     return target;
   }
 
+  /**
+   * Puts an image back where the record says it is, if a crash left it in another review folder
+   * (moved, but the move not saved). Returns true when it had to move it.
+   */
+  async restore(jobId: string, file: string): Promise<boolean> {
+    if (await this.exists(jobId, file)) return false;
+    for (const folder of Object.values(REVIEW_FOLDERS)) {
+      const candidate = path.join(folder, path.basename(file));
+      if (candidate !== file && (await this.exists(jobId, candidate))) {
+        await rename(path.join(this.jobDir(jobId), candidate), path.join(this.jobDir(jobId), file));
+        return true;
+      }
+    }
+    return false;
+  }
+
   async exists(jobId: string, file: string): Promise<boolean> {
     const entries = await readdir(path.join(this.jobDir(jobId), path.dirname(file))).catch(() => [] as string[]);
     return entries.includes(path.basename(file));

@@ -6,6 +6,7 @@ import type { Keyv } from 'keyv';
 import type { Job } from '../core/types.js';
 
 const ACTIVE_INDEX = 'jobs:active';
+const REVIEW_JOURNAL = 'reviews:open';
 
 export function isFinished(job: Pick<Job, 'state'>): boolean {
   return job.state === 'completed' || job.state === 'failed' || job.state === 'canceled';
@@ -72,6 +73,21 @@ export class JobStore {
 
   async imagesUsed(tenant: string, day: string): Promise<number> {
     return (await this.keyv.get<number>(`usage:${tenant}:${day}`)) ?? 0;
+  }
+
+  /** Jobs with a review whose file move may not have been saved (a write-ahead mark). */
+  async markReview(jobId: string, open: boolean): Promise<void> {
+    await this.serial(REVIEW_JOURNAL, async () => {
+      const ids = new Set((await this.keyv.get<string[]>(REVIEW_JOURNAL)) ?? []);
+      if (open === ids.has(jobId)) return;
+      if (open) ids.add(jobId);
+      else ids.delete(jobId);
+      await this.keyv.set(REVIEW_JOURNAL, [...ids]);
+    });
+  }
+
+  async openReviews(): Promise<string[]> {
+    return (await this.keyv.get<string[]>(REVIEW_JOURNAL)) ?? [];
   }
 
   async activeIds(): Promise<string[]> {
