@@ -2,75 +2,27 @@
  * Crash and restart: the real bot as a child process, a 100-image job against the fal fake, killed
  * with SIGKILL at five moments and restarted over the same store and output folder each time.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/core/manifest.js';
+import { botEnv, startBotProcess, until, type BotProcess } from '../bot-process.js';
 import { startFakeFal, type FakeFal } from '../fakes/fal.js';
 import { onCleanup, tempDir } from '../helpers.js';
-
-interface Bot {
-  child: ChildProcess;
-  url: string;
-}
-
-async function until<T>(probe: () => T | undefined | false | Promise<T | undefined | false>, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('crash and restart', () => {
   it('survives SIGKILL before a submit, after a submit, mid-poll, mid-download and mid-review', async () => {
     const fake: FakeFal = await startFakeFal({ key: 'k', latencyMs: 150 });
     onCleanup(() => fake.close());
     const dir = await tempDir('af-crash-');
-    const env = {
-      PATH: process.env.PATH ?? '',
-      HOME: dir,
-      STORE_URL: `sqlite://${dir}/store.sqlite`,
-      OUTPUT_DIR: `${dir}/out`,
-      FAL_KEY: 'k',
-      FAL_BASE_URL: fake.url,
-      FAL_CONCURRENCY: '4',
-      PROVIDER_TIMEOUT: '20',
-      PLAYGROUND: 'on',
-      PLAYGROUND_PORT: '0',
-      HEALTH_PORT: 'off',
-      LOG_LEVEL: 'warn',
-    };
-    const start = async (): Promise<Bot> => {
-      const child = spawn(process.execPath, [path.resolve('bin/art-factory.js'), 'start'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-      onCleanup(() => void child.kill('SIGKILL'));
-      let out = '';
-      const url = await new Promise<string>((resolve, reject) => {
-        child.stdout!.on('data', (chunk: Buffer) => {
-          out += String(chunk);
-          const match = /playground: (http:\/\/\S+)/.exec(out);
-          if (match) resolve(match[1]!);
-        });
-        child.once('exit', (code) => reject(new Error(`bot exited early with ${code}`)));
-      });
-      return { child, url };
-    };
-    const kill = async (bot: Bot) => {
-      const exited = new Promise((r) => bot.child.once('exit', r));
-      bot.child.kill('SIGKILL');
-      await exited;
-    };
+    const env = botEnv(dir, { FAL_KEY: 'k', FAL_BASE_URL: fake.url, FAL_CONCURRENCY: '4', PROVIDER_TIMEOUT: '20' });
+    const start = () => startBotProcess(env);
+    const kill = (bot: BotProcess) => bot.kill('SIGKILL');
     const accepted = () => fake.submits().filter((c) => !c.fault).length;
     let jobId = '';
-    const state = async (bot: Bot) => {
-      const body = (await (await fetch(`${bot.url}/api/state`)).json()) as { entries: { job: { id: string; state: string; images: { index: number }[] } }[] };
-      return body.entries.find((e) => e.job.id === jobId)?.job;
-    };
-    const review = (bot: Bot, image: number, status: string) =>
+    const state = (bot: BotProcess) => bot.job(jobId);
+    const review = (bot: BotProcess, image: number, status: string) =>
       fetch(`${bot.url}/api/jobs/${jobId}/images/${image}/review`, { method: 'POST', body: JSON.stringify({ status }) });
 
     // 1. before a submit: the first submit hangs in flight, never accepted
@@ -114,9 +66,7 @@ describe('crash and restart', () => {
     bot = await start();
     const last = bot;
     await until(async () => (await state(last))?.state === 'completed', 'the job to complete', 60_000);
-    const stopped = new Promise((r) => last.child.once('exit', r));
-    last.child.kill('SIGTERM');
-    expect(await stopped).toBe(0);
+    expect(await last.kill('SIGTERM')).toBe(0);
 
     const jobDir = path.join(dir, 'out', jobId);
     const { default: manifest } = (await import(path.join(jobDir, 'manifest.json'), { with: { type: 'json' } })) as { default: Manifest };

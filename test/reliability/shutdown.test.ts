@@ -1,6 +1,5 @@
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { botEnv, startBotProcess, until } from '../bot-process.js';
 import { startFakeFal } from '../fakes/fal.js';
 import { loopbackFetch } from '../fakes/http.js';
 import { buildApp, onCleanup, requester, tempDir } from '../helpers.js';
@@ -38,51 +37,16 @@ describe('graceful shutdown', () => {
 
   it('SIGTERM stops the bot within 10 s with exit code 0, and the next start finishes the job', async () => {
     const dir = await tempDir('af-bot-');
-    const env = {
-      PATH: process.env.PATH ?? '',
-      HOME: dir,
-      STORE_URL: `sqlite://${dir}/store.sqlite`,
-      OUTPUT_DIR: `${dir}/out`,
-      PLAYGROUND_PORT: '0',
-      HEALTH_PORT: 'off',
-      LOCAL_LATENCY_MS: '400',
-      LOCAL_CONCURRENCY: '1',
-      LOG_LEVEL: 'warn',
-    };
-    const start = () => {
-      const child = spawn(process.execPath, [path.resolve('bin/art-factory.js'), 'start'], { env });
-      let out = '';
-      const url = new Promise<string>((resolve) => {
-        child.stdout.on('data', (chunk: Buffer) => {
-          out += String(chunk);
-          const match = /playground: (http:\/\/\S+)/.exec(out);
-          if (match) resolve(match[1]!);
-        });
-      });
-      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-      onCleanup(() => void child.kill('SIGKILL'));
-      return { child, url, exited };
-    };
-
-    const bot = start();
-    const url = await bot.url;
-    const answer = await fetch(`${url}/api/command`, { method: 'POST', body: JSON.stringify({ text: '/imagine a patient fox --count 12' }) });
+    const env = botEnv(dir, { LOCAL_LATENCY_MS: '400', LOCAL_CONCURRENCY: '1' });
+    const bot = await startBotProcess(env);
+    const answer = await fetch(`${bot.url}/api/command`, { method: 'POST', body: JSON.stringify({ text: '/imagine a patient fox --count 12' }) });
     const { job } = (await answer.json()) as { job: { id: string } };
     await new Promise((r) => setTimeout(r, 600));
-    bot.child.kill('SIGTERM');
     // The bot's own guard exits with 1 after 10 s; 0 means it shut down cleanly before that.
-    expect(await bot.exited).toBe(0);
+    expect(await bot.kill('SIGTERM')).toBe(0);
 
-    const again = start();
-    const url2 = await again.url;
-    let state = '';
-    for (let i = 0; i < 200 && state !== 'completed'; i += 1) {
-      await new Promise((r) => setTimeout(r, 100));
-      const view = (await (await fetch(`${url2}/api/state`)).json()) as { entries: { job: { id: string; state: string; images: unknown[] } }[] };
-      state = view.entries.find((e) => e.job.id === job.id)?.job.state ?? '';
-    }
-    expect(state).toBe('completed');
-    again.child.kill('SIGTERM');
-    expect(await again.exited).toBe(0);
+    const again = await startBotProcess(env);
+    await until(async () => (await again.job(job.id))?.state === 'completed', 'the resumed job to complete');
+    expect(await again.kill('SIGTERM')).toBe(0);
   });
 });
