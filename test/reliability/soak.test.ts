@@ -3,6 +3,7 @@
  * seeded share of calls. Every job must end with its images delivered or its failures named; no job
  * may stall (a watchdog fails the test if a job makes no progress for too long).
  */
+import { mkdir, writeFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import type { Job } from '../../src/core/types.js';
 import { startFakeFal } from '../fakes/fal.js';
@@ -65,5 +66,27 @@ describe('provider fault soak', () => {
     }
     // the retries really recover: nearly everything arrives despite the faults
     expect(delivered).toBeGreaterThan(380);
+    const count = (kind: string) => faults.filter((f) => f === kind).length;
+    await mkdir('test-results', { recursive: true });
+    await writeFile(
+      'test-results/soak.json',
+      JSON.stringify(
+        {
+          jobs: done.length,
+          imagesRequested: 400,
+          imagesDelivered: delivered,
+          providerRequests: fake.calls.length,
+          faults: {
+            'server-error': count('server-error'),
+            'rate-limit': count('rate-limit'),
+            hang: count('hang'),
+            partial: [...fake.requests.values()].filter((r) => r.partialImages !== undefined).length,
+            failed: [...fake.requests.values()].filter((r) => r.failure !== undefined).length,
+          },
+        },
+        null,
+        2,
+      ),
+    );
   }, 120_000);
 });
