@@ -5,6 +5,7 @@
  */
 import { createApp } from './app.js';
 import { startPlayground } from './chat/playground/index.js';
+import { startSlack } from './chat/slack/index.js';
 import type { ChatAdapter } from './chat/types.js';
 import { configuredProviders, loadConfig } from './config.js';
 import { startHealthServer, type HealthServer } from './health.js';
@@ -24,6 +25,7 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
     adapters.push(playground);
     process.stdout.write(`\n  Art Factory playground: ${playground.url}\n  Open it and type: /imagine a red fox --count 8\n\n`);
   }
+  if (config.slack) adapters.push(await startSlack(app));
   if (adapters.length === 0) {
     throw new Error('nothing to run: no chat platform is configured and PLAYGROUND=off');
   }

@@ -364,12 +364,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
   }
 
+  /** Ends a job that can no longer run, telling the adapters like any other finish. */
   private async failJob(job: Job, reason: string): Promise<void> {
     job.state = 'failed';
     job.error = reason;
     job.finishedAt = this.iso();
-    await this.deps.jobs.save(job);
     await this.deps.files.writeManifest(job.id, buildManifest(job));
+    await this.deps.jobs.save(job);
+    this.emitProgress(job);
+    this.emit('finished', structuredClone(job));
   }
 
   // ── state and events ──────────────────────────────────────────────────────────────────────
