@@ -3,7 +3,7 @@
  * the command line (src/cli.ts) and the tests all assemble the core here, the same way.
  */
 import type { ImagineLimits } from '../commands/imagine.js';
-import { DEFAULT_MODELS, type Config } from './config.js';
+import { configuredProviders, DEFAULT_MODELS, type Config } from './config.js';
 import { Engine, type Logger as EngineLogger } from './core/engine.js';
 import type { Provider } from './core/provider.js';
 import type { ProviderName } from './core/types.js';
@@ -26,6 +26,20 @@ export interface App {
   logger: Logger;
   /** stops the engine (running calls stay persisted for the next start) and closes the store */
   close(): Promise<void>;
+}
+
+/** What /imagine accepts with this config: the image limit, the providers and their default models. */
+export function imagineLimits(config: Config, providers: ProviderName[] = configuredProviders(config)): ImagineLimits {
+  return {
+    maxImagesPerJob: config.maxImagesPerJob,
+    providers,
+    defaultProvider: providers.includes(config.defaultProvider) ? config.defaultProvider : providers[0]!,
+    defaultModels: {
+      fal: config.fal?.model ?? DEFAULT_MODELS.fal,
+      replicate: config.replicate?.model ?? DEFAULT_MODELS.replicate,
+      local: DEFAULT_MODELS.local,
+    },
+  };
 }
 
 export interface AppOverrides extends ProviderOverrides {
@@ -67,17 +81,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       ...(overrides.pollIntervalMs !== undefined ? { pollIntervalMs: overrides.pollIntervalMs } : {}),
     },
   });
-  const names = Object.keys(providers) as ProviderName[];
-  const limits: ImagineLimits = {
-    maxImagesPerJob: config.maxImagesPerJob,
-    providers: names,
-    defaultProvider: names.includes(config.defaultProvider) ? config.defaultProvider : names[0]!,
-    defaultModels: {
-      fal: config.fal?.model ?? DEFAULT_MODELS.fal,
-      replicate: config.replicate?.model ?? DEFAULT_MODELS.replicate,
-      local: DEFAULT_MODELS.local,
-    },
-  };
+  const limits = imagineLimits(config, Object.keys(providers) as ProviderName[]);
   return {
     config,
     engine,

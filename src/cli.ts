@@ -4,6 +4,7 @@
  *   art-factory generate --prompt "a red fox" --count 12 [--provider local|fal|replicate] [--model ID]
  *                        [--ar 16:9] [--seed N] [--no TEXT] [--out DIR] [--tenant NAME]
  *   art-factory resume   finish the unfinished jobs in the store
+ *   art-factory deploy-commands   register /imagine and /jobs with Discord
  *   art-factory start    run the bot (what `npm start` does)
  *
  * Exit codes: 0 done (a warning on stderr if some images failed), 1 the job failed, 2 bad input or
@@ -23,6 +24,7 @@ const USAGE = `Usage:
   art-factory generate --prompt TEXT [--count N] [--provider local|fal|replicate] [--model ID]
                        [--ar RATIO] [--seed N] [--no TEXT] [--out DIR] [--tenant NAME]
   art-factory resume
+  art-factory deploy-commands
   art-factory start`;
 
 class CliError extends Error {
@@ -186,6 +188,20 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
         return await generate(rest, env);
       case 'resume':
         return await resume(env);
+      case 'deploy-commands': {
+        const { deployCommands } = await import('./chat/discord/index.js');
+        let config;
+        try {
+          config = loadConfig(env);
+        } catch (error) {
+          if (error instanceof ConfigError) throw new CliError(error.message, 2);
+          throw error;
+        }
+        if (!config.discord) throw new CliError('deploy-commands needs DISCORD_TOKEN and DISCORD_APP_ID', 2);
+        const { scope, count } = await deployCommands(config);
+        process.stdout.write(`Registered ${count} commands ${scope === 'guild' ? `on guild ${config.discord.guildId}` : 'globally'}.\n`);
+        return 0;
+      }
       case 'start': {
         const { startBot } = await import('./main.js');
         await startBot(env);
@@ -209,7 +225,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       process.stderr.write(`art-factory: ${error.message}\n`);
       return 2;
     }
-    if ((error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    const code = (error as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`art-factory: ${(error as Error).message}\n${USAGE}\n`);
       return 2;
     }

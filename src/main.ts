@@ -4,6 +4,7 @@
  * restart. SIGINT/SIGTERM stop taking commands, persist what is running, and exit.
  */
 import { createApp } from './app.js';
+import { startDiscord } from './chat/discord/index.js';
 import { startPlayground } from './chat/playground/index.js';
 import { startSlack } from './chat/slack/index.js';
 import type { ChatAdapter } from './chat/types.js';
@@ -25,6 +26,7 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
     adapters.push(playground);
     process.stdout.write(`\n  Art Factory playground: ${playground.url}\n  Open it and type: /imagine a red fox --count 8\n\n`);
   }
+  if (config.discord) adapters.push(await startDiscord(app));
   if (config.slack) adapters.push(await startSlack(app));
   if (adapters.length === 0) {
     throw new Error('nothing to run: no chat platform is configured and PLAYGROUND=off');

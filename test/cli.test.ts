@@ -101,3 +101,27 @@ describe('art-factory generate', () => {
     expect(run.stdout).toBe('');
   });
 });
+
+describe('art-factory deploy-commands', () => {
+  it('registers /imagine and /jobs on the guild named by DISCORD_GUILD_ID', async () => {
+    const { startFakeDiscord } = await import('./fakes/discord.js');
+    const fake = await startFakeDiscord({ token: 'deploy-token' });
+    onCleanup(() => fake.close());
+    const run = await cli(['deploy-commands'], {
+      DISCORD_TOKEN: 'deploy-token',
+      DISCORD_APP_ID: fake.applicationId,
+      DISCORD_GUILD_ID: fake.defaultGuildId!,
+      DISCORD_API_URL: fake.apiUrl,
+    });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout.trim()).toBe(`Registered 2 commands on guild ${fake.defaultGuildId}.`);
+    expect(fake.commands(fake.defaultGuildId!).map((c) => c.name).sort()).toEqual(['imagine', 'jobs']);
+  });
+
+  it('exits 2 when Discord is not configured', async () => {
+    const run = await cli(['deploy-commands']);
+    expect(run.code).toBe(2);
+    expect(run.stderr.trim()).toBe('art-factory: deploy-commands needs DISCORD_TOKEN and DISCORD_APP_ID');
+  });
+});

@@ -1,0 +1,73 @@
+/**
+ * The platform-neutral command definitions as Discord application commands, registered with one
+ * bulk-overwrite PUT: on DISCORD_GUILD_ID when set (instant, for development), else globally.
+ */
+import { ApplicationCommandOptionType, REST, Routes, type RESTOptions, type RESTPutAPIApplicationCommandsJSONBody } from 'discord.js';
+import { definition as imagineDefinition, type ImagineLimits } from '../../../commands/imagine.js';
+import { definition as jobsDefinition } from '../../../commands/jobs.js';
+import { imagineLimits } from '../../app.js';
+import type { Config } from '../../config.js';
+import type { CommandDefinition, CommandOption } from '../../core/command.js';
+
+/** Discord's limits on names and descriptions of commands and options. */
+const DESCRIPTION_MAX = 100;
+const CHOICES_MAX = 25;
+
+function optionJson(option: CommandOption) {
+  const base = {
+    name: option.name,
+    description: option.description.slice(0, DESCRIPTION_MAX),
+    required: option.required ?? false,
+  };
+  if (option.type === 'integer') {
+    return {
+      ...base,
+      type: ApplicationCommandOptionType.Integer as const,
+      ...(option.minValue !== undefined ? { min_value: option.minValue } : {}),
+      ...(option.maxValue !== undefined ? { max_value: option.maxValue } : {}),
+    };
+  }
+  return {
+    ...base,
+    type: ApplicationCommandOptionType.String as const,
+    ...(option.maxLength !== undefined ? { max_length: Math.min(option.maxLength, 6000) } : {}),
+    ...(option.choices?.length ? { choices: option.choices.slice(0, CHOICES_MAX).map((c) => ({ name: c, value: c })) } : {}),
+  };
+}
+
+/** One command definition as application command JSON (chat input). */
+export function commandJson(definition: CommandDefinition) {
+  // Discord wants required options before optional ones; keep the definition's order otherwise.
+  const options = [...definition.options].sort((a, b) => Number(b.required ?? false) - Number(a.required ?? false));
+  return {
+    name: definition.name,
+    description: definition.description.slice(0, DESCRIPTION_MAX),
+    options: options.map(optionJson),
+  };
+}
+
+export function commandsJson(limits: ImagineLimits): RESTPutAPIApplicationCommandsJSONBody {
+  return [commandJson(imagineDefinition(limits)), commandJson(jobsDefinition())];
+}
+
+/**
+ * Registers /imagine and /jobs. `fetchImpl` replaces the HTTP client (tests, proxies).
+ * @returns where they were registered and how many
+ */
+export async function deployCommands(
+  config: Config,
+  fetchImpl?: typeof fetch,
+): Promise<{ scope: 'guild' | 'global'; count: number }> {
+  const discord = config.discord;
+  if (!discord) throw new Error('Discord is not configured: set DISCORD_TOKEN and DISCORD_APP_ID');
+  const rest = new REST({
+    api: discord.apiUrl,
+    ...(fetchImpl ? { makeRequest: fetchImpl as unknown as RESTOptions['makeRequest'] } : {}),
+  }).setToken(discord.token);
+  const body = commandsJson(imagineLimits(config));
+  const route = discord.guildId
+    ? Routes.applicationGuildCommands(discord.appId, discord.guildId)
+    : Routes.applicationCommands(discord.appId);
+  const registered = (await rest.put(route, { body })) as unknown[];
+  return { scope: discord.guildId ? 'guild' : 'global', count: registered.length };
+}

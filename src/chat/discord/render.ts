@@ -1,0 +1,141 @@
+/**
+ * Core view models → Discord message bodies (raw API JSON, so the same body goes through an
+ * interaction callback, an interaction webhook or the bot-token channel route). Everything that came
+ * from a user or a provider is escaped here: markdown, and mentions — allowed_mentions already stops
+ * the ping, but an echoed `@everyone` should not even look like one.
+ */
+import { ActionRowBuilder, ButtonBuilder, ButtonStyle, MessageFlags, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent } from 'discord.js';
+import { encodeAction } from '../../core/actions.js';
+import { STATUS_MARK, shorten, type GallerySummary, type ProgressView } from '../../core/views.js';
+import type { ImageRecord, Job } from '../../core/types.js';
+
+/** Discord's content limit. */
+export const CONTENT_MAX = 2000;
+/** Attachments per message. */
+export const IMAGES_PER_MESSAGE = 10;
+/** Sent with every message, so nothing we echo can ping anyone. */
+export const NO_MENTIONS = { parse: [] as never[] };
+
+export interface MessageBody {
+  content: string;
+  components: APIActionRowComponent<APIButtonComponent>[];
+  allowed_mentions: typeof NO_MENTIONS;
+  flags?: number;
+}
+
+/**
+ * Escapes markdown and breaks mentions with a zero-width space: `@everyone`, `@here`, `<@1>`,
+ * `<@!1>`, `<@&1>`, `<#1>` render as plain text.
+ */
+export function safe(text: string): string {
+  return escapeMarkdown(text)
+    .replace(/@(everyone|here)/gi, '@\u200b$1')
+    .replace(/<(@[!&]?|#)(\d)/g, '<$1\u200b$2');
+}
+
+/** Keeps content under Discord's limit whatever a provider put into an error message. */
+function fit(lines: string[]): string {
+  const text = lines.join('\n');
+  return text.length <= CONTENT_MAX ? text : `${text.slice(0, CONTENT_MAX - 1)}…`;
+}
+
+const MAX_FAILURE_LINES = 5;
+
+function failureLines(failures: readonly string[]): string[] {
+  const shown = failures.slice(-MAX_FAILURE_LINES).map((f) => `⚠️ ${safe(shorten(f, 180))}`);
+  const hidden = failures.length - shown.length;
+  return hidden > 0 ? [`⚠️ … and ${hidden} earlier`, ...shown] : shown;
+}
+
+/** Summary lines: counts by review status, then every batch that did not deliver, with its reason. */
+export function summaryLines(summary: GallerySummary): string[] {
+  const lines = [summary.text];
+  for (const failed of summary.failed.slice(0, 10)) {
+    lines.push(`Batch ${failed.batch}: ${failed.images} image${failed.images === 1 ? '' : 's'} not made (${safe(shorten(failed.reason, 160))})`);
+  }
+  if (summary.failed.length > 10) lines.push(`… and ${summary.failed.length - 10} more failed batches`);
+  return lines;
+}
+
+/** The progress message: title, prompt, bar, the view's lines, failures, summary once finished, Cancel. */
+export function progressBody(view: ProgressView, summary?: GallerySummary): MessageBody {
+  const lines = [
+    `**${safe(view.title)}**`,
+    `> ${safe(view.prompt)}`,
+    `\`${view.bar}\` ${view.percent}%`,
+    ...view.lines.map(safe),
+    ...failureLines(view.failures),
+    ...(view.finished && summary ? summaryLines(summary) : []),
+    `-# job ${view.jobId}`,
+  ];
+  const components = view.cancellable
+    ? [
+        new ActionRowBuilder<ButtonBuilder>()
+          .addComponents(
+            new ButtonBuilder().setCustomId(encodeAction({ kind: 'cancel', jobId: view.jobId })).setLabel('Cancel').setStyle(ButtonStyle.Danger),
+          )
+          .toJSON(),
+      ]
+    : [];
+  // A link in a prompt would otherwise unfurl into a preview under the progress bar.
+  return { content: fit(lines), components, allowed_mentions: NO_MENTIONS, flags: MessageFlags.SuppressEmbeds };
+}
+
+/** One gallery message: which of the job's images it holds, and where it sits among the pages. */
+export interface GalleryPageLayout {
+  page: number;
+  pages: number;
+  images: number[];
+}
+
+/** Upload name of an image: its file name, `SPOILER_`-prefixed when the provider flagged it. */
+export function uploadName(image: Pick<ImageRecord, 'file' | 'nsfw'>): string {
+  const base = image.file.split(/[\\/]/).pop() ?? image.file;
+  return image.nsfw ? `SPOILER_${base}` : base;
+}
+
+function reviewButton(jobId: string, image: ImageRecord, status: 'approved' | 'rejected'): ButtonBuilder {
+  const decided = image.review.status;
+  // The chosen answer keeps its colour, the other turns grey; both stay clickable to change one's mind.
+  const style =
+    decided === 'pending' || decided === status ? (status === 'approved' ? ButtonStyle.Success : ButtonStyle.Danger) : ButtonStyle.Secondary;
+  return new ButtonBuilder()
+    .setCustomId(encodeAction({ kind: 'review', jobId, image: image.index, status }))
+    .setLabel(`${STATUS_MARK[status]} ${image.index}`)
+    .setStyle(style);
+}
+
+/**
+ * A gallery page: header, job summary, one status mark per image, and Approve / Reject per image —
+ * two images per action row, so 10 images fill the 5 rows Discord allows.
+ */
+export function galleryBody(
+  job: Pick<Job, 'id' | 'request' | 'images'>,
+  layout: GalleryPageLayout,
+  summary: GallerySummary,
+  notUploaded: ReadonlySet<number> = new Set(),
+): MessageBody {
+  const images = layout.images
+    .map((index) => job.images.find((image) => image.index === index))
+    .filter((image): image is ImageRecord => image !== undefined);
+  const marks = images.map((image) => `\`#${image.index}\` ${STATUS_MARK[image.review.status]}${image.nsfw ? ' 🔞' : ''}`);
+  const lines = [
+    `**Gallery${layout.pages > 1 ? ` ${layout.page}/${layout.pages}` : ''}** · ${safe(shorten(job.request.prompt, 100))}`,
+    summary.text,
+    marks.join('  '),
+  ];
+  if (notUploaded.size > 0) {
+    const list = [...notUploaded].map((n) => `#${n}`).join(', ');
+    lines.push(`${list}: too large to upload here; the file is in the job's output folder.`);
+  }
+  lines.push(`-# job ${job.id}`);
+  const rows: APIActionRowComponent<APIButtonComponent>[] = [];
+  for (let i = 0; i < images.length; i += 2) {
+    const row = new ActionRowBuilder<ButtonBuilder>();
+    for (const image of images.slice(i, i + 2)) {
+      row.addComponents(reviewButton(job.id, image, 'approved'), reviewButton(job.id, image, 'rejected'));
+    }
+    rows.push(row.toJSON());
+  }
+  return { content: fit(lines), components: rows, allowed_mentions: NO_MENTIONS };
+}

@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { imagineLimits } from '../../../src/app.js';
+import { deployCommands } from '../../../src/chat/discord/index.js';
+import { loadConfig } from '../../../src/config.js';
+import { buildApp, onCleanup } from '../../helpers.js';
+import { startFakeDiscord, type JsonObject } from '../../fakes/discord.js';
+import { TOKEN } from './harness.js';
+
+async function fakeAndEnv(extra: Record<string, string> = {}) {
+  const fake = await startFakeDiscord({ token: TOKEN });
+  onCleanup(() => fake.close());
+  const env = { DISCORD_TOKEN: TOKEN, DISCORD_APP_ID: fake.applicationId, DISCORD_API_URL: fake.apiUrl, MAX_IMAGES_PER_JOB: '40', ...extra };
+  return { fake, env };
+}
+
+describe('Discord deployCommands', () => {
+  it('registers /imagine and /jobs on DISCORD_GUILD_ID with one PUT, with ranges, lengths and choices', async () => {
+    const { fake, env } = await fakeAndEnv();
+    const guildId = fake.defaultGuildId!;
+    const result = await deployCommands(loadConfig({ ...env, DISCORD_GUILD_ID: guildId }));
+    expect(result).toEqual({ scope: 'guild', count: 2 });
+    expect(fake.callsTo('PUT /applications/:app/guilds/:guild/commands')).toHaveLength(1);
+    expect(fake.commands()).toEqual([]);
+    const [imagine, jobs] = fake.commands(guildId);
+    expect(jobs).toMatchObject({ name: 'jobs', options: [] });
+    const list = imagine?.['options'] as JsonObject[];
+    const options = Object.fromEntries(list.map((o) => [o['name'] as string, o]));
+    expect(list[0]?.['name']).toBe('prompt');
+    expect(options['prompt']).toMatchObject({ type: 3, required: true, max_length: 1500 });
+    expect(options['count']).toMatchObject({ type: 4, required: false, min_value: 1, max_value: 40 });
+    expect(options['seed']).toMatchObject({ type: 4, min_value: 0, max_value: 2 ** 32 - 1 });
+    expect(options['ar']).toMatchObject({ type: 3 });
+    expect((options['ar']?.['choices'] as JsonObject[]).map((c) => c['value'])).toContain('16:9');
+    expect(options['provider']?.['choices']).toEqual([{ name: 'local', value: 'local' }]);
+  });
+
+  it('registers globally without a guild id, through the given fetch', async () => {
+    const { fake, env } = await fakeAndEnv();
+    const seen: string[] = [];
+    const counting: typeof fetch = (input, init) => {
+      seen.push(`${init?.method ?? 'GET'} ${String(input)}`);
+      return fetch(input, init);
+    };
+    expect(await deployCommands(loadConfig(env), counting)).toEqual({ scope: 'global', count: 2 });
+    expect(fake.commands().map((c) => c['name'])).toEqual(['imagine', 'jobs']);
+    expect(seen).toEqual([`PUT ${fake.apiUrl}/v10/applications/${fake.applicationId}/commands`]);
+  });
+
+  it('derives the same limits from config alone as the app does', async () => {
+    const { env } = await fakeAndEnv();
+    const app = await buildApp({ env });
+    expect(imagineLimits(app.config)).toEqual(app.limits);
+  });
+
+  it('refuses to deploy without Discord configured', async () => {
+    await expect(deployCommands(loadConfig({}))).rejects.toThrow(/DISCORD_TOKEN/);
+  });
+});
