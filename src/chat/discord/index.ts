@@ -4,6 +4,7 @@
  * progress edits and galleries. Call it before `engine.resume()`: resumed jobs then find their
  * messages again through `job.chat.discord`.
  */
+import { Outbox } from '../outbox.js';
 import { once } from 'node:events';
 import { Client, Events, GatewayIntentBits, RESTEvents } from 'discord.js';
 import type { App } from '../../app.js';
@@ -61,6 +62,7 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
   });
   const relay = new ProgressRelay({
     engine: app.engine,
+    outbox: new Outbox(app.keyv, 'discord'),
     transport,
     jobDir: (jobId) => app.files.jobDir(jobId),
     log,
@@ -93,6 +95,7 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
     throw new Error(`Discord login failed: ${String(describeError(error)['message'])}`);
   }
   log.info({ user: client.user?.tag, api: config.apiUrl }, 'discord adapter ready');
+  track(relay.redeliver());
 
   let stopped = false;
   return {

@@ -113,7 +113,7 @@ async function imagine(interaction: ChatInputCommandInteraction, deps: Interacti
     tokenExpiresAt: interaction.createdTimestamp + deps.tokenLifetimeMs,
     ...(interaction.attachmentSizeLimit ? { attachmentSizeLimit: interaction.attachmentSizeLimit } : {}),
   };
-  relay.register(job.id, { ...facts, interactionToken: interaction.token });
+  await relay.register(job.id, { ...facts, interactionToken: interaction.token });
   try {
     await app.engine.annotate(job.id, 'discord', { ...facts });
   } catch (error) {

@@ -4,6 +4,7 @@
  * finishes. The message is found through `job.chat.discord`, so a restarted process (new client, same
  * store) keeps editing the same message.
  */
+import type { Outbox } from '../outbox.js';
 import { DiscordAPIError } from 'discord.js';
 import { isJobFinished, type Engine } from '../../core/engine.js';
 import { LatestThrottle } from '../../core/throttle.js';
@@ -21,6 +22,8 @@ export interface Log {
 
 export interface RelayDeps {
   engine: Engine;
+  /** jobs whose gallery is not posted yet, kept in the store across restarts */
+  outbox: Outbox;
   transport: Transport;
   jobDir: (jobId: string) => string;
   log: Log;
@@ -94,8 +97,21 @@ export class ProgressRelay {
    * A new job's message, known once submit has returned. The events emitted before (the engine
    * emits inside submit) found no target and were dropped: catchUp() shows the current state.
    */
-  register(jobId: string, target: MessageTarget): void {
+  async register(jobId: string, target: MessageTarget): Promise<void> {
     this.targets.set(jobId, target);
+    await this.deps.outbox.add(jobId);
+  }
+
+  /**
+   * Galleries a restart cut off: a job that finished while no process was there to post its gallery
+   * (or in the middle of posting it) is delivered now. Call once the client can send.
+   */
+  async redeliver(): Promise<void> {
+    for (const id of await this.deps.outbox.list()) {
+      const job = await this.deps.engine.get(id);
+      if (!job) await this.deps.outbox.remove(id);
+      else if (isJobFinished(job)) this.deps.track(this.finish(job));
+    }
   }
 
   async catchUp(jobId: string): Promise<void> {
@@ -174,6 +190,7 @@ export class ProgressRelay {
     } finally {
       // From here on, the message is reached through the store (bot token); the interaction token goes.
       this.targets.delete(job.id);
+      await this.deps.outbox.remove(job.id);
     }
   }
 

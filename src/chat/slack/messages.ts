@@ -16,7 +16,7 @@ import { pageOf } from '../../core/views.js';
 import { describe, isNoAccess, obeyRateLimits } from './errors.js';
 import { factsOf, PLATFORM } from './facts.js';
 import { postGallery, StoppedError } from './gallery.js';
-import { Outbox } from './outbox.js';
+import { Outbox } from '../outbox.js';
 import { galleryMessage, inviteHint, PAGE_SIZE, progressMessage, type GalleryState } from './render.js';
 import { MessageUpdater } from './updates.js';
 
@@ -56,7 +56,7 @@ export class SlackMessages {
   ) {
     this.engine = app.engine;
     this.log = app.logger;
-    this.outbox = new Outbox(app.keyv);
+    this.outbox = new Outbox(app.keyv, PLATFORM);
     const intervalMs = options.intervalMs ?? 2000;
     const onError = (key: string, error: string) => this.log.warn({ message: key, error }, 'slack: message edit failed');
     this.progress = new MessageUpdater({

@@ -1,3 +1,4 @@
+import { until } from '../../bot-process.js';
 import { describe, expect, it } from 'vitest';
 import { encodeAction, REFUSAL } from '../../../src/core/actions.js';
 import { untilProgress } from '../../helpers.js';
@@ -115,5 +116,26 @@ describe('Discord long jobs', () => {
     expect(fake.messages().filter((m) => m.content.includes(`job ${jobId}`) && !m.content.startsWith('**Gallery'))).toHaveLength(1);
     expect(galleryMessages(fake, jobId)[0]?.attachments.map((a) => a.filename)).toHaveLength(8);
     expect(fake.identifies).toHaveLength(2);
+  });
+
+  it('posts the gallery of a job that finished while no Discord client was there to post it', async () => {
+    const env = { LOCAL_LATENCY_MS: '150' };
+    const first = await startBot({ env });
+    const { fake } = first;
+    const sent = fake.sendCommand({ name: 'imagine', options: { prompt: 'a lighthouse in fog', count: 6 } });
+    const jobId = await jobIdOf(fake, await progressMessageOf(fake, sent.id));
+    // The chat side goes away; the engine goes on and finishes the job with nobody to post the gallery.
+    await first.adapter.stop();
+    const done = await first.app.engine.waitFor(jobId);
+    expect(done.state).toBe('completed');
+    expect(galleryMessages(fake, jobId)).toHaveLength(0);
+    await first.app.close();
+
+    const second = await startBot({ env, fake, dir: first.app.dir });
+    await second.app.engine.resume();
+    const pages = await waitForGallery(fake, jobId, 6);
+    expect(pages).toHaveLength(1);
+    // delivered: nothing is left for the next start to post
+    await until(async () => ((await second.app.keyv.get<string[]>('discord:outbox')) ?? ['?']).length === 0, 'an empty outbox');
   });
 });

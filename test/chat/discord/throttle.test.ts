@@ -1,3 +1,4 @@
+import { Outbox } from '../../../src/chat/outbox.js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ProgressRelay } from '../../../src/chat/discord/progress.js';
 import type { MessageBody } from '../../../src/chat/discord/render.js';
@@ -48,7 +49,7 @@ describe('Discord progress edits', () => {
       post: async () => 'unused',
     };
     vi.useFakeTimers();
-    const relay = new ProgressRelay({ engine: app.engine, transport, jobDir: (id) => id, log: app.logger, track: () => undefined });
+    const relay = new ProgressRelay({ engine: app.engine, outbox: new Outbox(app.keyv, 'discord'), transport, jobDir: (id) => id, log: app.logger, track: () => undefined });
     relay.attach();
     try {
       const a = discordJob('20250101-aaaaaaaa', '1001');
@@ -82,7 +83,7 @@ describe('Discord progress edits', () => {
     const app = await buildApp();
     const edits: string[] = [];
     const transport: Transport = { edit: async (_t, body) => void edits.push(body.content), post: async () => 'unused' };
-    const relay = new ProgressRelay({ engine: app.engine, transport, jobDir: (id) => id, log: app.logger, track: () => undefined });
+    const relay = new ProgressRelay({ engine: app.engine, outbox: new Outbox(app.keyv, 'discord'), transport, jobDir: (id) => id, log: app.logger, track: () => undefined });
     relay.attach();
     const job = { ...discordJob('20250101-cccccccc', '1003'), requester: { tenant: 'playground', userId: 'u', platform: 'playground' as const } };
     app.engine.emit('progress', event(job.id, 1), job);
