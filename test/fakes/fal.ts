@@ -23,6 +23,7 @@ import {
   isGenerationFault,
   isHttpFault,
   mulberry32,
+  RollingLimit,
   plainObject,
   sendBytes,
   sendJson,
@@ -89,6 +90,17 @@ export class FalRequest {
   get ext(): 'jpg' | 'png' {
     return this.outputFormat === 'png' ? 'png' : 'jpg';
   }
+}
+
+export interface FakeFalOptions extends FakeOptions {
+  /**
+   * fal's own rate limit: a submit past `limit` in any rolling `intervalMs` is answered 429 with
+   * Retry-After (header and body) for when the oldest counted submit leaves the window. The seconds
+   * carry milliseconds, since benchmarks scale time. Unset = no limit (the default).
+   */
+  rateLimit?: { limit: number; intervalMs: number };
+  /** Bytes served for every PNG file instead of the generated picture (e.g. `noisePng` for ~1 MB images). */
+  pngBytes?: Buffer;
 }
 
 export interface FakeFal extends FakeCommon {
@@ -202,7 +214,8 @@ function falLogs(job: FalRequest, withLogs: boolean): unknown[] | null {
   return logs;
 }
 
-export async function startFakeFal(options?: FakeOptions): Promise<FakeFal> {
+export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
+  const limiter = options?.rateLimit ? new RollingLimit(options.rateLimit.limit, options.rateLimit.intervalMs) : undefined;
   const requests = new Map<string, FalRequest>();
   const submitCalls: RecordedCall[] = [];
   // Separate from the fault RNG so that random seeds never shift fault schedules.
@@ -368,7 +381,9 @@ export async function startFakeFal(options?: FakeOptions): Promise<FakeFal> {
     const blackOut = job.nsfw && job.input.enable_safety_checker !== false;
     const bytes = blackOut
       ? await solidImage(job.width, job.height, format, [0, 0, 0])
-      : await fakeImage(job.width, job.height, format, `${job.id}/${index}`);
+      : format === 'png' && options?.pngBytes
+        ? options.pngBytes
+        : await fakeImage(job.width, job.height, format, `${job.id}/${index}`);
     sendBytes(res, 200, bytes, CONTENT_TYPES[format]);
   }
 
@@ -400,7 +415,15 @@ export async function startFakeFal(options?: FakeOptions): Promise<FakeFal> {
 
     if (route.target === 'file') return file(res, route.id, route.index, route.ext);
     if (!authorized(core, req)) return sendJson(res, 401, falErrors.unauthorized());
-    if (route.target === 'submit') return submit(core, req, res, call);
+    if (route.target === 'submit') {
+      const waitMs = limiter?.admit(Date.now()) ?? 0;
+      if (waitMs > 0) {
+        call.fault = 'rate-limit';
+        const { body, headers } = falErrors.rateLimited(Math.ceil(waitMs) / 1000, 'both');
+        return sendJson(res, 429, body, headers);
+      }
+      return submit(core, req, res, call);
+    }
 
     const job = findJob(res, route.appPath, route.id);
     if (!job) return;

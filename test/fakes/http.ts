@@ -140,6 +140,32 @@ export class FaultBook {
   }
 }
 
+// ---------------------------------------------------------------- provider-side rate limit
+
+/**
+ * A provider's own limit, as the fakes enforce it when asked (`rateLimit` option): at most `limit`
+ * accepted requests in any rolling window of `intervalMs`. Only accepted requests count.
+ */
+export class RollingLimit {
+  private readonly accepted: number[] = [];
+
+  constructor(readonly limit: number, readonly intervalMs: number) {
+    if (!(Number.isInteger(limit) && limit >= 1 && intervalMs > 0)) {
+      throw new RangeError(`rateLimit must be { limit ≥ 1, intervalMs > 0 }, got ${limit} / ${intervalMs}`);
+    }
+  }
+
+  /** 0 = accepted (and counted); else ms until the oldest counted request leaves the window. */
+  admit(now: number): number {
+    while (this.accepted.length > 0 && this.accepted[0]! <= now - this.intervalMs) this.accepted.shift();
+    if (this.accepted.length < this.limit) {
+      this.accepted.push(now);
+      return 0;
+    }
+    return Math.max(1, this.accepted[0]! + this.intervalMs - now);
+  }
+}
+
 // ---------------------------------------------------------------- HTTP helpers
 
 export interface ParsedRequest {

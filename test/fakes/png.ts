@@ -99,3 +99,25 @@ export function solidImage(
     render(width, height, format, Buffer.from([r, g, b])),
   );
 }
+
+/**
+ * An incompressible image (random RGB noise, PNG): about width×height×3 bytes, e.g. ~1.08 MB at
+ * 600×600. Made once per size and seed, then cached, so a benchmark can serve a thousand of them.
+ */
+export function noisePng(width: number, height: number, seed = 1): Promise<Buffer> {
+  checkSize(width, height);
+  return cached(`${width}x${height}.png~noise${seed}`, () => {
+    const pixels = Buffer.alloc(width * height * 3);
+    let a = seed >>> 0 || 1;
+    for (let i = 0; i < pixels.length; i += 4) {
+      // xorshift32: fast and good enough to defeat deflate
+      a ^= a << 13;
+      a >>>= 0;
+      a ^= a >>> 17;
+      a ^= a << 5;
+      a >>>= 0;
+      pixels.writeUInt32LE(a, Math.min(i, pixels.length - 4));
+    }
+    return sharp(pixels, { raw: { width, height, channels: 3 } }).png({ compressionLevel: 1 }).toBuffer();
+  });
+}
