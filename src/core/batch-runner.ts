@@ -28,7 +28,7 @@ export interface RetrySettings {
 /** What the runner needs from the engine that owns the jobs. */
 export interface BatchHost {
   job(jobId: string): Job | undefined;
-  change(jobId: string, apply: (job: Job) => void | Promise<void>, options?: { manifest?: boolean }): Promise<Job>;
+  change(jobId: string, apply: (job: Job) => void | Promise<void>, options?: { manifest?: boolean; durable?: boolean }): Promise<Job>;
   progress(job: Job): void;
   schedule(job: Job, batchIndex: number, delayMs: number): void;
   stopping(): boolean;
@@ -90,14 +90,18 @@ export class BatchRunner {
 
     if (!batch.requestId) {
       const count = batch.size - batch.delivered;
-      // The attempt is saved before the call: a crash right after submitting still counts it.
-      await this.host.change(jobId, (j) => {
-        const b = j.batches[batchIndex]!;
-        b.state = 'submitted';
-        b.attempts += 1;
-        b.submittedAt = new Date(started).toISOString();
-        if (j.state === 'queued') j.state = 'running';
-      });
+      // Written with the request id below (or redone after a crash, when the call is sent again).
+      await this.host.change(
+        jobId,
+        (j) => {
+          const b = j.batches[batchIndex]!;
+          b.state = 'submitted';
+          b.attempts += 1;
+          b.submittedAt = new Date(started).toISOString();
+          if (j.state === 'queued') j.state = 'running';
+        },
+        { durable: false },
+      );
       this.host.progress(job);
       const call = {
         prompt: job.request.prompt,
@@ -127,7 +131,7 @@ export class BatchRunner {
       );
       this.host.progress(job);
     } else if (job.state === 'queued') {
-      await this.host.change(jobId, (j) => void (j.state = 'running'));
+      await this.host.change(jobId, (j) => void (j.state = 'running'), { durable: false });
     }
 
     const requestId = batch.requestId!;
@@ -151,7 +155,8 @@ export class BatchRunner {
         b.error = undefined;
         b.finishedAt = this.iso();
       },
-      { manifest: true },
+      // The manifest follows at the job's end (and at each review): a whole file per batch costs
+      // more than the few calls it would save a reader after a crash.
     );
     this.host.progress(job);
   }
@@ -223,7 +228,8 @@ export class BatchRunner {
         j.images.sort((a, b2) => a.index - b2.index);
         b.delivered += 1;
         if (output.nsfw) b.nsfw = true;
-      });
+        // Not awaited to disk: after a crash the call is polled again and its images fetched again.
+      }, { durable: false });
       this.host.emit('images', { provider: provider.name, count: 1 });
       this.host.progress(job);
     }

@@ -39,6 +39,13 @@ export interface EngineDeps {
   random?: () => number;
 }
 
+export interface ChangeOptions {
+  /** also rewrite the job's manifest.json */
+  manifest?: boolean;
+  /** wait until the store has it (default); false for changes a restart redoes anyway */
+  durable?: boolean;
+}
+
 type EngineEvents = {
   call: [CallRecord];
   images: [{ provider: ProviderName; count: number }];
@@ -142,7 +149,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     };
     this.active.set(id, job);
     this.admission.add(requester.tenant, id, placement);
-    await this.change(id, () => {}, { manifest: true });
+    await this.change(id, () => {});
     if (placement === 'admit') this.enqueueBatches(job);
     this.log.info({ job: id, tenant: requester.tenant, count: request.count, provider: request.provider, placement }, 'job accepted');
     this.emitProgress(job);
@@ -384,7 +391,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   /** Applies a change to a job and persists it, one change per job at a time. */
-  private change(jobId: string, apply: (job: Job) => void | Promise<void>, options: { manifest?: boolean } = {}): Promise<Job> {
+  private change(jobId: string, apply: (job: Job) => void | Promise<void>, options: ChangeOptions = {}): Promise<Job> {
     const previous = this.locks.get(jobId) ?? Promise.resolve();
     const next = previous.then(async () => {
       const job = this.active.get(jobId) ?? (await this.deps.jobs.get(jobId));
@@ -394,7 +401,13 @@ export class Engine extends EventEmitter<EngineEvents> {
       // The manifest first: if the process dies between the two writes, the store (which drives
       // resuming) is the one behind, and redoing the change rewrites both.
       if (options.manifest) await this.deps.files.writeManifest(jobId, buildManifest(job));
-      await this.deps.jobs.save(job);
+      const saved = this.deps.jobs.save(job);
+      if (options.durable === false) {
+        // Not needed for a correct restart (it is redone or recomputed): written with the next save.
+        saved.catch((error: unknown) => this.log.error({ err: error, job: jobId }, 'saving a job failed'));
+      } else {
+        await saved;
+      }
       return job;
     });
     const settled = next.catch(() => undefined);

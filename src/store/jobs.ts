@@ -1,6 +1,11 @@
 /**
  * Jobs in Keyv: one key per job, plus an index of unfinished jobs so a restart knows what to resume.
- * Writes to one key are serialised in process, so a slow write never lands after a newer one.
+ *
+ * Writes of one job are coalesced: while one is on its way, later saves wait for a single next write
+ * of the latest state instead of queueing one write each — a job that changes ten times while the disk
+ * is busy is written twice, not ten times, and never out of order. The index is touched only when a
+ * job joins or leaves it, read fresh each time, so a CLI beside the bot on the same store keeps both
+ * processes' jobs in it.
  */
 import type { Keyv } from 'keyv';
 import type { Job } from '../core/types.js';
@@ -12,8 +17,21 @@ export function isFinished(job: Pick<Job, 'state'>): boolean {
   return job.state === 'completed' || job.state === 'failed' || job.state === 'canceled';
 }
 
+interface WriteSlot {
+  /** the write in progress (or the last one), settled or not */
+  tail: Promise<void>;
+  /** the write that will follow it, taking whatever value is latest when it starts */
+  next?: { value: unknown; done: Promise<void> };
+}
+
 export class JobStore {
   private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly writes = new Map<string, WriteSlot>();
+  /** unfinished jobs this process has put in the index */
+  private readonly indexed = new Set<string>();
+  /** index changes waiting for the next update, and that update */
+  private readonly indexChanges = new Map<string, boolean>();
+  private indexFlush: Promise<void> | undefined;
 
   constructor(private readonly keyv: Keyv) {}
 
@@ -34,17 +52,56 @@ export class JobStore {
     return (await this.keyv.get<Job>(`job:${id}`)) ?? undefined;
   }
 
+  /** Resolves once a write holding (at least) `value` is stored; see the note at the top. */
+  private write(key: string, value: unknown): Promise<void> {
+    const slot = this.writes.get(key) ?? { tail: Promise.resolve() };
+    if (slot.next) {
+      slot.next.value = value;
+      return slot.next.done;
+    }
+    const next: { value: unknown; done: Promise<void> } = { value, done: Promise.resolve() };
+    next.done = slot.tail.then(async () => {
+      if (slot.next === next) slot.next = undefined; // saves from now on go to the write after this one
+      await this.keyv.set(key, next.value);
+    });
+    slot.next = next;
+    const tail = next.done.catch(() => undefined);
+    slot.tail = tail;
+    this.writes.set(key, slot);
+    void tail.then(() => {
+      if (slot.tail === tail && !slot.next) this.writes.delete(key);
+    });
+    return next.done;
+  }
+
   /** Persists a job and keeps the unfinished-jobs index in step with its state. */
   async save(job: Job): Promise<void> {
-    await this.serial(`job:${job.id}`, () => this.keyv.set(`job:${job.id}`, job));
-    await this.serial(ACTIVE_INDEX, async () => {
+    await this.write(`job:${job.id}`, job);
+    const finished = isFinished(job);
+    if (!finished && this.indexed.has(job.id)) return;
+    await this.updateIndex(job.id, !finished);
+    if (finished) this.indexed.delete(job.id);
+    else this.indexed.add(job.id);
+  }
+
+  /**
+   * Index changes are applied in groups: all the joins and leaves that arrive while one update is on
+   * its way go into the next single read-modify-write (500 jobs accepted at once cost a few writes).
+   */
+  private updateIndex(jobId: string, member: boolean): Promise<void> {
+    this.indexChanges.set(jobId, member);
+    this.indexFlush ??= this.serial(ACTIVE_INDEX, async () => {
+      this.indexFlush = undefined;
+      const changes = new Map(this.indexChanges);
+      this.indexChanges.clear();
       const active = new Set((await this.keyv.get<string[]>(ACTIVE_INDEX)) ?? []);
-      const finished = isFinished(job);
-      if (finished === !active.has(job.id)) return;
-      if (finished) active.delete(job.id);
-      else active.add(job.id);
+      for (const [id, isMember] of changes) {
+        if (isMember) active.add(id);
+        else active.delete(id);
+      }
       await this.keyv.set(ACTIVE_INDEX, [...active]);
     });
+    return this.indexFlush;
   }
 
   /**
@@ -95,7 +152,7 @@ export class JobStore {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.chains.values()]);
+    await Promise.all([...this.chains.values(), ...[...this.writes.values()].map((slot) => slot.tail)]);
     await this.keyv.disconnect();
   }
 }

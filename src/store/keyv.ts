@@ -13,7 +13,14 @@ export async function openKeyv(storeUrl: string, namespace = 'art-factory'): Pro
     if (file !== ':memory:') await mkdir(path.dirname(path.resolve(file)), { recursive: true });
     // busyTimeout: a second process (the CLI beside the bot) waits for the lock instead of failing.
     const store = new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: 10_000 });
-    const keyv = new Keyv({ store, namespace });
+    // WAL: a commit appends to the log instead of rewriting pages and syncing each time, and readers
+    // do not block the writer. NORMAL still survives a process crash (only power loss can drop the
+    // last commits).
+    if (file !== ':memory:') await store.query('PRAGMA journal_mode=WAL');
+    await store.query('PRAGMA synchronous=NORMAL');
+    // Plain JSON: our values are JSON already, and Keyv's default serializer is several times slower
+    // on a large job record.
+    const keyv = new Keyv({ store, namespace, serialize: JSON.stringify, deserialize: JSON.parse });
     // Keyv reports adapter errors as events; without a listener they would crash the process.
     keyv.on('error', () => {});
     return keyv;
