@@ -16,6 +16,8 @@ export function jobView(job: Readonly<Job>, app: App) {
   return {
     id: job.id,
     state: job.state,
+    /** views can arrive out of order (an HTTP answer after a newer event): the page keeps the newest */
+    updatedAt: job.updatedAt,
     prompt: job.request.prompt,
     count: job.request.count,
     aspectRatio: job.request.aspectRatio,

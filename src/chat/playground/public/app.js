@@ -104,7 +104,10 @@ function jobCard(jobId) {
     entry.reject.setAttribute('aria-label', `Reject image ${image.index}`);
   }
 
+  let shownAt = '';
   function render(view) {
+    if (view.updatedAt < shownAt) return; // an older state arriving late (an answer behind an event)
+    shownAt = view.updatedAt;
     const p = view.progress;
     bubble.dataset.state = view.state;
     title.textContent = p.title;
