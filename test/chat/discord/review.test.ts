@@ -59,6 +59,24 @@ describe('Discord gallery buttons', () => {
     expect(await filesIn(app, jobId, 'rejected')).toEqual(['002.png']);
   });
 
+  it('refuses a moderator of another server pressing a button that points at this server’s job', async () => {
+    const { fake, app } = await startBot();
+    const sent = fake.sendCommand({ name: 'imagine', options: { prompt: 'a lamp', count: 1 } });
+    const jobId = await jobIdOf(fake, await progressMessageOf(fake, sent.id));
+    const [page] = await waitForGallery(fake, jobId, 1);
+    const elsewhere = fake.pressButton({
+      customId: encodeAction({ kind: 'review', jobId, image: 1, status: 'approved' }),
+      messageId: page!.id,
+      guildId: '999999999999999999',
+      user: { id: '444444444444444444', username: 'other-admin' },
+      memberPermissions: (BigInt(MANAGE_MESSAGES) | (1n << 10n)).toString(),
+    });
+    const [answer] = await answerOf(fake, elsewhere.id);
+    expect(answer?.data).toMatchObject({ content: REFUSAL, flags: MessageFlag.Ephemeral });
+    expect((await app.engine.get(jobId))?.images[0]?.review.status).toBe('pending');
+    expect(await filesIn(app, jobId, 'approved')).toEqual([]);
+  });
+
   it('answers forged, truncated and stale custom ids with an ephemeral GONE', async () => {
     const { fake } = await startBot();
     const sent = fake.sendCommand({ name: 'imagine', options: { prompt: 'a boat', count: 1 } });
