@@ -1,35 +1,41 @@
 /**
- * Jobs in Keyv: one key per job, plus an index of unfinished jobs so a restart knows what to resume.
+ * Jobs in Keyv: one key per job, plus an index of unfinished jobs so a restart knows what to resume,
+ * the daily image tallies, and the write-ahead mark of reviews in progress.
  *
- * Writes of one job are coalesced: while one is on its way, later saves wait for a single next write
- * of the latest state instead of queueing one write each — a job that changes ten times while the disk
- * is busy is written twice, not ten times, and never out of order. The index is touched only when a
- * job joins or leaves it, read fresh each time, so a CLI beside the bot on the same store keeps both
- * processes' jobs in it.
+ * Writes are group-committed: every write that arrives while one batch is on its way to the store goes
+ * into the next batch, one statement for all of them, with only the latest value of each key. A save
+ * resolves once the batch holding it is stored, so "saved" still means on disk; 500 jobs accepted at
+ * once cost a handful of statements instead of 1500, and a job that changes ten times while the disk is
+ * busy is written once or twice, never out of order.
  */
 import type { Keyv } from 'keyv';
 import type { Job } from '../core/types.js';
 
 const ACTIVE_INDEX = 'jobs:active';
 const REVIEW_JOURNAL = 'reviews:open';
+/** Tallies are kept two days: long enough for a job that runs across midnight to give images back. */
+const USAGE_TTL_MS = 2 * 86_400_000;
 
 export function isFinished(job: Pick<Job, 'state'>): boolean {
   return job.state === 'completed' || job.state === 'failed' || job.state === 'canceled';
 }
 
-interface WriteSlot {
-  /** the write in progress (or the last one), settled or not */
-  tail: Promise<void>;
-  /** the write that will follow it, taking whatever value is latest when it starts */
-  next?: { value: unknown; done: Promise<void> };
+interface PendingWrite {
+  value: unknown;
+  ttl?: number;
 }
 
 export class JobStore {
   private readonly chains = new Map<string, Promise<unknown>>();
-  private readonly writes = new Map<string, WriteSlot>();
+  /** writes waiting for the next batch, and the batch on its way (reads see both) */
+  private pending = new Map<string, PendingWrite>();
+  private writing = new Map<string, PendingWrite>();
+  private nextBatch: Promise<void> | undefined;
+  private lastBatch: Promise<void> = Promise.resolve();
+  /** small values read or written by this process (tallies, index, journal), never job records */
+  private readonly small = new Map<string, unknown>();
   /** unfinished jobs this process has put in the index */
   private readonly indexed = new Set<string>();
-  /** index changes waiting for the next update, and that update */
   private readonly indexChanges = new Map<string, boolean>();
   private indexFlush: Promise<void> | undefined;
 
@@ -47,31 +53,37 @@ export class JobStore {
     return next;
   }
 
-  async get(id: string): Promise<Job | undefined> {
-    if (!/^[\w-]{1,64}$/.test(id)) return undefined;
-    return (await this.keyv.get<Job>(`job:${id}`)) ?? undefined;
+  private write(key: string, value: unknown, ttl?: number): Promise<void> {
+    this.pending.set(key, ttl === undefined ? { value } : { value, ttl });
+    if (!key.startsWith('job:')) this.small.set(key, value);
+    this.nextBatch ??= this.lastBatch.then(async () => {
+      this.nextBatch = undefined;
+      this.writing = this.pending;
+      this.pending = new Map();
+      const entries = [...this.writing].map(([k, w]) => ({ key: k, value: w.value, ...(w.ttl !== undefined ? { ttl: w.ttl } : {}) }));
+      try {
+        if (entries.length > 0) await this.keyv.setMany(entries);
+      } finally {
+        this.writing = new Map();
+      }
+    });
+    const batch = this.nextBatch;
+    this.lastBatch = batch.catch(() => undefined);
+    return batch;
   }
 
-  /** Resolves once a write holding (at least) `value` is stored; see the note at the top. */
-  private write(key: string, value: unknown): Promise<void> {
-    const slot = this.writes.get(key) ?? { tail: Promise.resolve() };
-    if (slot.next) {
-      slot.next.value = value;
-      return slot.next.done;
-    }
-    const next: { value: unknown; done: Promise<void> } = { value, done: Promise.resolve() };
-    next.done = slot.tail.then(async () => {
-      if (slot.next === next) slot.next = undefined; // saves from now on go to the write after this one
-      await this.keyv.set(key, next.value);
-    });
-    slot.next = next;
-    const tail = next.done.catch(() => undefined);
-    slot.tail = tail;
-    this.writes.set(key, slot);
-    void tail.then(() => {
-      if (slot.tail === tail && !slot.next) this.writes.delete(key);
-    });
-    return next.done;
+  private async read<T>(key: string): Promise<T | undefined> {
+    const queued = this.pending.get(key) ?? this.writing.get(key);
+    if (queued) return queued.value as T;
+    if (this.small.has(key)) return this.small.get(key) as T;
+    const value = (await this.keyv.get<T>(key)) ?? undefined;
+    if (!key.startsWith('job:')) this.small.set(key, value);
+    return value;
+  }
+
+  async get(id: string): Promise<Job | undefined> {
+    if (!/^[\w-]{1,64}$/.test(id)) return undefined;
+    return this.read<Job>(`job:${id}`);
   }
 
   /** Persists a job and keeps the unfinished-jobs index in step with its state. */
@@ -86,7 +98,8 @@ export class JobStore {
 
   /**
    * Index changes are applied in groups: all the joins and leaves that arrive while one update is on
-   * its way go into the next single read-modify-write (500 jobs accepted at once cost a few writes).
+   * its way go into the next single read-modify-write. The index is read from the store each time, so
+   * a CLI beside the bot on the same store keeps both processes' jobs in it.
    */
   private updateIndex(jobId: string, member: boolean): Promise<void> {
     this.indexChanges.set(jobId, member);
@@ -94,12 +107,13 @@ export class JobStore {
       this.indexFlush = undefined;
       const changes = new Map(this.indexChanges);
       this.indexChanges.clear();
-      const active = new Set((await this.keyv.get<string[]>(ACTIVE_INDEX)) ?? []);
+      this.small.delete(ACTIVE_INDEX);
+      const active = new Set((await this.read<string[]>(ACTIVE_INDEX)) ?? []);
       for (const [id, isMember] of changes) {
         if (isMember) active.add(id);
         else active.delete(id);
       }
-      await this.keyv.set(ACTIVE_INDEX, [...active]);
+      await this.write(ACTIVE_INDEX, [...active]);
     });
     return this.indexFlush;
   }
@@ -107,14 +121,14 @@ export class JobStore {
   /**
    * Adds `count` images to a tenant's tally for `day` if it stays within `cap`; returns the new tally,
    * or undefined (and adds nothing) when it would not. Serialised, so two requests cannot both fit.
+   * The tally is counted in this process once read: processes sharing a store each see their own.
    */
   async reserveImages(tenant: string, day: string, count: number, cap: number): Promise<number | undefined> {
     const key = `usage:${tenant}:${day}`;
     return this.serial(key, async () => {
-      const used = (await this.keyv.get<number>(key)) ?? 0;
+      const used = (await this.read<number>(key)) ?? 0;
       if (used + count > cap) return undefined;
-      // Kept two days: long enough for a job that runs across midnight to give its unused images back.
-      await this.keyv.set(key, used + count, 2 * 86_400_000);
+      await this.write(key, used + count, USAGE_TTL_MS);
       return used + count;
     });
   }
@@ -123,36 +137,38 @@ export class JobStore {
   async releaseImages(tenant: string, day: string, count: number): Promise<void> {
     const key = `usage:${tenant}:${day}`;
     await this.serial(key, async () => {
-      const used = (await this.keyv.get<number>(key)) ?? 0;
-      await this.keyv.set(key, Math.max(0, used - count), 2 * 86_400_000);
+      const used = (await this.read<number>(key)) ?? 0;
+      await this.write(key, Math.max(0, used - count), USAGE_TTL_MS);
     });
   }
 
   async imagesUsed(tenant: string, day: string): Promise<number> {
-    return (await this.keyv.get<number>(`usage:${tenant}:${day}`)) ?? 0;
+    return (await this.read<number>(`usage:${tenant}:${day}`)) ?? 0;
   }
 
   /** Jobs with a review whose file move may not have been saved (a write-ahead mark). */
   async markReview(jobId: string, open: boolean): Promise<void> {
     await this.serial(REVIEW_JOURNAL, async () => {
-      const ids = new Set((await this.keyv.get<string[]>(REVIEW_JOURNAL)) ?? []);
+      const ids = new Set((await this.read<string[]>(REVIEW_JOURNAL)) ?? []);
       if (open === ids.has(jobId)) return;
       if (open) ids.add(jobId);
       else ids.delete(jobId);
-      await this.keyv.set(REVIEW_JOURNAL, [...ids]);
+      await this.write(REVIEW_JOURNAL, [...ids]);
     });
   }
 
   async openReviews(): Promise<string[]> {
-    return (await this.keyv.get<string[]>(REVIEW_JOURNAL)) ?? [];
+    return (await this.read<string[]>(REVIEW_JOURNAL)) ?? [];
   }
 
   async activeIds(): Promise<string[]> {
-    return (await this.keyv.get<string[]>(ACTIVE_INDEX)) ?? [];
+    this.small.delete(ACTIVE_INDEX);
+    return (await this.read<string[]>(ACTIVE_INDEX)) ?? [];
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.chains.values(), ...[...this.writes.values()].map((slot) => slot.tail)]);
+    await Promise.all([...this.chains.values()]);
+    await this.lastBatch;
     await this.keyv.disconnect();
   }
 }

@@ -7,12 +7,28 @@ import path from 'node:path';
 import KeyvSqlite from '@keyv/sqlite';
 import { Keyv } from 'keyv';
 
+/**
+ * @keyv/sqlite has no setMany, so Keyv would send one statement per key; this writes a whole batch in
+ * one upsert (one transaction), which is what the job store's group commit needs.
+ */
+class BatchingSqlite extends KeyvSqlite {
+  async setMany(entries: { key: string; value: unknown }[]): Promise<boolean[]> {
+    const table = this.opts.table ?? "keyv";
+    await this.query(
+      `INSERT INTO ${table} (key, value) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?) WHERE true
+       ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
+      JSON.stringify(entries.map((entry) => [entry.key, entry.value])),
+    );
+    return entries.map(() => true);
+  }
+}
+
 export async function openKeyv(storeUrl: string, namespace = 'art-factory'): Promise<Keyv> {
   if (storeUrl.startsWith('sqlite://')) {
     const file = storeUrl.slice('sqlite://'.length);
     if (file !== ':memory:') await mkdir(path.dirname(path.resolve(file)), { recursive: true });
     // busyTimeout: a second process (the CLI beside the bot) waits for the lock instead of failing.
-    const store = new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: 10_000 });
+    const store = new BatchingSqlite({ uri: `sqlite://${file}`, busyTimeout: 10_000 });
     // WAL: a commit appends to the log instead of rewriting pages and syncing each time, and readers
     // do not block the writer. NORMAL still survives a process crash (only power loss can drop the
     // last commits).
