@@ -54,9 +54,11 @@ class SlidingWindow {
 
 /**
  * Requests reach the provider a few milliseconds after the gate lets them go, not always in order;
- * a window this much longer than the provider's absorbs that jitter.
+ * a window this much longer than the provider's absorbs that jitter (1 %, at most 100 ms).
  */
-const RATE_MARGIN = 1.02;
+function gateInterval(intervalMs: number): number {
+  return Math.ceil(intervalMs + Math.min(intervalMs * 0.01, 100));
+}
 
 class Lane {
   readonly limiter: PQueue;
@@ -76,7 +78,7 @@ class Lane {
     this.gate = new PQueue({
       concurrency: 1,
       ...(options.rateLimit
-        ? { intervalCap: options.rateLimit.limit, interval: Math.ceil(options.rateLimit.intervalMs * RATE_MARGIN), strict: true }
+        ? { intervalCap: options.rateLimit.limit, interval: gateInterval(options.rateLimit.intervalMs), strict: true }
         : {}),
     });
   }
@@ -118,9 +120,10 @@ export class FairScheduler {
     if (!queue) {
       queue = [];
       lane.queues.set(task.tenant, queue);
-      // A new tenant joins just before the cursor: served after everyone already waiting had a turn.
+      // A new tenant joins at the cursor: its first call is the next to start. A tenant only waits
+      // in the ring while it has calls queued, so a newcomer has had no turn yet; each later turn
+      // comes round-robin like everyone's.
       lane.ring.splice(lane.cursor, 0, task.tenant);
-      lane.cursor = (lane.cursor + 1) % lane.ring.length;
     }
     if (options.front) queue.unshift(task);
     else queue.push(task);

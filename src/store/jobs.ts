@@ -34,10 +34,9 @@ export class JobStore {
   private lastBatch: Promise<void> = Promise.resolve();
   /** small values read or written by this process (tallies, index, journal), never job records */
   private readonly small = new Map<string, unknown>();
-  /** unfinished jobs this process has put in the index */
+  /** unfinished jobs this process has put in the index, and joins and leaves not yet written */
   private readonly indexed = new Set<string>();
   private readonly indexChanges = new Map<string, boolean>();
-  private indexFlush: Promise<void> | undefined;
 
   constructor(private readonly keyv: Keyv) {}
 
@@ -60,6 +59,7 @@ export class JobStore {
       this.nextBatch = undefined;
       this.writing = this.pending;
       this.pending = new Map();
+      await this.applyIndexChanges();
       const entries = [...this.writing].map(([k, w]) => ({ key: k, value: w.value, ...(w.ttl !== undefined ? { ttl: w.ttl } : {}) }));
       try {
         if (entries.length > 0) await this.keyv.setMany(entries);
@@ -86,36 +86,30 @@ export class JobStore {
     return this.read<Job>(`job:${id}`);
   }
 
-  /** Persists a job and keeps the unfinished-jobs index in step with its state. */
+  /** Persists a job and keeps the unfinished-jobs index in step with its state, in one batch. */
   async save(job: Job): Promise<void> {
-    await this.write(`job:${job.id}`, job);
     const finished = isFinished(job);
-    if (!finished && this.indexed.has(job.id)) return;
-    await this.updateIndex(job.id, !finished);
+    if (finished || !this.indexed.has(job.id)) this.indexChanges.set(job.id, !finished);
     if (finished) this.indexed.delete(job.id);
     else this.indexed.add(job.id);
+    await this.write(`job:${job.id}`, job);
   }
 
   /**
-   * Index changes are applied in groups: all the joins and leaves that arrive while one update is on
-   * its way go into the next single read-modify-write. The index is read from the store each time, so
-   * a CLI beside the bot on the same store keeps both processes' jobs in it.
+   * Joins and leaves of the index ride in the batch being written: the index is read fresh from the
+   * store then (one read per batch, not per job), so a CLI beside the bot on the same store keeps
+   * both processes' jobs in it.
    */
-  private updateIndex(jobId: string, member: boolean): Promise<void> {
-    this.indexChanges.set(jobId, member);
-    this.indexFlush ??= this.serial(ACTIVE_INDEX, async () => {
-      this.indexFlush = undefined;
-      const changes = new Map(this.indexChanges);
-      this.indexChanges.clear();
-      this.small.delete(ACTIVE_INDEX);
-      const active = new Set((await this.read<string[]>(ACTIVE_INDEX)) ?? []);
-      for (const [id, isMember] of changes) {
-        if (isMember) active.add(id);
-        else active.delete(id);
-      }
-      await this.write(ACTIVE_INDEX, [...active]);
-    });
-    return this.indexFlush;
+  private async applyIndexChanges(): Promise<void> {
+    if (this.indexChanges.size === 0) return;
+    const changes = new Map(this.indexChanges);
+    this.indexChanges.clear();
+    const active = new Set((await this.keyv.get<string[]>(ACTIVE_INDEX)) ?? []);
+    for (const [id, member] of changes) {
+      if (member) active.add(id);
+      else active.delete(id);
+    }
+    this.writing.set(ACTIVE_INDEX, { value: [...active] });
   }
 
   /**
@@ -128,7 +122,8 @@ export class JobStore {
     return this.serial(key, async () => {
       const used = (await this.read<number>(key)) ?? 0;
       if (used + count > cap) return undefined;
-      await this.write(key, used + count, USAGE_TTL_MS);
+      // Not awaited: it goes out in the same batch as the job it is for (saved right after), or before.
+      this.write(key, used + count, USAGE_TTL_MS).catch(() => undefined);
       return used + count;
     });
   }
@@ -162,8 +157,8 @@ export class JobStore {
   }
 
   async activeIds(): Promise<string[]> {
-    this.small.delete(ACTIVE_INDEX);
-    return (await this.read<string[]>(ACTIVE_INDEX)) ?? [];
+    await this.lastBatch;
+    return (await this.keyv.get<string[]>(ACTIVE_INDEX)) ?? [];
   }
 
   async close(): Promise<void> {
