@@ -12,6 +12,9 @@ import { asProviderError, ProviderError, type OutputImage, type Provider } from 
 import type { FairScheduler } from './scheduler.js';
 import type { Job, ProviderName } from './types.js';
 
+/** 429s a batch may meet, as a multiple of the attempt limit, before it gives up */
+const THROTTLE_ALLOWANCE = 4;
+
 export interface RetrySettings {
   /** failed tries per batch before it fails for good */
   maxAttempts: number;
@@ -256,11 +259,16 @@ export class BatchRunner {
     // A call the provider no longer knows (purged, or the local provider restarted) is sent again.
     const lost = failure.kind === 'not_found' && batch.requestId !== undefined;
     if (lost) failure = new ProviderError('failed', `the provider no longer knows call ${batch.requestId}; sending it again`);
-    const failures = batch.failures + 1;
+    // A 429 is pacing, not a fault of the call: it has its own, larger allowance, so a batch that
+    // waits its turn through a busy minute does not fail for it.
+    const throttled = (batch.throttled ?? 0) + (failure.kind === 'rate_limited' ? 1 : 0);
+    const failures = batch.failures + (failure.kind === 'rate_limited' ? 0 : 1);
     if (failure.kind === 'rate_limited') {
-      this.scheduler.pause(provider.name, failure.details.retryAfterMs ?? this.backoff(failures));
+      this.scheduler.pause(provider.name, failure.details.retryAfterMs ?? this.backoff(throttled));
     }
-    const retry = failure.retryable && failures < this.deps.settings.maxAttempts;
+    const { maxAttempts } = this.deps.settings;
+    const retry =
+      failure.retryable && (failure.kind === 'rate_limited' ? throttled < maxAttempts * THROTTLE_ALLOWANCE : failures < maxAttempts);
     this.log.warn(
       { job: jobId, batch: batchIndex, kind: failure.kind, status: failure.details.status, failures, retry },
       `batch call failed: ${failure.message}`,
@@ -270,6 +278,7 @@ export class BatchRunner {
       (j) => {
         const b = j.batches[batchIndex]!;
         b.failures = failures;
+        if (throttled > 0) b.throttled = throttled;
         b.error = failure.message;
         if (lost) b.requestId = undefined;
         if (retry) {
@@ -283,7 +292,7 @@ export class BatchRunner {
       { manifest: !retry },
     );
     if (retry) {
-      const delay = Math.max(this.backoff(failures), failure.details.retryAfterMs ?? 0);
+      const delay = Math.max(this.backoff(failures + throttled), failure.details.retryAfterMs ?? 0);
       this.host.schedule(job, batchIndex, delay);
     }
     this.host.progress(job);

@@ -49,6 +49,7 @@ export function buildManifest(job: Job) {
       providerRequestId: b.requestIds.at(-1) ?? null,
       providerRequestIds: b.requestIds,
       attempts: b.attempts,
+      rateLimited: b.throttled ?? 0,
       delivered: b.delivered,
       nsfw: b.nsfw ?? false,
       error: b.error ?? null,

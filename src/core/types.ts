@@ -49,6 +49,8 @@ export interface Batch {
   attempts: number;
   /** failed tries (submit, poll, result or download); the batch fails for good at the attempt limit */
   failures: number;
+  /** 429s met (counted apart from failures, with a larger allowance) */
+  throttled?: number;
   /** images already delivered by this batch (a partial output leaves the rest to a top-up call) */
   delivered: number;
   error?: string;

@@ -58,7 +58,17 @@ describe('fal provider (real @fal-ai/client against the fake queue API)', () => 
     expect(submits.map((c) => c.fault ?? 'ok')).toEqual(['rate-limit', 'ok', 'ok']);
     // nothing was sent to fal while it asked us to wait
     expect(submits[1]!.at - submits[0]!.at).toBeGreaterThanOrEqual(300);
-    expect(done.batches[0]).toMatchObject({ attempts: 2, failures: 1, state: 'done' });
+    expect(done.batches[0]).toMatchObject({ attempts: 2, failures: 0, throttled: 1, state: 'done' });
+  });
+
+  it('does not fail a batch for being paced: more 429s than the attempt limit are waited out', async () => {
+    const fake = await fakeFal();
+    fake.inject({ on: 'submit', fault: { kind: 'rate-limit', retryAfterSeconds: 0.02 }, times: 4 });
+    const app = await buildApp({ env: falEnv(fake, { FAL_CONCURRENCY: '1', PROVIDER_MAX_ATTEMPTS: '2' }) });
+    const done = await app.engine.waitFor((await app.engine.submit(request(4), requester())).id);
+    expect(done.state).toBe('completed');
+    expect(done.batches[0]).toMatchObject({ attempts: 5, failures: 0, throttled: 4, state: 'done' });
+    expect((await readManifest(app, done.id)).batches[0]).toMatchObject({ rateLimited: 4, attempts: 5 });
   });
 
   it('keeps what a partial output delivered and asks again only for the rest', async () => {
