@@ -1,7 +1,8 @@
 // The real @fal-ai/client against the fal fake: proves the fake speaks the wire
 // format the client expects, and that every fault is observable the way
 // production code will meet it.
-import { describe, it, expect, afterEach } from 'vitest';
+import { onCleanup } from '../helpers.js';
+import { describe, it, expect } from 'vitest';
 import sharp from 'sharp';
 import { ApiError, ValidationError, createFalClient, type FalClient } from '@fal-ai/client';
 import { startFakeFal, type FakeFal } from './fal.js';
@@ -9,14 +10,9 @@ import { loopbackFetch, pollUntil } from './http.js';
 
 const ENDPOINT = 'fal-ai/flux/schnell';
 
-const fakes: FakeFal[] = [];
-afterEach(async () => {
-  await Promise.all(fakes.splice(0).map((f) => f.close()));
-});
-
 async function setup(options: Parameters<typeof startFakeFal>[0] = {}, credentials = 'test-key') {
   const fake = await startFakeFal({ key: 'test-key', ...options });
-  fakes.push(fake);
+  onCleanup(() => fake.close());
   const fal: FalClient = createFalClient({
     credentials,
     // Our code does this too: keep endpoint ids, swap the queue host.

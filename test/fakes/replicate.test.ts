@@ -1,6 +1,7 @@
 // The real `replicate` client against the Replicate fake, plus the fault-rule
 // machinery shared by both fakes (times vs seeded probability).
-import { describe, it, expect, afterEach } from 'vitest';
+import { onCleanup } from '../helpers.js';
+import { describe, it, expect } from 'vitest';
 import sharp from 'sharp';
 import Replicate, { type ApiError, type Prediction } from 'replicate';
 import { REPLICATE_NSFW_ERROR, startFakeReplicate, type FakeReplicate } from './replicate.js';
@@ -8,14 +9,9 @@ import { FaultBook, loopbackFetch, pollUntil, type Fault, type FaultRule } from 
 
 const MODEL = 'black-forest-labs/flux-schnell';
 
-const fakes: FakeReplicate[] = [];
-afterEach(async () => {
-  await Promise.all(fakes.splice(0).map((f) => f.close()));
-});
-
 async function setup(options: Parameters<typeof startFakeReplicate>[0] = {}, auth = 'r8_test') {
   const fake = await startFakeReplicate({ key: 'r8_test', ...options });
-  fakes.push(fake);
+  onCleanup(() => fake.close());
   const replicate = new Replicate({ auth, baseUrl: fake.url, fetch: loopbackFetch, useFileOutput: false });
   return { fake, replicate };
 }
