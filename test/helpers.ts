@@ -24,6 +24,16 @@ export function onCleanup(fn: () => Promise<void> | void): void {
   cleanups.push(async () => void (await fn()));
 }
 
+/** The error a promise rejects with (fails the test if it resolves). */
+export async function rejectionOf(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a rejection');
+}
+
 export async function tempDir(prefix = 'af-test-'): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
   onCleanup(() => rm(dir, { recursive: true, force: true }));

@@ -1,7 +1,7 @@
 // The real @fal-ai/client against the fal fake: proves the fake speaks the wire
 // format the client expects, and that every fault is observable the way
 // production code will meet it.
-import { onCleanup } from '../helpers.js';
+import { onCleanup, rejectionOf } from '../helpers.js';
 import { describe, it, expect } from 'vitest';
 import sharp from 'sharp';
 import { ApiError, ValidationError, createFalClient, type FalClient } from '@fal-ai/client';
@@ -27,16 +27,6 @@ async function waitCompleted(fal: FalClient, requestId: string) {
     () => fal.queue.status(ENDPOINT, { requestId, logs: true }),
     (s) => s.status === 'COMPLETED',
   );
-}
-
-/** The error a promise rejects with (fails the test if it resolves). */
-async function rejectionOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('fal fake with the real @fal-ai/client', () => {

@@ -1,6 +1,6 @@
 // The real `replicate` client against the Replicate fake, plus the fault-rule
 // machinery shared by both fakes (times vs seeded probability).
-import { onCleanup } from '../helpers.js';
+import { onCleanup, rejectionOf } from '../helpers.js';
 import { describe, it, expect } from 'vitest';
 import sharp from 'sharp';
 import Replicate, { type ApiError, type Prediction } from 'replicate';
@@ -21,15 +21,6 @@ function waitDone(replicate: Replicate, id: string) {
     () => replicate.predictions.get(id),
     (p) => p.status === 'succeeded' || p.status === 'failed' || p.status === 'canceled',
   );
-}
-
-async function rejectionOf(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
 }
 
 /** The replicate client's ApiError carries the Response; its body was already read into the message. */

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { UserError } from '../../src/core/errors.js';
-import { buildApp, requester } from '../helpers.js';
+import { buildApp, rejectionOf, requester } from '../helpers.js';
 
 const request = (count: number) => ({ prompt: 'a fox', count, provider: 'local' as const, model: 'local', aspectRatio: '1:1' as const });
 
 async function refusal(work: Promise<unknown>): Promise<UserError> {
-  const error = await work.then(() => undefined, (e: unknown) => e);
+  const error = await rejectionOf(work);
   expect(error).toBeInstanceOf(UserError);
   return error as UserError;
 }
