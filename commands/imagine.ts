@@ -19,6 +19,8 @@ export interface ImagineLimits {
   providers: readonly ProviderName[];
   defaultProvider: ProviderName;
   defaultModels: Readonly<Record<ProviderName, string>>;
+  /** models a user may pick, per provider; `*` = any well-formed id @default any */
+  models?: Readonly<Partial<Record<ProviderName, readonly string[] | '*'>>>;
 }
 
 export function definition(limits: ImagineLimits): CommandDefinition {
@@ -105,8 +107,10 @@ export function parseImagine(raw: RawOptions, limits: ImagineLimits): ImagineReq
   const modelText = stringOption(raw.model, 'model');
   let model = limits.defaultModels[provider];
   if (modelText) {
-    if (provider === 'local' ? modelText !== 'local' : !MODEL_ID.test(modelText) || modelText.length > 200) {
-      const expected = provider === 'local' ? '`local`' : 'a model id such as `owner/name`';
+    const allowed = provider === 'local' ? ['local'] : (limits.models?.[provider] ?? '*');
+    if (allowed === '*' ? !MODEL_ID.test(modelText) || modelText.length > 200 : !allowed.includes(modelText)) {
+      const names = allowed === '*' ? [] : allowed.map((m) => `\`${m}\``);
+      const expected = allowed === '*' ? 'a model id such as `owner/name`' : names.length === 1 ? names[0]! : `one of ${names.join(', ')}`;
       throw new UserError('invalid_option', `Expected \`model\` to be ${expected} for ${provider}, got ${shown(modelText)}.`);
     }
     model = modelText;

@@ -39,6 +39,11 @@ export function imagineLimits(config: Config, providers: ProviderName[] = config
       replicate: config.replicate?.model ?? DEFAULT_MODELS.replicate,
       local: DEFAULT_MODELS.local,
     },
+    models: {
+      fal: config.fal?.models ?? [DEFAULT_MODELS.fal],
+      replicate: config.replicate?.models ?? [DEFAULT_MODELS.replicate],
+      local: config.local.models,
+    },
   };
 }
 
@@ -47,6 +52,7 @@ export interface AppOverrides extends ProviderOverrides {
   /** replaces the providers built from config (tests and benchmarks) */
   providers?: Partial<Record<ProviderName, Provider>>;
   retryBaseMs?: number;
+  retryMaxMs?: number;
   pollIntervalMs?: number;
 }
 
@@ -54,7 +60,12 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
   const logger = overrides.logger ?? createLogger(config.logLevel);
   const keyv = await openKeyv(config.storeUrl);
   const jobs = new JobStore(keyv);
-  const files = new ImageFiles(config.outputDir);
+  const files = new ImageFiles(config.outputDir, { maxBytes: config.maxImageBytes });
+  for (const name of ['fal', 'replicate'] as const) {
+    if (config[name]?.models === '*') {
+      logger.warn({ provider: name }, `${name.toUpperCase()}_MODELS=*: users may pick any ${name} model, including ones with no known price`);
+    }
+  }
   const providers = overrides.providers ?? createProviders(config, overrides);
   const lane = (p: { concurrency: number; rateLimit?: Config['tenantRateLimit'] } | undefined) =>
     p ? { concurrency: p.concurrency, ...(p.rateLimit ? { rateLimit: p.rateLimit } : {}) } : undefined;
@@ -75,9 +86,11 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       tenantMaxRunningJobs: config.tenantMaxRunningJobs,
       tenantMaxQueuedJobs: config.tenantMaxQueuedJobs,
       tenantDailyImages: config.tenantDailyImages,
+      globalDailyImages: config.globalDailyImages,
       userMaxActiveJobs: config.userMaxActiveJobs,
       prices: config.prices,
       ...(overrides.retryBaseMs !== undefined ? { retryBaseMs: overrides.retryBaseMs } : {}),
+      ...(overrides.retryMaxMs !== undefined ? { retryMaxMs: overrides.retryMaxMs } : {}),
       ...(overrides.pollIntervalMs !== undefined ? { pollIntervalMs: overrides.pollIntervalMs } : {}),
     },
   });

@@ -10,13 +10,15 @@ import { PROVIDER_NAMES, type ProviderName } from './core/types.js';
 export interface ProviderConfig {
   /** model used when the request names none */
   model: string;
+  /** models a user may pick; `*` = any (warned about at start) */
+  models: readonly string[] | '*';
   /** calls allowed per period; undefined = no limit but the provider's own 429s */
   rateLimit?: Rate;
   concurrency: number;
 }
 
 export interface Config {
-  discord?: { token: string; appId: string; guildId?: string; apiUrl: string };
+  discord?: { token: string; appId: string; guildId?: string; apiUrl: string; /** /imagine in DMs (all DMs share one daily cap) */ dms: boolean };
   slack?: {
     botToken: string;
     signingSecret: string;
@@ -41,6 +43,12 @@ export interface Config {
   tenantMaxQueuedJobs: number;
   /** images one guild / workspace may request per UTC day; undefined = no cap */
   tenantDailyImages?: number;
+  /** images per UTC day across all tenants; undefined = no cap */
+  globalDailyImages?: number;
+  /** extra hosts (`host` or `host:port`, https) images may be downloaded from */
+  downloadHosts: string[];
+  /** largest image accepted from a provider, in bytes */
+  maxImageBytes: number;
   /** jobs one person may have queued or running at once in one guild / workspace */
   userMaxActiveJobs: number;
   /** loopback port of /healthz and /metrics; undefined = off */
@@ -52,16 +60,21 @@ export interface Config {
   logLevel: string;
 }
 
-/** @default prices in USD per image; override any of them with MODEL_PRICES (JSON). */
-export const DEFAULT_PRICES: Record<string, number> = {
-  'fal-ai/flux/schnell': 0.003,
-  'fal-ai/flux/dev': 0.025,
-  'fal-ai/flux-pro/v1.1': 0.04,
-  'black-forest-labs/flux-schnell': 0.003,
-  'black-forest-labs/flux-dev': 0.025,
-  'black-forest-labs/flux-1.1-pro': 0.04,
-  local: 0,
+/**
+ * The built-in price table (USD per image), by provider. Its models are also what a user may pick
+ * by default (`FAL_MODELS`, `REPLICATE_MODELS`): a model we know nothing about, not even its price,
+ * is not one to spend a team's money on unasked.
+ */
+export const BUILT_IN_PRICES: Record<ProviderName, Record<string, number>> = {
+  fal: { 'fal-ai/flux/schnell': 0.003, 'fal-ai/flux/dev': 0.025, 'fal-ai/flux-pro/v1.1': 0.04 },
+  replicate: { 'black-forest-labs/flux-schnell': 0.003, 'black-forest-labs/flux-dev': 0.025, 'black-forest-labs/flux-1.1-pro': 0.04 },
+  local: { local: 0 },
 };
+
+/** @default prices in USD per image; override any of them with MODEL_PRICES (JSON). */
+export const DEFAULT_PRICES: Record<string, number> = Object.assign({}, ...Object.values(BUILT_IN_PRICES)) as Record<string, number>;
+
+export const DEFAULT_MAX_IMAGE_BYTES = 25 * 1024 * 1024;
 
 export const DEFAULT_MODELS: Record<ProviderName, string> = {
   fal: 'fal-ai/flux/schnell',
@@ -108,6 +121,27 @@ function rate(env: Env, name: string, fallback: string | undefined): Rate | unde
   }
 }
 
+/** `FAL_MODELS=a,b` → the list; `*` → any; unset → the provider's priced models. The default model is always allowed. */
+function models(env: Env, name: string, provider: ProviderName, defaultModel: string): readonly string[] | '*' {
+  const raw = read(env, name, optionalString, 'a comma-separated list of model ids, or *');
+  if (raw === '*') return '*';
+  const list = raw ? raw.split(',').map((m) => m.trim()).filter(Boolean) : Object.keys(BUILT_IN_PRICES[provider]);
+  const bad = list.find((m) => !MODEL_ID.test(m));
+  if (bad !== undefined) throw new ConfigError(`${name}: expected a comma-separated list of model ids such as owner/name, or *, got "${bad}"`);
+  return [...new Set([defaultModel, ...list])];
+}
+
+/** `host` or `host:port`, lower-cased; a URL or a path is refused (the scheme is always https). */
+function hostList(env: Env, name: string): string[] {
+  const raw = read(env, name, optionalString, 'a comma-separated list of host or host:port');
+  const hosts = (raw ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean);
+  const bad = hosts.find((h) => !/^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:\d{1,5})?$/.test(h));
+  if (bad !== undefined) throw new ConfigError(`${name}: expected a comma-separated list of host or host:port (no scheme, no path), got "${bad}"`);
+  return hosts;
+}
+
+const MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}$/i;
+
 function withoutTrailingSlash(value: string): string {
   return value.replace(/\/+$/, '');
 }
@@ -147,6 +181,7 @@ export function loadConfig(env: Env = process.env): Config {
 
   // Every variable is checked, used or not: a typo should stop start-up today, not the day a key is added.
   const discord = {
+    dms: read(env, 'DISCORD_DMS', z.enum(['on', 'off']).optional(), 'on or off') === 'on',
     guildId: read(env, 'DISCORD_GUILD_ID', z.string().regex(/^\d{5,25}$/).optional(), 'a numeric guild id'),
     apiUrl: withoutTrailingSlash(read(env, 'DISCORD_API_URL', url, 'an http(s) URL') ?? 'https://discord.com/api'),
   };
@@ -156,15 +191,19 @@ export function loadConfig(env: Env = process.env): Config {
     port: int(env, 'SLACK_PORT', 0, 65535, 3000),
     reviewers: (env.SLACK_REVIEWERS ?? '').split(/[\s,]+/).filter(Boolean),
   };
+  const falModel = read(env, 'FAL_MODEL', optionalString, 'a fal model id') ?? DEFAULT_MODELS.fal;
   const fal = {
     baseUrl: read(env, 'FAL_BASE_URL', url, 'an http(s) URL'),
-    model: read(env, 'FAL_MODEL', optionalString, 'a fal model id') ?? DEFAULT_MODELS.fal,
+    model: falModel,
+    models: models(env, 'FAL_MODELS', 'fal', falModel),
     rateLimit: rate(env, 'FAL_RATE_LIMIT', undefined),
     concurrency: int(env, 'FAL_CONCURRENCY', 1, 1000, 10),
   };
+  const replicateModel = read(env, 'REPLICATE_MODEL', optionalString, 'a Replicate model owner/name') ?? DEFAULT_MODELS.replicate;
   const replicate = {
     baseUrl: withoutTrailingSlash(read(env, 'REPLICATE_BASE_URL', url, 'an http(s) URL ending in /v1') ?? 'https://api.replicate.com/v1'),
-    model: read(env, 'REPLICATE_MODEL', optionalString, 'a Replicate model owner/name') ?? DEFAULT_MODELS.replicate,
+    model: replicateModel,
+    models: models(env, 'REPLICATE_MODELS', 'replicate', replicateModel),
     rateLimit: rate(env, 'REPLICATE_RATE_LIMIT', '600/min'),
     concurrency: int(env, 'REPLICATE_CONCURRENCY', 1, 1000, 10),
   };
@@ -176,6 +215,7 @@ export function loadConfig(env: Env = process.env): Config {
     replicate: replicateToken ? { token: replicateToken, ...replicate } : undefined,
     local: {
       model: DEFAULT_MODELS.local,
+      models: [DEFAULT_MODELS.local],
       concurrency: int(env, 'LOCAL_CONCURRENCY', 1, 64, 2),
       latencyMs: int(env, 'LOCAL_LATENCY_MS', 0, 600_000, 0),
       rateLimit: undefined,
@@ -192,6 +232,9 @@ export function loadConfig(env: Env = process.env): Config {
     tenantMaxRunningJobs: int(env, 'TENANT_MAX_RUNNING_JOBS', 1, 100, 3),
     tenantMaxQueuedJobs: int(env, 'TENANT_MAX_QUEUED_JOBS', 0, 1000, 20),
     tenantDailyImages: int(env, 'TENANT_DAILY_IMAGES', 0, 10_000_000, 1000) || undefined,
+    globalDailyImages: int(env, 'GLOBAL_DAILY_IMAGES', 0, 100_000_000, 5000) || undefined,
+    downloadHosts: hostList(env, 'DOWNLOAD_HOSTS'),
+    maxImageBytes: int(env, 'MAX_IMAGE_BYTES', 1024, 1024 * 1024 * 1024, DEFAULT_MAX_IMAGE_BYTES),
     userMaxActiveJobs: int(env, 'USER_MAX_ACTIVE_JOBS', 1, 1000, 5),
     healthPort: env.HEALTH_PORT?.trim() === 'off' ? undefined : int(env, 'HEALTH_PORT', 0, 65535, 4001),
     prices,

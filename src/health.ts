@@ -83,9 +83,18 @@ export async function startHealthServer(app: App, adapters: () => ChatAdapter[],
       if (req.method === 'GET' && req.url === '/healthz') {
         const store = await app.keyv.get('health:probe').then(() => true, () => false);
         const chat = adapters().map((adapter) => ({ name: adapter.name, connected: adapter.healthy() }));
-        const ok = store && chat.every((c) => c.connected);
+        // Ids and attempts only: the error text may name paths, and this answer is for probes.
+        const unsaved = app.engine.unsavedJobs().map(({ jobId, attempts }) => ({ jobId, attempts }));
+        const ok = store && chat.every((c) => c.connected) && unsaved.length === 0;
         res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ status: ok ? 'ok' : 'degraded', store: store ? 'reachable' : 'unreachable', adapters: chat }));
+        res.end(
+          JSON.stringify({
+            status: ok ? 'ok' : 'degraded',
+            store: store ? 'reachable' : 'unreachable',
+            adapters: chat,
+            ...(unsaved.length > 0 ? { unsavedJobs: unsaved } : {}),
+          }),
+        );
         return;
       }
       res.writeHead(404, { 'content-type': 'application/json' });

@@ -6,7 +6,8 @@
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach } from 'vitest';
+import { afterEach, expect } from 'vitest';
+import { UserError } from '../src/core/errors.js';
 import { createApp, type App, type AppOverrides } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import type { Manifest } from '../src/core/manifest.js';
@@ -32,6 +33,17 @@ export async function rejectionOf(p: Promise<unknown>): Promise<unknown> {
     return err;
   }
   throw new Error('expected a rejection');
+}
+
+/** The UserError a synchronous call throws (fails the test if it returns). */
+export function userErrorOf(run: () => unknown): UserError {
+  try {
+    run();
+  } catch (error) {
+    expect(error).toBeInstanceOf(UserError);
+    return error as UserError;
+  }
+  throw new Error('expected a rejection, got a result');
 }
 
 export async function tempDir(prefix = 'af-test-'): Promise<string> {
@@ -60,6 +72,7 @@ export async function buildApp(options: TestAppOptions = {}): Promise<App & { di
     fetch: loopbackFetch,
     requestTimeoutMs: 2_000,
     retryBaseMs: 10,
+    retryMaxMs: 100,
     pollIntervalMs: 10,
     ...options,
   });

@@ -12,6 +12,8 @@ export interface AdmissionLimits {
   tenantMaxQueuedJobs: number;
   /** images one tenant may request per UTC day @default unlimited */
   tenantDailyImages?: number;
+  /** images all tenants together may request per UTC day @default unlimited */
+  globalDailyImages?: number;
   /** jobs one person may have queued or running at once, per tenant @default unlimited */
   userMaxActiveJobs?: number;
 }
@@ -66,25 +68,49 @@ export class Admission {
     }
   }
 
-  /** Takes `count` images from the tenant's daily cap, or refuses with what is left and when it resets. */
+  /**
+   * Takes `count` images from the tenant's daily cap and from the bot's global one, or refuses with
+   * what is left and when it resets (and takes nothing). Every direct-message user is a tenant of
+   * their own for fairness, but they share one daily cap: otherwise each new account would bring a
+   * fresh day's worth of images.
+   */
   async reserveImages(tenant: string, count: number, now: number): Promise<void> {
-    const cap = this.limits.tenantDailyImages;
-    if (cap === undefined) return;
     const day = new Date(now).toISOString().slice(0, 10);
-    if ((await this.jobs.reserveImages(tenant, day, count, cap)) !== undefined) return;
-    const left = Math.max(0, cap - (await this.jobs.imagesUsed(tenant, day)));
-    const midnight = Date.parse(`${day}T00:00:00.000Z`) + 86_400_000;
-    throw new UserError(
-      'quota',
-      `This job asks for ${plural(count, 'image')}, but only ${left} of today's ${cap} are left here. ` +
-        `The daily count starts again at 00:00 UTC, in ${formatWait(midnight - now)}${left > 0 ? `; or ask for ${left} or fewer` : ''}.`,
-    );
+    const taken: string[] = [];
+    try {
+      for (const { key, cap, whose } of this.caps(tenant)) {
+        if ((await this.jobs.reserveImages(key, day, count, cap)) === undefined) {
+          const left = Math.max(0, cap - (await this.jobs.imagesUsed(key, day)));
+          const midnight = Date.parse(`${day}T00:00:00.000Z`) + 86_400_000;
+          throw new UserError(
+            'quota',
+            `This job asks for ${plural(count, 'image')}, but only ${left} of today's ${cap} are left ${whose}. ` +
+              `The daily count starts again at 00:00 UTC, in ${formatWait(midnight - now)}${left > 0 ? `; or ask for ${left} or fewer` : ''}.`,
+          );
+        }
+        taken.push(key);
+      }
+    } catch (error) {
+      for (const key of taken) await this.jobs.releaseImages(key, day, count);
+      throw error;
+    }
   }
 
   /** Gives back images reserved on `day` (an ISO date) that were not made. */
   async releaseImages(tenant: string, day: string, count: number): Promise<void> {
-    if (this.limits.tenantDailyImages === undefined || count <= 0) return;
-    await this.jobs.releaseImages(tenant, day.slice(0, 10), count);
+    if (count <= 0) return;
+    for (const { key } of this.caps(tenant)) await this.jobs.releaseImages(key, day.slice(0, 10), count);
+  }
+
+  private caps(tenant: string): { key: string; cap: number; whose: string }[] {
+    const { tenantDailyImages, globalDailyImages } = this.limits;
+    const dm = tenant.startsWith('dm:');
+    return [
+      ...(tenantDailyImages !== undefined
+        ? [{ key: dm ? 'dm:*' : tenant, cap: tenantDailyImages, whose: dm ? 'for direct messages' : 'here' }]
+        : []),
+      ...(globalDailyImages !== undefined ? [{ key: '*', cap: globalDailyImages, whose: 'on this bot for everyone' }] : []),
+    ];
   }
 
   /** Running if a slot is free, else waiting if there is room; "queue full" otherwise. Synchronous. */

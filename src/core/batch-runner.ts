@@ -8,7 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { seedAt } from './planner.js';
 import type { CallRecord, ImageStorage, Logger } from './ports.js';
 import { FINAL_BATCH } from './progress.js';
-import { asProviderError, ProviderError, type OutputImage, type Provider } from './provider.js';
+import { asImageError, asProviderError, ProviderError, RETRY_AFTER_CAP_MS, type OutputImage, type Provider } from './provider.js';
+import { oneLine } from './views.js';
 import type { FairScheduler } from './scheduler.js';
 import type { Job, ProviderName } from './types.js';
 
@@ -141,9 +142,13 @@ export class BatchRunner {
     const deadline = Date.parse(batch.submittedAt ?? new Date(started).toISOString()) + this.deps.settings.callTimeoutMs;
     await this.poll(provider, jobId, batch.index, requestId, model, deadline, signal);
     const outputs = await this.track(provider, 'result', () => provider.result(requestId, model, signal));
-    await this.saveOutputs(provider, jobId, batchIndex, outputs, signal);
+    const { refused, reason } = await this.saveOutputs(provider, jobId, batchIndex, requestId, outputs, signal);
 
     const wanted = batch.size - batch.delivered;
+    if (refused > 0 && wanted > 0) {
+      // Asking again would pay for the same refusal: the batch ends with what it kept.
+      throw new ProviderError('refused', `${refused} of ${outputs.length} images refused: ${reason}`);
+    }
     if (wanted > 0) {
       // A partial output keeps what came and asks again for the rest, as a new call.
       await this.host.change(jobId, (j) => void (j.batches[batchIndex]!.requestId = undefined));
@@ -186,7 +191,8 @@ export class BatchRunner {
         if (signal.aborted || !failure.retryable) throw failure;
         transient += 1;
         if (this.now() > deadline) await this.abandon(provider, jobId, batchIndex, requestId, model);
-        await sleep(Math.max(failure.details.retryAfterMs ?? 0, this.backoff(transient)), undefined, { signal });
+        const wait = Math.min(RETRY_AFTER_CAP_MS, Math.max(failure.details.retryAfterMs ?? 0, this.backoff(transient)));
+        await sleep(wait, undefined, { signal });
         continue;
       }
       if (status.state === 'succeeded') return;
@@ -207,13 +213,41 @@ export class BatchRunner {
     throw new ProviderError('timeout', `no result within ${Math.round(this.deps.settings.callTimeoutMs / 1000)} s; the call was cancelled`);
   }
 
-  private async saveOutputs(provider: Provider, jobId: string, batchIndex: number, outputs: OutputImage[], signal: AbortSignal): Promise<void> {
+  /**
+   * Downloads and keeps the outputs of one call. Outputs kept on an earlier try of the same call are
+   * skipped by their index in the call, so a download that failed part-way is retried for the missing
+   * outputs only: nothing paid for is lost, nothing is saved twice. A refused output (not an allowed
+   * host, too large, not an image) fails that image; the others are still kept. Returns the reason of
+   * the first refusal, if any.
+   */
+  private async saveOutputs(
+    provider: Provider,
+    jobId: string,
+    batchIndex: number,
+    requestId: string,
+    outputs: OutputImage[],
+    signal: AbortSignal,
+  ): Promise<{ refused: number; reason?: string }> {
     const job = this.host.job(jobId)!;
     const batch = job.batches[batchIndex]!;
     const width = String(job.request.count).length < 3 ? 3 : String(job.request.count).length;
-    for (const output of outputs.slice(0, batch.size - batch.delivered)) {
+    const refusal: { refused: number; reason?: string } = { refused: 0 };
+    for (const [position, output] of outputs.entries()) {
+      if (batch.delivered >= batch.size) break;
+      if (job.images.some((img) => img.batchIndex === batchIndex && img.requestId === requestId && img.output === position)) continue;
       const number = batch.start + batch.delivered + 1;
-      const stored = await this.deps.files.writeImage(jobId, String(number).padStart(width, '0'), await this.track(provider, 'download', () => provider.download(output, signal)));
+      let stored: Awaited<ReturnType<ImageStorage['writeImage']>>;
+      try {
+        const bytes = await this.track(provider, 'download', () => provider.download(output, signal));
+        stored = await this.deps.files.writeImage(jobId, String(number).padStart(width, '0'), bytes);
+      } catch (error) {
+        const failure = asImageError(error);
+        if (failure.kind !== 'refused' || signal.aborted) throw failure;
+        refusal.refused += 1;
+        refusal.reason ??= failure.message;
+        this.log.warn({ job: jobId, batch: batchIndex, output: position }, `image refused: ${failure.message}`);
+        continue;
+      }
       await this.host.change(jobId, (j) => {
         const b = j.batches[batchIndex]!;
         j.images = j.images.filter((img) => img.index !== number);
@@ -224,6 +258,8 @@ export class BatchRunner {
           width: stored.width,
           height: stored.height,
           seed: output.seed ?? b.seed,
+          requestId,
+          output: position,
           nsfw: output.nsfw,
           contentType: stored.contentType,
           review: { status: 'pending' },
@@ -236,6 +272,7 @@ export class BatchRunner {
       this.host.emit('images', { provider: provider.name, count: 1 });
       this.host.progress(job);
     }
+    return refusal;
   }
 
   private async afterFailure(jobId: string, batchIndex: number, error: unknown, signal: AbortSignal): Promise<void> {
@@ -255,7 +292,6 @@ export class BatchRunner {
     if (this.host.stopping() && signal.aborted) return;
 
     let failure = asProviderError(error);
-    if (error instanceof Error && error.name === 'UnreadableImageError') failure = new ProviderError('failed', error.message);
     // A call the provider no longer knows (purged, or the local provider restarted) is sent again.
     const lost = failure.kind === 'not_found' && batch.requestId !== undefined;
     if (lost) failure = new ProviderError('failed', `the provider no longer knows call ${batch.requestId}; sending it again`);
@@ -263,9 +299,12 @@ export class BatchRunner {
     // waits its turn through a busy minute does not fail for it.
     const throttled = (batch.throttled ?? 0) + (failure.kind === 'rate_limited' ? 1 : 0);
     const failures = batch.failures + (failure.kind === 'rate_limited' ? 0 : 1);
-    if (failure.kind === 'rate_limited') {
-      this.scheduler.pause(provider.name, failure.details.retryAfterMs ?? this.backoff(throttled));
-    }
+    // A provider's 429 may ask for up to 5 minutes; anyone else's Retry-After (an image host's, a 503's)
+    // is honoured only up to the normal backoff's ceiling.
+    const retryAfterCap = failure.kind === 'rate_limited' ? RETRY_AFTER_CAP_MS : (this.deps.settings.retryMaxMs ?? 10_000);
+    const retryAfterMs = failure.details.retryAfterMs === undefined ? undefined : Math.min(retryAfterCap, failure.details.retryAfterMs);
+    // Only the provider's own API answers get here as rate_limited (image hosts never do: asImageError).
+    if (failure.kind === 'rate_limited') this.scheduler.pause(provider.name, retryAfterMs ?? this.backoff(throttled));
     const { maxAttempts } = this.deps.settings;
     const retry =
       failure.retryable && (failure.kind === 'rate_limited' ? throttled < maxAttempts * THROTTLE_ALLOWANCE : failures < maxAttempts);
@@ -279,7 +318,7 @@ export class BatchRunner {
         const b = j.batches[batchIndex]!;
         b.failures = failures;
         if (throttled > 0) b.throttled = throttled;
-        b.error = failure.message;
+        b.error = oneLine(failure.message);
         if (lost) b.requestId = undefined;
         if (retry) {
           b.state = b.requestId ? 'submitted' : 'queued';
@@ -292,7 +331,7 @@ export class BatchRunner {
       { manifest: !retry },
     );
     if (retry) {
-      const delay = Math.max(this.backoff(failures + throttled), failure.details.retryAfterMs ?? 0);
+      const delay = Math.max(this.backoff(failures + throttled), retryAfterMs ?? 0);
       this.host.schedule(job, batchIndex, delay);
     }
     this.host.progress(job);

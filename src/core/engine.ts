@@ -73,6 +73,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly running = new Map<string, number>();
   private stopping = false;
   private readonly finishing = new Set<string>();
+  /** jobs whose end could not be saved yet (store or disk errors), retried until it is */
+  private readonly unsaved = new Map<string, { attempts: number; error: string }>();
   /** callers of waitFor, by job */
   private readonly waiters = new Map<string, ((job: Job) => void)[]>();
 
@@ -136,6 +138,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     const id = newJobId(now);
     const seed = request.seed ?? randomSeed(this.random);
+    const price = this.deps.settings.prices[request.model];
     const job: Job = {
       id,
       createdAt: new Date(now).toISOString(),
@@ -145,7 +148,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       state: 'queued',
       batches: planBatches(request.count, provider.maxImagesPerCall, seed),
       images: [],
-      estimatedCostUsd: round(request.count * (this.deps.settings.prices[request.model] ?? 0), 4),
+      ...(price !== undefined ? { estimatedCostUsd: round(request.count * price, 4) } : {}),
+      outputDir: this.deps.files.outputDir,
     };
     this.active.set(id, job);
     this.admission.add(requester.tenant, id, placement);
@@ -207,6 +211,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
   }
 
+  /** Jobs whose end is not saved yet because the store or disk fails (for /healthz). */
+  unsavedJobs(): { jobId: string; attempts: number; error: string }[] {
+    return [...this.unsaved].map(([jobId, state]) => ({ jobId, ...state }));
+  }
+
   /** Provider calls waiting to start on a provider (for metrics). */
   queueDepth(provider: ProviderName): number {
     return this.deps.providers[provider] ? this.scheduler.depth(provider) : 0;
@@ -218,7 +227,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   async get(jobId: string): Promise<Job | undefined> {
-    const job = this.active.get(jobId) ?? (await this.deps.jobs.get(jobId));
+    const job = this.active.get(jobId) ?? this.adopted(await this.deps.jobs.get(jobId));
     return job ? structuredClone(job) : undefined;
   }
 
@@ -250,7 +259,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     let resumed = 0;
     for (const id of ids) {
       if (this.active.has(id)) continue;
-      const job = await this.deps.jobs.get(id);
+      const job = this.adopted(await this.deps.jobs.get(id));
       if (!job || isJobFinished(job)) continue;
       if (!this.deps.providers[job.request.provider]) {
         await this.failJob(job, `provider ${job.request.provider} is no longer configured`);
@@ -274,7 +283,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** A review cut off between moving its file and saving: the file goes back where the record says. */
   private async repairReviews(): Promise<void> {
     for (const id of await this.deps.jobs.openReviews()) {
-      const job = await this.deps.jobs.get(id);
+      const job = this.adopted(await this.deps.jobs.get(id));
       let moved = 0;
       for (const image of job?.images ?? []) if (await this.deps.files.restore(id, image.file)) moved += 1;
       if (moved > 0) this.log.warn({ job: id, images: moved }, 'put back images whose review was not saved before a restart');
@@ -337,23 +346,38 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     const failed = job.batches.filter((b) => b.state === 'failed');
     const missing = failed.reduce((sum, b) => sum + b.size - b.delivered, 0);
-    await this.change(
-      jobId,
-      (j) => {
-        j.finishedAt = this.iso();
-        if (j.canceledBy) {
-          j.state = 'canceled';
-          j.error = `canceled by ${j.canceledBy} with ${plural(j.images.length, 'image')} delivered`;
-        } else if (j.images.length === 0) {
-          j.state = 'failed';
-          j.error = `all ${plural(j.request.count, 'image')} failed: ${failed[0]?.error ?? 'unknown error'}`;
-        } else {
-          j.state = 'completed';
-          j.error = missing > 0 ? `completed with ${plural(missing, 'image')} failed: ${failed[0]?.error ?? 'unknown error'}` : undefined;
+    const finish = (j: Job) => {
+      j.finishedAt = this.iso();
+      if (j.canceledBy) {
+        j.state = 'canceled';
+        j.error = `canceled by ${j.canceledBy} with ${plural(j.images.length, 'image')} delivered`;
+      } else if (j.images.length === 0) {
+        j.state = 'failed';
+        j.error = `all ${plural(j.request.count, 'image')} failed: ${failed[0]?.error ?? 'unknown error'}`;
+      } else {
+        j.state = 'completed';
+        j.error = missing > 0 ? `completed with ${plural(missing, 'image')} failed: ${failed[0]?.error ?? 'unknown error'}` : undefined;
+      }
+    };
+    // A store or disk error here must not leave the job "finishing" until a restart: it is retried
+    // with the normal backoff, and /healthz reports it meanwhile. Stopping leaves it to the next start.
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await this.change(jobId, finish, { manifest: true });
+        break;
+      } catch (error) {
+        this.unsaved.set(jobId, { attempts: attempt, error: error instanceof Error ? error.message : String(error) });
+        this.log.error({ err: error, job: jobId, attempt }, 'saving a finished job failed; retrying');
+        const base = this.deps.settings.retryBaseMs ?? 1000;
+        const wait = Math.min(this.deps.settings.retryMaxMs ?? 10_000, base * 1.5 ** (attempt - 1));
+        if (this.stopping) {
+          this.finishing.delete(jobId);
+          return;
         }
-      },
-      { manifest: true },
-    );
+        await sleep(wait);
+      }
+    }
+    this.unsaved.delete(jobId);
     await this.admission.releaseImages(job.requester.tenant, job.createdAt, job.request.count - job.images.length);
     this.active.delete(jobId);
     this.finishing.delete(jobId);
@@ -384,8 +408,14 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   // ── state and events ──────────────────────────────────────────────────────────────────────
 
+  /** A job read from the store keeps writing to the folder it was started with. */
+  private adopted(job: Job | undefined): Job | undefined {
+    if (job?.outputDir) this.deps.files.adopt(job.id, job.outputDir);
+    return job;
+  }
+
   private async load(jobId: string): Promise<Job> {
-    const job = this.active.get(jobId) ?? (await this.deps.jobs.get(jobId));
+    const job = this.active.get(jobId) ?? this.adopted(await this.deps.jobs.get(jobId));
     if (!job) throw new UserError('not_found', `Job ${jobId} does not exist (any more).`);
     return job;
   }
@@ -394,7 +424,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private change(jobId: string, apply: (job: Job) => void | Promise<void>, options: ChangeOptions = {}): Promise<Job> {
     const previous = this.locks.get(jobId) ?? Promise.resolve();
     const next = previous.then(async () => {
-      const job = this.active.get(jobId) ?? (await this.deps.jobs.get(jobId));
+      const job = this.active.get(jobId) ?? this.adopted(await this.deps.jobs.get(jobId));
       if (!job) throw new UserError('not_found', `Job ${jobId} does not exist (any more).`);
       await apply(job);
       job.updatedAt = this.iso();

@@ -3,6 +3,7 @@
  * review. Written after every change, so the folder alone tells the whole story.
  */
 import type { Job, ReviewStatus } from './types.js';
+import { costLabel } from './views.js';
 
 export const MANIFEST_VERSION = 1;
 
@@ -33,7 +34,8 @@ export function buildManifest(job: Job) {
       userName: job.requester.userName ?? null,
       channelId: job.requester.channelId ?? null,
     },
-    estimatedCostUsd: job.estimatedCostUsd,
+    estimatedCostUsd: job.estimatedCostUsd ?? null,
+    estimatedCost: costLabel(job),
     summary: {
       requested: job.request.count,
       delivered: job.images.length,
@@ -64,6 +66,8 @@ export function buildManifest(job: Job) {
       contentType: image.contentType,
       seed: image.seed ?? null,
       batch: image.batchIndex,
+      providerRequestId: image.requestId ?? null,
+      outputIndex: image.output ?? null,
       nsfw: image.nsfw,
       review: {
         status: image.review.status,

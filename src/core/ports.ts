@@ -30,6 +30,10 @@ export interface ImageStorage {
   sweep(jobId: string): Promise<number>;
   restore(jobId: string, file: string): Promise<boolean>;
   jobDir(jobId: string): string;
+  /** the folder new jobs go to (recorded in each job) */
+  readonly outputDir: string;
+  /** a job recorded with another output folder keeps using it */
+  adopt(jobId: string, outputDir: string): void;
 }
 
 export interface Logger {

@@ -56,7 +56,16 @@ export type ProviderErrorKind =
   | 'auth'
   | 'invalid'
   | 'failed'
-  | 'not_found';
+  | 'not_found'
+  /** one output refused (host not allowed, too large, not an image): that image fails, nothing is retried */
+  | 'refused';
+
+/** The longest any Retry-After (header or body) is honoured: a provider cannot pause us for years. */
+export const RETRY_AFTER_CAP_MS = 5 * 60_000;
+/** An image host's Retry-After is honoured up to this, like the normal download backoff. */
+export const DOWNLOAD_RETRY_CAP_MS = 10_000;
+/** setTimeout's largest delay; anything longer fires at once (with a TimeoutOverflowWarning). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const RETRYABLE: ReadonlySet<ProviderErrorKind> = new Set(['rate_limited', 'server', 'timeout', 'network', 'failed']);
 
@@ -71,6 +80,22 @@ export class ProviderError extends Error {
     super(message);
     this.retryable = RETRYABLE.has(kind);
   }
+}
+
+/**
+ * A failure while fetching or keeping one output image. Never pauses the provider's lane (only the
+ * provider's own API may do that): an image host's 429 is a plain retryable error with its
+ * Retry-After capped at DOWNLOAD_RETRY_CAP_MS; an unreadable or refused image is `refused`.
+ */
+export function asImageError(error: unknown): ProviderError {
+  if (error instanceof Error && error.name === 'UnreadableImageError') return new ProviderError('refused', error.message);
+  const failure = asProviderError(error);
+  if (failure.kind !== 'rate_limited') return failure;
+  const retryAfterMs = failure.details.retryAfterMs;
+  return new ProviderError('server', 'image download failed (HTTP 429)', {
+    status: 429,
+    ...(retryAfterMs !== undefined ? { retryAfterMs: Math.min(DOWNLOAD_RETRY_CAP_MS, retryAfterMs) } : {}),
+  });
 }
 
 /** Anything thrown by a provider, as a ProviderError (unknown errors count as network trouble). */

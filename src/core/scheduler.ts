@@ -13,6 +13,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import PQueue from 'p-queue';
 import type { Rate } from './rate.js';
+import { MAX_TIMER_MS, RETRY_AFTER_CAP_MS } from './provider.js';
 
 export interface LaneOptions {
   concurrency: number;
@@ -160,7 +161,7 @@ export class FairScheduler {
   /** Stops starting calls on a lane for `ms` (a 429's Retry-After). Calls already sent go on. */
   pause(laneName: string, ms: number): void {
     const lane = this.lane(laneName);
-    const until = this.now() + ms;
+    const until = this.now() + Math.min(Math.max(0, ms), RETRY_AFTER_CAP_MS);
     if (until <= lane.pausedUntil) return;
     lane.pausedUntil = until;
     lane.limiter.pause();
@@ -263,7 +264,7 @@ export class FairScheduler {
       lane.timer = undefined;
       lane.timerAt = 0;
       this.pump(lane);
-    }, Math.max(0, at - this.now()));
+    }, Math.min(MAX_TIMER_MS, Math.max(0, at - this.now())));
   }
 
   /** Hands tasks to the limiter while it could start them at once, taking tenants in turn. */

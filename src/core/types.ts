@@ -72,6 +72,9 @@ export interface ImageRecord {
   height: number;
   /** the seed of the provider call that produced it, where known */
   seed?: number;
+  /** the provider call that produced it, and its position in that call's output (0-based) */
+  requestId?: string;
+  output?: number;
   nsfw: boolean;
   contentType: string;
   review: { status: ReviewStatus; by?: string; at?: string };
@@ -89,8 +92,10 @@ export interface Job {
   state: JobState;
   batches: Batch[];
   images: ImageRecord[];
-  /** estimated cost in USD from the price table in config */
-  estimatedCostUsd: number;
+  /** estimated cost in USD from the price table in config; undefined when the model has no known price */
+  estimatedCostUsd?: number;
+  /** absolute output folder the job's files go to (so a resume finishes it where it started) */
+  outputDir?: string;
   canceledBy?: string;
   /** a one-line reason when the job failed or some images did */
   error?: string;

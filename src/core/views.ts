@@ -43,12 +43,34 @@ export interface ProgressView {
   cancellable: boolean;
 }
 
+/** The longest error text shown to users: one line, so a provider cannot fill a message with its page. */
+export const ERROR_LINE_MAX = 200;
+
+/**
+ * Any text from outside (a provider's or image host's error) as one line of at most `max` characters,
+ * ending in "…" when cut. Line breaks, other control characters and bidi overrides become spaces, so
+ * the text cannot start lines of its own or turn itself around. Adapters escape after this: cutting
+ * an escaped text could split an entity.
+ */
+export function oneLine(text: string, max = ERROR_LINE_MAX): string {
+  const flat = text.replace(/[\s\p{Cc}\u200e\u200f\u202a-\u202e\u2066-\u2069]+/gu, ' ').trim();
+  const chars = Array.from(flat);
+  return chars.length <= max ? flat : `${chars.slice(0, max - 1).join('').trimEnd()}…`;
+}
+
 export function shorten(text: string, max: number): string {
   const chars = Array.from(text.replace(/\s+/g, ' ').trim());
   return chars.length <= max ? chars.join('') : `${chars.slice(0, max - 1).join('')}…`;
 }
 
-export function progressView(job: Pick<Job, 'id' | 'request' | 'state' | 'error'>, event: ProgressEvent): ProgressView {
+/** `est. $0.12`, `free`, or `cost unknown` (a model missing from the price table is never shown as $0). */
+export function costLabel(job: Pick<Job, 'estimatedCostUsd'>): string {
+  if (job.estimatedCostUsd === undefined) return 'cost unknown';
+  if (job.estimatedCostUsd === 0) return 'free';
+  return `est. $${job.estimatedCostUsd < 0.1 ? job.estimatedCostUsd.toFixed(3) : job.estimatedCostUsd.toFixed(2)}`;
+}
+
+export function progressView(job: Pick<Job, 'id' | 'request' | 'state' | 'error' | 'estimatedCostUsd'>, event: ProgressEvent): ProgressView {
   const { imagesDone, imagesTotal } = event;
   const finished = job.state === 'completed' || job.state === 'failed' || job.state === 'canceled';
   const lines: string[] = [];
@@ -61,7 +83,7 @@ export function progressView(job: Pick<Job, 'id' | 'request' | 'state' | 'error'
   }
   lines.push(`${imagesDone}/${imagesTotal} images${event.imagesFailed > 0 ? ` · ${event.imagesFailed} failed` : ''}`);
   if (!finished && event.etaMs !== undefined) lines.push(`ETA ${formatDuration(event.etaMs)}`);
-  lines.push(`${job.request.provider} · ${job.request.model}`);
+  lines.push(`${job.request.provider} · ${job.request.model} · ${costLabel(job)}`);
   const title = finished
     ? job.state === 'completed'
       ? job.error

@@ -6,7 +6,8 @@
 import { ApiError, createFalClient, type FalClient } from '@fal-ai/client';
 import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import type { AspectRatio } from '../core/types.js';
-import { downloadUrl, strictFetch, type Fetch } from './http.js';
+import type { Downloader } from './download.js';
+import { strictFetch, type Fetch } from './http.js';
 
 const FAL_HOSTS = ['https://queue.fal.run', 'https://rest.fal.ai', 'https://fal.run'];
 
@@ -29,6 +30,8 @@ export interface FalProviderOptions {
   fetch?: Fetch;
   /** one HTTP request's time limit @default 30000 */
   requestTimeoutMs?: number;
+  /** fetches output images under the download policy (allowed hosts, byte cap) */
+  download: Downloader;
 }
 
 interface FalImage {
@@ -63,7 +66,7 @@ export class FalProvider implements Provider {
   private readonly client: FalClient;
   private readonly fetch: Fetch;
 
-  constructor(options: FalProviderOptions) {
+  constructor(private readonly options: FalProviderOptions) {
     this.fetch = strictFetch({ provider: 'fal', fetch: options.fetch, requestTimeoutMs: options.requestTimeoutMs ?? 30_000 });
     const baseUrl = options.baseUrl?.replace(/\/+$/, '');
     this.client = createFalClient({
@@ -120,7 +123,7 @@ export class FalProvider implements Provider {
 
   async download(image: OutputImage, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
     if (!image.url) throw new ProviderError('failed', 'fal returned an image without a URL');
-    return downloadUrl(image.url, this.fetch, signal);
+    return this.options.download(image.url, signal);
   }
 
   /** fal's own errors (422 validation, 4xx) become ProviderErrors the scheduler understands. */

@@ -9,18 +9,30 @@ import { ProviderError } from '../core/provider.js';
 
 export type Fetch = typeof fetch;
 
-/** Retry-After as milliseconds: header seconds or HTTP date, or `retry_after` in a JSON body. */
+/**
+ * The longest wait any Retry-After may ask for. The value comes from outside (a provider, an image
+ * host), and a timer armed past 2³¹−1 ms fires at once instead of never, so an absurd value would
+ * turn a pause into a hammering loop; five minutes is longer than any real provider asks.
+ */
+export const RETRY_AFTER_CAP_MS = 300_000;
+
+const cappedWait = (ms: number): number => Math.min(RETRY_AFTER_CAP_MS, Math.max(0, ms));
+
+/**
+ * Retry-After as milliseconds: header seconds or HTTP date, or `retry_after` in a JSON body; at most
+ * RETRY_AFTER_CAP_MS.
+ */
 export function retryAfterMs(headers: Headers, body: unknown, now = Date.now()): number | undefined {
   const header = headers.get('retry-after');
   if (header) {
     const seconds = Number(header);
-    if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+    if (Number.isFinite(seconds)) return cappedWait(seconds * 1000);
     const date = Date.parse(header);
-    if (!Number.isNaN(date)) return Math.max(0, date - now);
+    if (!Number.isNaN(date)) return cappedWait(date - now);
   }
   if (body && typeof body === 'object' && 'retry_after' in body) {
     const seconds = Number((body as { retry_after: unknown }).retry_after);
-    if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+    if (Number.isFinite(seconds)) return cappedWait(seconds * 1000);
   }
   return undefined;
 }
@@ -103,15 +115,4 @@ export function oneShot(fetchImpl: Fetch): Fetch {
       throw error;
     }
   }) as Fetch;
-}
-
-/** Streams an image URL's bytes; failures become ProviderErrors like any other call. */
-export async function downloadUrl(url: string, fetchImpl: Fetch, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
-  const response = await fetchImpl(url, signal ? { signal } : {});
-  if (!response.ok || !response.body) {
-    throw new ProviderError(response.status === 404 ? 'not_found' : 'server', `image download failed with HTTP ${response.status}`, {
-      status: response.status,
-    });
-  }
-  return response.body as unknown as AsyncIterable<Uint8Array>;
 }

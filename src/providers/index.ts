@@ -3,9 +3,10 @@ import type { Config } from '../config.js';
 import type { Provider } from '../core/provider.js';
 import type { ProviderName } from '../core/types.js';
 import { FalProvider } from './fal.js';
+import { createDownloader, FAL_MEDIA_HOSTS, REPLICATE_MEDIA_HOSTS, type Downloader } from './download.js';
 import type { Fetch } from './http.js';
 import { LocalProvider } from './local.js';
-import { ReplicateProvider } from './replicate.js';
+import { DEFAULT_REPLICATE_BASE_URL, ReplicateProvider } from './replicate.js';
 
 export interface ProviderOverrides {
   /** the fetch the hosted providers use (tests pass one that only reaches loopback) */
@@ -13,12 +14,48 @@ export interface ProviderOverrides {
   requestTimeoutMs?: number;
 }
 
+/**
+ * Where a provider's images may come from: its own media hosts, the origin of its configured base URL
+ * (a proxy or a fake, allowed explicitly), and DOWNLOAD_HOSTS.
+ */
+function downloaderFor(config: Config, mediaHosts: readonly string[], baseUrl: string | undefined, overrides: ProviderOverrides): Downloader {
+  return createDownloader({
+    mediaHosts,
+    trustedOrigins: baseUrl ? [new URL(baseUrl).origin] : [],
+    extraHosts: config.downloadHosts,
+    maxBytes: config.maxImageBytes,
+    ...(overrides.requestTimeoutMs ? { timeoutMs: Math.max(overrides.requestTimeoutMs, 30_000) } : {}),
+  });
+}
+
 export function createProviders(config: Config, overrides: ProviderOverrides = {}): Partial<Record<ProviderName, Provider>> {
   const http = { ...(overrides.fetch ? { fetch: overrides.fetch } : {}), ...(overrides.requestTimeoutMs ? { requestTimeoutMs: overrides.requestTimeoutMs } : {}) };
   return {
-    ...(config.fal ? { fal: new FalProvider({ key: config.fal.key, baseUrl: config.fal.baseUrl, ...http }) } : {}),
+    ...(config.fal
+      ? {
+          fal: new FalProvider({
+            key: config.fal.key,
+            baseUrl: config.fal.baseUrl,
+            download: downloaderFor(config, FAL_MEDIA_HOSTS, config.fal.baseUrl, overrides),
+            ...http,
+          }),
+        }
+      : {}),
     ...(config.replicate
-      ? { replicate: new ReplicateProvider({ token: config.replicate.token, baseUrl: config.replicate.baseUrl, ...http }) }
+      ? {
+          replicate: new ReplicateProvider({
+            token: config.replicate.token,
+            baseUrl: config.replicate.baseUrl,
+            // The default API host is Replicate's own; only a configured one is trusted for images.
+            download: downloaderFor(
+              config,
+              REPLICATE_MEDIA_HOSTS,
+              config.replicate.baseUrl === DEFAULT_REPLICATE_BASE_URL ? undefined : config.replicate.baseUrl,
+              overrides,
+            ),
+            ...http,
+          }),
+        }
       : {}),
     local: new LocalProvider({ latencyMs: config.local.latencyMs }),
   };

@@ -5,7 +5,10 @@
  */
 import Replicate, { type Prediction } from 'replicate';
 import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
-import { downloadUrl, oneShot, strictFetch, type Fetch } from './http.js';
+import type { Downloader } from './download.js';
+import { oneShot, strictFetch, type Fetch } from './http.js';
+
+export const DEFAULT_REPLICATE_BASE_URL = 'https://api.replicate.com/v1';
 
 export interface ReplicateProviderOptions {
   token: string;
@@ -14,6 +17,8 @@ export interface ReplicateProviderOptions {
   fetch?: Fetch;
   /** one HTTP request's time limit @default 30000 */
   requestTimeoutMs?: number;
+  /** fetches output images under the download policy (allowed hosts, byte cap) */
+  download: Downloader;
 }
 
 export function replicateInput(call: BatchCall): Record<string, unknown> {
@@ -43,7 +48,7 @@ export class ReplicateProvider implements Provider {
   private client(): Replicate {
     return new Replicate({
       auth: this.options.token,
-      baseUrl: this.options.baseUrl ?? 'https://api.replicate.com/v1',
+      baseUrl: this.options.baseUrl ?? DEFAULT_REPLICATE_BASE_URL,
       fetch: oneShot(this.fetch),
       useFileOutput: false,
     });
@@ -92,7 +97,7 @@ export class ReplicateProvider implements Provider {
 
   async download(image: OutputImage, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
     if (!image.url) throw new ProviderError('failed', 'Replicate returned an output without a URL');
-    return downloadUrl(image.url, this.fetch, signal);
+    return this.options.download(image.url, signal);
   }
 
   private async guard<T>(operation: () => Promise<T>): Promise<T> {

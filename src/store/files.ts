@@ -2,6 +2,11 @@
  * The output folder: `<OUTPUT_DIR>/<jobId>/{pending-review,approved,rejected}/NNN.ext` and
  * `manifest.json`. Every write goes to a temporary name first and is renamed into place, so a crash
  * never leaves a half-written image or manifest where a reader would take it for a whole one.
+ * Folders are created owner-only (0700) and files 0600: prompts and unreviewed images are private.
+ *
+ * Provider output is untrusted: an image is kept only if its first bytes say PNG, JPEG or WebP, it
+ * stays under the byte cap while streaming, its header declares no more than the pixel limit, and
+ * it decodes whole.
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -18,8 +23,28 @@ export const REVIEW_FOLDERS: Record<ReviewStatus, string> = {
   rejected: 'rejected',
 };
 
-const EXTENSIONS: Record<string, string> = { png: 'png', jpeg: 'jpg', jpg: 'jpg', webp: 'webp', gif: 'gif', avif: 'avif' };
+const EXTENSIONS: Record<string, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
 const TEMP_MARK = '.part-';
+export const DIR_MODE = 0o700;
+export const FILE_MODE = 0o600;
+/** @default the largest picture kept: 8192 × 8192 (a 4× upscale of a 2-megapixel image fits) */
+export const MAX_IMAGE_PIXELS = 8192 * 8192;
+
+/** The format the bytes themselves announce, or undefined: the URL's extension and headers are not trusted. */
+export function sniffFormat(head: Uint8Array): 'png' | 'jpeg' | 'webp' | undefined {
+  const starts = (bytes: number[], at = 0) => bytes.every((byte, i) => head[at + i] === byte);
+  if (starts([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) return 'png';
+  if (starts([0xff, 0xd8, 0xff])) return 'jpeg';
+  if (starts([0x52, 0x49, 0x46, 0x46]) && starts([0x57, 0x45, 0x42, 0x50], 8)) return 'webp';
+  return undefined;
+}
+
+export interface ImageFilesOptions {
+  /** bytes allowed for one image @default 25 MiB */
+  maxBytes?: number;
+  /** pixels (width × height) allowed for one image @default MAX_IMAGE_PIXELS */
+  maxPixels?: number;
+}
 
 export interface StoredImage {
   /** relative to the job folder */
@@ -35,10 +60,25 @@ export class UnreadableImageError extends Error {
 }
 
 export class ImageFiles {
-  constructor(readonly outputDir: string) {}
+  readonly outputDir: string;
+  private readonly maxBytes: number;
+  private readonly maxPixels: number;
+  /** jobs started with another output folder (`generate --out`), so they finish where they began */
+  private readonly roots = new Map<string, string>();
+
+  constructor(outputDir: string, options: ImageFilesOptions = {}) {
+    this.outputDir = path.resolve(outputDir);
+    this.maxBytes = options.maxBytes ?? 25 * 1024 * 1024;
+    this.maxPixels = options.maxPixels ?? MAX_IMAGE_PIXELS;
+  }
 
   jobDir(jobId: string): string {
-    return path.resolve(this.outputDir, jobId);
+    return path.resolve(this.roots.get(jobId) ?? this.outputDir, jobId);
+  }
+
+  /** Files of `jobId` live under `outputDir` from now on (the folder recorded when the job began). */
+  adopt(jobId: string, outputDir: string): void {
+    if (path.resolve(outputDir) !== this.outputDir) this.roots.set(jobId, path.resolve(outputDir));
   }
 
   /**
@@ -47,17 +87,32 @@ export class ImageFiles {
    */
   async writeImage(jobId: string, baseName: string, source: AsyncIterable<Uint8Array> | Buffer): Promise<StoredImage> {
     const folder = path.join(this.jobDir(jobId), REVIEW_FOLDERS.pending);
-    await mkdir(folder, { recursive: true });
+    await this.mkdir(folder);
     const temp = path.join(folder, `${baseName}${TEMP_MARK}${randomBytes(4).toString('hex')}`);
     try {
-      await pipeline(Buffer.isBuffer(source) ? Readable.from([source]) : Readable.from(source), createWriteStream(temp));
+      await pipeline(
+        Readable.from(this.checked(Buffer.isBuffer(source) ? [source] : source)),
+        createWriteStream(temp, { mode: FILE_MODE }),
+      );
+      // The header first (no pixel is decoded): its format and declared size decide before any work.
       const meta = await sharp(temp)
         .metadata()
-        .catch((error: Error) => {
-          throw new UnreadableImageError(`the provider sent bytes that are not a readable image (${error.message})`);
+        .catch(() => {
+          throw new UnreadableImageError('the image could not be read');
         });
-      const extension = EXTENSIONS[meta.format ?? ''] ?? 'bin';
-      if (!meta.width || !meta.height) throw new UnreadableImageError('the provider sent an image without dimensions');
+      const extension = EXTENSIONS[meta.format ?? ''];
+      if (!extension) throw new UnreadableImageError('the image is not a PNG, JPEG or WebP');
+      if (!meta.width || !meta.height) throw new UnreadableImageError('the image has no dimensions');
+      if (meta.width * meta.height > this.maxPixels) {
+        throw new UnreadableImageError(`the image is larger than ${Math.round(this.maxPixels / 1e6)} megapixels`);
+      }
+      // Then decoded whole (libvips streams it, so memory stays small): a truncated or corrupt body
+      // whose header looks right is refused here, not shown in a gallery.
+      await sharp(temp, { limitInputPixels: this.maxPixels, failOn: 'warning' })
+        .stats()
+        .catch(() => {
+          throw new UnreadableImageError('the image is damaged or incomplete');
+        });
       const file = path.join(REVIEW_FOLDERS.pending, `${baseName}.${extension}`);
       await rename(temp, path.join(this.jobDir(jobId), file));
       return {
@@ -73,12 +128,41 @@ export class ImageFiles {
     }
   }
 
+  /** Passes the bytes through, refusing a body that is not PNG/JPEG/WebP or passes the byte cap. */
+  private async *checked(source: AsyncIterable<Uint8Array> | Uint8Array[]): AsyncGenerator<Uint8Array> {
+    let total = 0;
+    let head: Buffer | undefined = Buffer.alloc(0);
+    for await (const chunk of source) {
+      total += chunk.length;
+      if (total > this.maxBytes) {
+        throw new UnreadableImageError(`the image is larger than ${Math.round(this.maxBytes / 1024 / 1024)} MiB (MAX_IMAGE_BYTES)`);
+      }
+      if (head) {
+        head = Buffer.concat([head, chunk]);
+        if (head.length < 12) continue;
+        if (!sniffFormat(head)) throw new UnreadableImageError('the image is not a PNG, JPEG or WebP');
+        yield head;
+        head = undefined;
+        continue;
+      }
+      yield chunk;
+    }
+    if (head) {
+      if (!sniffFormat(head)) throw new UnreadableImageError('the image is not a PNG, JPEG or WebP');
+      yield head;
+    }
+  }
+
+  private async mkdir(folder: string): Promise<void> {
+    await mkdir(folder, { recursive: true, mode: DIR_MODE });
+  }
+
   /** Moves an image to the folder of its review status; returns its new relative path. */
   async moveTo(jobId: string, file: string, status: ReviewStatus): Promise<string> {
     const target = path.join(REVIEW_FOLDERS[status], path.basename(file));
     if (target === file) return file;
     const dir = this.jobDir(jobId);
-    await mkdir(path.join(dir, REVIEW_FOLDERS[status]), { recursive: true });
+    await this.mkdir(path.join(dir, REVIEW_FOLDERS[status]));
     await rename(path.join(dir, file), path.join(dir, target)).catch(async (error: NodeJS.ErrnoException) => {
       // Already moved by an earlier attempt that crashed before saving: the target is there, carry on.
       if (error.code === 'ENOENT' && (await this.exists(jobId, target))) return;
@@ -110,10 +194,10 @@ export class ImageFiles {
 
   async writeManifest(jobId: string, manifest: unknown): Promise<string> {
     const dir = this.jobDir(jobId);
-    await mkdir(dir, { recursive: true });
+    await this.mkdir(dir);
     const target = path.join(dir, 'manifest.json');
     const temp = `${target}${TEMP_MARK}${randomBytes(4).toString('hex')}`;
-    await writeFile(temp, `${JSON.stringify(manifest, null, 2)}\n`);
+    await writeFile(temp, `${JSON.stringify(manifest, null, 2)}\n`, { mode: FILE_MODE });
     await rename(temp, target);
     return target;
   }

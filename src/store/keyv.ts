@@ -2,7 +2,7 @@
  * Opens the Keyv store named by STORE_URL. SQLite by default (one file, nothing to run); Redis when
  * several processes must share state.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import KeyvSqlite from '@keyv/sqlite';
 import { Keyv } from 'keyv';
@@ -26,7 +26,12 @@ class BatchingSqlite extends KeyvSqlite {
 export async function openKeyv(storeUrl: string, namespace = 'art-factory'): Promise<Keyv> {
   if (storeUrl.startsWith('sqlite://')) {
     const file = storeUrl.slice('sqlite://'.length);
-    if (file !== ':memory:') await mkdir(path.dirname(path.resolve(file)), { recursive: true });
+    if (file !== ':memory:') {
+      // Owner-only: the store holds every prompt and who asked. SQLite gives its -wal and -shm files
+      // the database file's own mode, so creating the file 0600 first covers all three.
+      await mkdir(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 });
+      await (await open(file, 'a', 0o600)).close();
+    }
     // busyTimeout: a second process (the CLI beside the bot) waits for the lock instead of failing.
     const store = new BatchingSqlite({ uri: `sqlite://${file}`, busyTimeout: 10_000 });
     // WAL: a commit appends to the log instead of rewriting pages and syncing each time, and readers

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { help, parseImagine, parseImagineText, type ImagineLimits } from '../../commands/imagine.js';
-import { UserError } from '../../src/core/errors.js';
+import { userErrorOf } from '../helpers.js';
 
 const limits: ImagineLimits = {
   maxImagesPerJob: 100,
@@ -9,15 +9,7 @@ const limits: ImagineLimits = {
   defaultModels: { fal: 'fal-ai/flux/schnell', replicate: 'black-forest-labs/flux-schnell', local: 'local' },
 };
 
-function rejection(run: () => unknown): UserError {
-  try {
-    run();
-  } catch (error) {
-    expect(error).toBeInstanceOf(UserError);
-    return error as UserError;
-  }
-  throw new Error('expected a rejection, got a request');
-}
+const rejection = userErrorOf;
 
 describe('parseImagine (typed options)', () => {
   it('fills defaults: 4 images, 1:1, the default provider and its model', () => {

@@ -101,6 +101,10 @@ export interface FakeFalOptions extends FakeOptions {
   rateLimit?: { limit: number; intervalMs: number };
   /** Bytes served for every PNG file instead of the generated picture (e.g. `noisePng` for ~1 MB images). */
   pngBytes?: Buffer;
+  /** Rewrites the image URLs a result carries (a model can return any URL). */
+  outputUrl?: (fileUrl: string, requestId: string, index: number) => string;
+  /** Serves this answer for a file instead of the picture (a hostile or broken output, a redirect). */
+  fileBody?: (requestId: string, index: number) => { bytes: Buffer; contentType: string; status?: number; headers?: Record<string, string> } | undefined;
 }
 
 export interface FakeFal extends FakeCommon {
@@ -341,7 +345,7 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     }
     const count = job.imageCount;
     const images = Array.from({ length: count }, (_, n) => ({
-      url: `${core.origin}/files/${job.id}/${n}.${job.ext}`,
+      url: (options?.outputUrl ?? ((u: string) => u))(`${core.origin}/files/${job.id}/${n}.${job.ext}`, job.id, n),
       width: job.width,
       height: job.height,
       content_type: job.outputFormat === 'png' ? 'image/png' : 'image/jpeg',
@@ -375,6 +379,11 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     const job = requests.get(id);
     if (!job || job.state !== 'COMPLETED' || job.cancelled || job.failure || index >= job.imageCount || ext !== job.ext) {
       return sendJson(res, 404, { detail: 'File not found' });
+    }
+    const custom = options?.fileBody?.(id, index);
+    if (custom) {
+      res.writeHead(custom.status ?? 200, { 'content-type': custom.contentType, 'content-length': custom.bytes.length, ...custom.headers });
+      return void res.end(custom.bytes);
     }
     const format: FakeImageFormat = job.ext;
     // With the safety checker on (the default), fal returns a black frame for a flagged image.

@@ -12,6 +12,7 @@ export type Fault =
   | { kind: 'rate-limit'; retryAfterSeconds: number; where?: 'header' | 'body' | 'both' } // 429; default where: 'both'
   | { kind: 'server-error'; status?: number } // default 500
   | { kind: 'hang' } // never answers until close()
+  | { kind: 'drop' } // sends the headers and a few bytes, then drops the connection
   | { kind: 'unauthorized' } // 401, as the real API answers a bad/expired key
   | { kind: 'partial'; images: number } // fewer images than asked
   | { kind: 'failed'; message?: string }; // the generation itself fails
@@ -21,6 +22,8 @@ export interface FaultRule {
   fault: Fault;
   /** Applies to the next N matching calls (default 1). Ignored when `probability` is set. */
   times?: number;
+  /** Lets this many matching calls through before the rule applies (e.g. 2 = the 3rd call). */
+  after?: number;
   /** Applies to each matching call with this chance, drawn from the fake's seeded RNG. */
   probability?: number;
 }
@@ -63,11 +66,11 @@ export interface FakeCommon {
 
 // Faults that replace the HTTP answer, versus faults that change what the
 // generation produces (those are consumed by the provider logic, not here).
-export type HttpFault = Extract<Fault, { kind: 'rate-limit' | 'server-error' | 'hang' | 'unauthorized' }>;
+export type HttpFault = Extract<Fault, { kind: 'rate-limit' | 'server-error' | 'hang' | 'unauthorized' | 'drop' }>;
 export type GenerationFault = Extract<Fault, { kind: 'partial' | 'failed' }>;
 
 export function isHttpFault(f: Fault): f is HttpFault {
-  return f.kind === 'rate-limit' || f.kind === 'server-error' || f.kind === 'hang' || f.kind === 'unauthorized';
+  return f.kind === 'rate-limit' || f.kind === 'server-error' || f.kind === 'hang' || f.kind === 'unauthorized' || f.kind === 'drop';
 }
 export function isGenerationFault(f: Fault): f is GenerationFault {
   return f.kind === 'partial' || f.kind === 'failed';
@@ -92,6 +95,7 @@ export function mulberry32(seed: number): () => number {
 interface ActiveRule {
   rule: FaultRule;
   remaining: number; // only meaningful without probability
+  skip: number; // matching calls still let through
 }
 
 /**
@@ -111,7 +115,7 @@ export class FaultBook {
     if (rule.probability !== undefined && !(rule.probability >= 0 && rule.probability <= 1)) {
       throw new RangeError(`probability must be within [0, 1], got ${rule.probability}`);
     }
-    this.rules.push({ rule, remaining: rule.times ?? 1 });
+    this.rules.push({ rule, remaining: rule.times ?? 1, skip: rule.after ?? 0 });
   }
 
   clear(): void {
@@ -127,6 +131,10 @@ export class FaultBook {
     for (const active of this.rules) {
       const { rule } = active;
       if (rule.on !== target || !accept(rule.fault)) continue;
+      if (active.skip > 0) {
+        active.skip -= 1;
+        continue;
+      }
       if (rule.probability !== undefined) {
         if (this.rng() < rule.probability) return rule.fault;
         continue;
@@ -318,6 +326,12 @@ export async function startCore(options: FakeOptions | undefined, handler: Handl
       switch (fault.kind) {
         case 'hang':
           return; // the socket is destroyed by close()
+        case 'drop':
+          // A promised body cut short: the client sees the connection end mid-download.
+          res.writeHead(200, { 'content-type': 'image/png', 'content-length': 100_000 });
+          res.write(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+          setTimeout(() => res.destroy(), 5);
+          return;
         case 'unauthorized':
           return sendJson(res, 401, dialect.unauthorized());
         case 'server-error': {
