@@ -13,6 +13,8 @@ export interface BotProcess {
   /** resolves with the exit code */
   exited: Promise<number | null>;
   kill(signal: NodeJS.Signals): Promise<number | null>;
+  /** a JSON POST to the playground, as its page sends it */
+  post(route: string, body: unknown): Promise<Response>;
   /** the playground's view of one job */
   job(jobId: string): Promise<{ id: string; state: string; images: { index: number }[] } | undefined>;
 }
@@ -53,11 +55,14 @@ export async function startBotProcess(env: Record<string, string>): Promise<BotP
       child.kill(signal);
       return exited;
     },
+    post(route, body) {
+      return fetch(`${url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    },
     async job(jobId) {
       const body = (await (await fetch(`${url}/api/state`)).json()) as {
-        entries: { job: { id: string; state: string; images: { index: number }[] } }[];
+        entries: { job: { id: string; state: string; images: { index: number }[] } | null }[];
       };
-      return body.entries.find((e) => e.job.id === jobId)?.job;
+      return body.entries.find((e) => e.job?.id === jobId)?.job ?? undefined;
     },
   };
 }

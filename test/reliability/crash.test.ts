@@ -23,12 +23,12 @@ describe('crash and restart', () => {
     let jobId = '';
     const state = (bot: BotProcess) => bot.job(jobId);
     const review = (bot: BotProcess, image: number, status: string) =>
-      fetch(`${bot.url}/api/jobs/${jobId}/images/${image}/review`, { method: 'POST', body: JSON.stringify({ status }) });
+      bot.post(`/api/jobs/${jobId}/images/${image}/review`, { status });
 
     // 1. before a submit: the first submit hangs in flight, never accepted
     fake.inject({ on: 'submit', fault: { kind: 'hang' } });
     let bot = await start();
-    const answer = await fetch(`${bot.url}/api/command`, { method: 'POST', body: JSON.stringify({ text: '/imagine a crash-proof fox --count 100' }) });
+    const answer = await bot.post('/api/command', { text: '/imagine a crash-proof fox --count 100' });
     jobId = ((await answer.json()) as { job: { id: string } }).job.id;
     await until(() => fake.calls.some((c) => c.fault === 'hang'), 'the hanging submit');
     await kill(bot);

@@ -39,7 +39,7 @@ describe('graceful shutdown', () => {
     const dir = await tempDir('af-bot-');
     const env = botEnv(dir, { LOCAL_LATENCY_MS: '400', LOCAL_CONCURRENCY: '1' });
     const bot = await startBotProcess(env);
-    const answer = await fetch(`${bot.url}/api/command`, { method: 'POST', body: JSON.stringify({ text: '/imagine a patient fox --count 12' }) });
+    const answer = await bot.post('/api/command', { text: '/imagine a patient fox --count 12' });
     const { job } = (await answer.json()) as { job: { id: string } };
     await new Promise((r) => setTimeout(r, 600));
     // The bot's own guard exits with 1 after 10 s; 0 means it shut down cleanly before that.

@@ -2,7 +2,10 @@
  * The playground: a local web page that works like a chat channel, so `npm start` with no tokens
  * shows the whole bot. It is a third adapter over the same commands, core, store and view models —
  * the page types the same `/imagine …` text as Slack, sees progress over server-sent events, and
- * reviews through the same engine call. Served on loopback only.
+ * reviews through the same engine call. Served on loopback only, to requests that name it as their
+ * host and come from its own page (guard.ts), and only about the playground's own jobs: with
+ * PLAYGROUND=on beside Discord or Slack, the store also holds guilds' jobs, which this page must
+ * neither show nor touch.
  */
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -17,6 +20,7 @@ import { isUserError } from '../../core/errors.js';
 import { LatestThrottle } from '../../core/throttle.js';
 import type { Job, ProgressEvent, Requester } from '../../core/types.js';
 import type { ChatAdapter } from '../types.js';
+import { refusal } from './guard.js';
 import { jobView, TRANSCRIPT_KEY, type TranscriptEntry } from './view.js';
 
 const PUBLIC = path.join(path.dirname(fileURLToPath(import.meta.url)), 'public');
@@ -35,6 +39,26 @@ const TYPES: Record<string, string> = {
 };
 /** keeps the transcript to a size a page loads at once */
 const TRANSCRIPT_MAX = 200;
+/** Sent with every answer: no sniffing a JSON or image answer into a script, no framing, no leaks. */
+const SECURITY_HEADERS: Record<string, string> = {
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+  // other sites may not even embed our images or read them as opaque responses
+  'cross-origin-resource-policy': 'same-origin',
+};
+/** The page loads only its own script, style, images and API; nothing inline, no frames. */
+const PAGE_POLICY = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self'",
+  "connect-src 'self'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join('; ');
+const NOT_FOUND = { error: 'Not found' };
 
 export interface Playground extends ChatAdapter {
   url: string;
@@ -70,6 +94,13 @@ export async function startPlayground(app: App, options: { port?: number; host?:
   };
   app.engine.on('progress', onProgress);
   app.engine.on('finished', onFinished);
+
+  /**
+   * Whether a job is the playground's own. Other platforms' jobs get the same answer as a job that
+   * does not exist, so their ids reveal nothing here.
+   */
+  const ours = (job: Readonly<Job> | undefined): job is Job =>
+    job?.requester.platform === 'playground' && job.requester.tenant === requester.tenant;
 
   async function transcript(): Promise<TranscriptEntry[]> {
     return (await app.keyv.get<TranscriptEntry[]>(TRANSCRIPT_KEY)) ?? [];
@@ -116,7 +147,7 @@ export async function startPlayground(app: App, options: { port?: number; host?:
       const entries = await transcript();
       const jobs = await Promise.all(entries.map(async (entry) => {
         const job = entry.jobId ? await app.engine.get(entry.jobId) : undefined;
-        return { ...entry, job: job ? jobView(job, app) : null };
+        return { ...entry, job: ours(job) ? jobView(job, app) : null };
       }));
       return sendJson(res, 200, { entries: jobs, providers: app.limits.providers, defaultProvider: app.limits.defaultProvider, maxImages: app.limits.maxImagesPerJob });
     }
@@ -133,17 +164,19 @@ export async function startPlayground(app: App, options: { port?: number; host?:
       if (status !== 'approved' && status !== 'rejected' && status !== 'pending') {
         return sendJson(res, 400, { error: 'Expected `status` to be approved, rejected or pending.' });
       }
+      if (!ours(await app.engine.get(review[1]!))) return sendJson(res, 404, NOT_FOUND);
       return answerJob(res, app.engine.review(review[1]!, Number(review[2]), status, { id: requester.userId, name: requester.userName }));
     }
     const cancel = /^\/api\/jobs\/([\w-]{1,40})\/cancel$/.exec(url.pathname);
     if (req.method === 'POST' && cancel) {
+      if (!ours(await app.engine.get(cancel[1]!))) return sendJson(res, 404, NOT_FOUND);
       return answerJob(res, app.engine.cancel(cancel[1]!, { id: requester.userId, name: requester.userName }));
     }
     const image = /^\/images\/([\w-]{1,40})\/(pending-review|approved|rejected)\/([\w.-]{1,40})$/.exec(url.pathname);
-    if (req.method === 'GET' && image && !image[3]!.startsWith('.')) {
+    if (req.method === 'GET' && image && !image[3]!.startsWith('.') && ours(await app.engine.get(image[1]!))) {
       return sendFile(res, path.join(app.files.jobDir(image[1]!), image[2]!, image[3]!), 'private, max-age=3600');
     }
-    sendJson(res, 404, { error: 'Not found' });
+    sendJson(res, 404, NOT_FOUND);
   }
 
   async function answerJob(res: ServerResponse, work: Promise<Job>): Promise<void> {
@@ -157,7 +190,16 @@ export async function startPlayground(app: App, options: { port?: number; host?:
     }
   }
 
+  // Filled in once the port is bound; until then every request is refused.
+  let allowedHosts: string[] = [];
   const server: Server = createServer((req, res) => {
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
+    const refused = refusal(allowedHosts, req, 'this playground');
+    if (refused) {
+      // the request's body is never read: nothing it says can change anything
+      app.logger.warn({ method: req.method, url: req.url?.slice(0, 200), reason: refused }, 'playground refused a request');
+      return sendJson(res, 403, { error: refused });
+    }
     route(req, res).catch((error: unknown) => {
       app.logger.error({ err: error, url: req.url }, 'playground request failed');
       if (!res.headersSent) sendJson(res, 500, { error: 'Something went wrong on our side; the details are in the log.' });
@@ -170,6 +212,7 @@ export async function startPlayground(app: App, options: { port?: number; host?:
     server.listen(options.port ?? app.config.playground.port, host, () => resolve());
   });
   const { port } = server.address() as AddressInfo;
+  allowedHosts = loopbackHosts(host, port);
   const heartbeat = setInterval(() => {
     for (const stream of streams) stream.write(': keep-alive\n\n');
   }, 15_000);
@@ -191,6 +234,14 @@ export async function startPlayground(app: App, options: { port?: number; host?:
   };
 }
 
+/** The `Host` values a browser sends for this server: the address it listens on, and localhost. */
+function loopbackHosts(host: string, port: number): string[] {
+  const hosts = [`127.0.0.1:${port}`, `localhost:${port}`];
+  // a wildcard address is not a name anyone reaches the server by
+  if (host !== '0.0.0.0' && host !== '::') hosts.push(host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
+  return [...new Set(hosts)];
+}
+
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
   res.end(JSON.stringify(body));
@@ -198,8 +249,10 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 
 async function sendFile(res: ServerResponse, file: string, cache = 'no-cache'): Promise<void> {
   const data = await readFile(file).catch(() => undefined);
-  if (!data) return sendJson(res, 404, { error: 'Not found' });
-  res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': cache });
+  if (!data) return sendJson(res, 404, NOT_FOUND);
+  const type = TYPES[path.extname(file)] ?? 'application/octet-stream';
+  if (type.startsWith('text/html')) res.setHeader('content-security-policy', PAGE_POLICY);
+  res.writeHead(200, { 'content-type': type, 'cache-control': cache });
   res.end(data);
 }
 

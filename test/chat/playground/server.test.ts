@@ -2,12 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { startPlayground } from '../../../src/chat/playground/index.js';
 import { buildApp, onCleanup } from '../../helpers.js';
 
+const JSON_TYPE = { 'content-type': 'application/json' };
+
 async function playground(env: Record<string, string> = {}) {
   const app = await buildApp({ env: { LOCAL_LATENCY_MS: '100', LOCAL_CONCURRENCY: '1', ...env } });
   const pg = await startPlayground(app, { port: 0 });
   onCleanup(() => pg.stop());
   const command = async (text: string) => {
-    const response = await fetch(`${pg.url}/api/command`, { method: 'POST', body: JSON.stringify({ text }) });
+    const response = await fetch(`${pg.url}/api/command`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify({ text }) });
     return { status: response.status, body: (await response.json()) as Record<string, any> };
   };
   return { app, pg, command };
@@ -67,7 +69,7 @@ describe('playground server', () => {
 
   it('refuses a review with a bad status or of an unknown job, and changes nothing', async () => {
     const { pg } = await playground();
-    const post = (path: string, body: unknown) => fetch(`${pg.url}${path}`, { method: 'POST', body: JSON.stringify(body) });
+    const post = (path: string, body: unknown) => fetch(`${pg.url}${path}`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify(body) });
     expect((await post('/api/jobs/20990101-deadbeef/images/1/review', { status: 'approved' })).status).toBe(404);
     const bad = await post('/api/jobs/20990101-deadbeef/images/1/review', { status: 'maybe' });
     expect(bad.status).toBe(400);
