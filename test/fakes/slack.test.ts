@@ -21,8 +21,10 @@ import {
 import {
   blockActionPayload,
   postBlockAction,
+  postSigned,
   postSlashCommand,
   signSlackRequest,
+  slashCommandBody,
   startFakeSlack,
   type FakeSlack,
   type SlackCall,
@@ -129,6 +131,22 @@ describe('slash commands through the real Bolt app', () => {
     expect(ts).toMatch(/^\d{10}\.\d{6}$/);
     expect(fake.message('C1', ts)?.text).toBe('Batch 1/3 …');
     expect(fake.updatesOf('C1', ts).map((v) => v.text)).toEqual(['Batch 1/3 …']);
+  });
+
+  it('Bolt keeps no memory of requests: the same signed bytes posted twice run the handler twice', async () => {
+    const seen = { runs: 0, error: deferred<unknown>() };
+    const { url } = await startBolt((app) => imagineHandler(app, seen));
+    const body = slashCommandBody({ text: 'a replayed fox', trigger_id: '123.456.replay' });
+    // The body is the same string every time it is built, so a replay is byte for byte the original.
+    expect(slashCommandBody({ text: 'a replayed fox', trigger_id: '123.456.replay' })).toBe(body);
+    expect(new URLSearchParams(body).get('trigger_id')).toBe('123.456.replay');
+    const timestamp = Math.floor(Date.now() / 1000) - 120;
+    const first = await postSigned(url, SECRET, body, { timestamp });
+    const again = await postSigned(url, SECRET, body, { timestamp });
+    expect([first.status, again.status]).toEqual([200, 200]);
+    const firstUpdate = await fake.waitFor((c) => c.method === 'chat.update', { timeoutMs: 2000 });
+    await fake.waitFor((c) => c.method === 'chat.update', { since: firstUpdate.seq, timeoutMs: 2000 });
+    expect(seen.runs).toBe(2);
   });
 
   it('a bad signature gets 401 and the handler never runs', async () => {

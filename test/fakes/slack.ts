@@ -1315,13 +1315,11 @@ const nextTrigger = (): string => {
   return `${1_700_000_000 + triggerCounter}.1.${'a'.repeat(8)}${triggerCounter}`;
 };
 
-/** A signed slash command, form-encoded like Slack sends it. */
-export function postSlashCommand(
-  boltUrl: string,
-  signingSecret: string,
-  params: SlashCommandParams,
-  opts: SignedPostOptions = {},
-): Promise<SignedPostResult> {
+/**
+ * The form-encoded body Slack sends for a slash command (a fresh trigger_id unless one is given).
+ * Post the same string twice with `postSigned` and the same `timestamp` to replay identical bytes.
+ */
+export function slashCommandBody(params: SlashCommandParams): string {
   const fields: Record<string, string> = {
     token: params.token ?? 'verification-token',
     team_id: params.team_id ?? 'T1',
@@ -1338,7 +1336,17 @@ export function postSlashCommand(
     trigger_id: params.trigger_id ?? nextTrigger(),
   };
   if (params.enterprise_id !== undefined) fields.enterprise_id = params.enterprise_id;
-  return postSigned(boltUrl, signingSecret, new URLSearchParams(fields).toString(), opts);
+  return new URLSearchParams(fields).toString();
+}
+
+/** A signed slash command, form-encoded like Slack sends it. */
+export function postSlashCommand(
+  boltUrl: string,
+  signingSecret: string,
+  params: SlashCommandParams,
+  opts: SignedPostOptions = {},
+): Promise<SignedPostResult> {
+  return postSigned(boltUrl, signingSecret, slashCommandBody(params), opts);
 }
 
 /** Build the `block_actions` payload Slack sends for a button click. */

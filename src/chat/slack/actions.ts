@@ -11,7 +11,7 @@ import { isUserError } from '../../core/errors.js';
 import { describe } from './errors.js';
 import { GENERIC_FAILURE, type SlackMessages } from './messages.js';
 import type { Moderators } from './moderators.js';
-import { escapeMrkdwn } from './render.js';
+import { escapeMrkdwn, NO_UNFURL } from './render.js';
 
 interface Click {
   value: string | undefined;
@@ -45,9 +45,9 @@ export function registerActions(bolt: Bolt, app: App, messages: SlackMessages, m
       const safe = escapeMrkdwn(text);
       try {
         if (!click.channel) throw new Error('no channel in the click');
-        await client.chat.postEphemeral({ channel: click.channel, user: click.userId, text: safe, ...(click.threadTs ? { thread_ts: click.threadTs } : {}) });
+        await client.chat.postEphemeral({ channel: click.channel, user: click.userId, text: safe, ...NO_UNFURL, ...(click.threadTs ? { thread_ts: click.threadTs } : {}) });
       } catch (error) {
-        await respond({ response_type: 'ephemeral', replace_original: false, text: safe }).catch(() =>
+        await respond({ response_type: 'ephemeral', replace_original: false, text: safe, ...NO_UNFURL }).catch(() =>
           app.logger.warn({ error: describe(error) }, 'slack: could not answer a click'),
         );
       }

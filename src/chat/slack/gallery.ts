@@ -10,6 +10,13 @@
  *
  * Every step is recorded in job.chat.slack.pages as it succeeds, so a restart continues where it
  * stopped instead of posting a page twice.
+ *
+ * Memory: at most one page (PAGE_SIZE ≤ 10 images, each capped at MAX_IMAGE_BYTES when downloaded) is
+ * held at a time; pages are uploaded one after another and their buffers dropped when the page is
+ * done. Streams would not lower that: filesUploadV2 (web-api 8.2, file-upload.js getFileDataAsStream)
+ * reads a stream whole into one Buffer before sending anything — it must declare each file's length
+ * to files.getUploadURLExternal — and it attaches no 'error' listener, so a stream that fails to read
+ * would never settle the upload and would throw as an uncaught 'error' event.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -19,7 +26,7 @@ import type { Job } from '../../core/types.js';
 import { galleryPage } from '../../core/views.js';
 import { obeyRateLimits } from './errors.js';
 import { factsOf, PLATFORM, type PageFacts } from './facts.js';
-import { galleryMessage, PAGE_SIZE, uploadName } from './render.js';
+import { galleryMessage, NO_UNFURL, PAGE_SIZE, uploadName } from './render.js';
 
 export interface GalleryContext {
   client: webApi.WebClient;
@@ -53,7 +60,7 @@ export async function postGallery(ctx: GalleryContext, jobId: string, channel: s
       job = await load(ctx, jobId);
       const message = galleryMessage(job, page);
       const posted = await obeyRateLimits(
-        () => ctx.client.chat.postMessage({ channel, thread_ts: threadTs, text: message.text, blocks: message.blocks }),
+        () => ctx.client.chat.postMessage({ channel, thread_ts: threadTs, text: message.text, blocks: message.blocks, ...NO_UNFURL }),
         ctx.signal,
       );
       if (!posted.ts) throw new Error('chat.postMessage answered without a ts');

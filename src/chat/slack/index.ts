@@ -2,19 +2,21 @@
  * The Slack adapter: @slack/bolt over HTTP (signed requests on SLACK_PORT, /slack/events), or Socket
  * Mode when SLACK_APP_TOKEN is set. Web API calls go to SLACK_API_URL. Listeners are registered
  * explicitly: /imagine and /jobs (commands.ts), buttons (actions.ts), and member_joined_channel, which
- * releases progress and galleries that were waiting for the bot to be invited.
+ * releases progress and galleries that were waiting for the bot to be invited. Everything the bot
+ * posts is sent with link and media unfurling off (render.ts NO_UNFURL).
  *
  * Start it before engine.resume(): resumed jobs then find their messages through job.chat.slack.
  */
 import type { AddressInfo } from 'node:net';
-import { App as Bolt, LogLevel, webApi, type Logger as BoltLogger } from '@slack/bolt';
+import { App as Bolt, HTTPReceiver, LogLevel, webApi, type Logger as BoltLogger } from '@slack/bolt';
 import type { App } from '../../app.js';
 import type { ChatAdapter, StartAdapter } from '../types.js';
 import { registerActions } from './actions.js';
-import { registerCommands } from './commands.js';
+import { REQUEST_TIMESTAMP, registerCommands } from './commands.js';
 import { describe } from './errors.js';
 import { SlackMessages } from './messages.js';
 import { Moderators } from './moderators.js';
+import { SeenCommands } from './replays.js';
 
 export interface SlackOptions {
   /** @default config.slack.port */
@@ -77,14 +79,28 @@ export async function startSlack(app: App, options: SlackOptions = {}): Promise<
     botUserId,
     logger,
     clientOptions,
-    ...(socketMode ? { socketMode: true, appToken: config.appToken } : { signingSecret: config.signingSecret }),
+    ...(socketMode
+      ? { socketMode: true, appToken: config.appToken }
+      : {
+          // Bolt's own HTTP receiver, built here only to pass the signed request timestamp on to the
+          // listeners (context[REQUEST_TIMESTAMP]): Bolt keeps no memory of requests, so replays of
+          // one signed body are recognised by us (replays.ts).
+          receiver: new HTTPReceiver({
+            signingSecret: config.signingSecret,
+            logger,
+            customPropertiesExtractor: (request) => {
+              const seconds = Number(request.headers['x-slack-request-timestamp']);
+              return Number.isSafeInteger(seconds) ? { [REQUEST_TIMESTAMP]: seconds } : {};
+            },
+          }),
+        }),
   });
 
   const messages = new SlackMessages(app, bolt.client, { intervalMs: options.updateIntervalMs });
   const moderators = new Moderators(new Set(config.reviewers), (userId, error) =>
     app.logger.warn({ user: userId, error: describe(error) }, 'slack: users.info failed; treated as not a moderator'),
   );
-  registerCommands(bolt, app, messages);
+  registerCommands(bolt, app, messages, new SeenCommands(app.keyv));
   registerActions(bolt, app, messages, moderators);
   bolt.event('member_joined_channel', async ({ event }) => {
     if (event.user !== botUserId) return;

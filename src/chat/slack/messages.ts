@@ -17,7 +17,7 @@ import { describe, isNoAccess, obeyRateLimits } from './errors.js';
 import { factsOf, PLATFORM } from './facts.js';
 import { postGallery, StoppedError } from './gallery.js';
 import { Outbox } from '../outbox.js';
-import { galleryMessage, inviteHint, PAGE_SIZE, progressMessage, type GalleryState } from './render.js';
+import { galleryMessage, inviteHint, NO_UNFURL, PAGE_SIZE, progressMessage, type GalleryState } from './render.js';
 import { MessageUpdater } from './updates.js';
 
 /** Answers the person who typed the command, privately (response_url: used at most once per command). */
@@ -43,7 +43,7 @@ export class SlackMessages {
   /** progress messages posted by this process, before job.chat.slack is readable from the event's job */
   private readonly posted = new Map<string, { channel: string; ts: string }>();
   /** /imagine handlers between submit and post: a finished job waits for them before delivering */
-  private readonly setups = new Set<Promise<void>>();
+  private readonly setups = new Set<Promise<unknown>>();
   private readonly delivering = new Map<string, Promise<void>>();
   private readonly tasks = new Set<Promise<unknown>>();
   /** jobs whose gallery Slack refused for want of access (shown on their progress message) */
@@ -97,34 +97,42 @@ export class SlackMessages {
     await Promise.race([Promise.allSettled([...this.tasks]), sleep(5_000, undefined, { ref: false })]);
   }
 
-  /** After /imagine was acknowledged: submit, then post the progress message. Never throws. */
-  async startJob(request: ImagineRequest, requester: Requester, reply: Reply): Promise<void> {
+  /**
+   * After /imagine was acknowledged: submit, then post the progress message. Resolves to the job's id
+   * when one was submitted (whether or not its message could be posted). Never throws.
+   */
+  async startJob(request: ImagineRequest, requester: Requester, reply: Reply): Promise<string | undefined> {
     const setup = this.setUp(request, requester, reply);
     this.setups.add(setup);
     try {
-      await setup;
+      return await setup;
     } finally {
       this.setups.delete(setup);
     }
   }
 
-  private async setUp(request: ImagineRequest, requester: Requester, reply: Reply): Promise<void> {
+  private async setUp(request: ImagineRequest, requester: Requester, reply: Reply): Promise<string | undefined> {
     let job: Job;
     try {
       job = await this.engine.submit(request, requester);
     } catch (error) {
       if (!isUserError(error)) this.log.error({ err: error }, 'slack: /imagine failed');
-      return this.answer(reply, isUserError(error) ? error.message : GENERIC_FAILURE);
+      await this.answer(reply, isUserError(error) ? error.message : GENERIC_FAILURE);
+      return undefined;
     }
     const channel = requester.channelId ?? '';
     try {
       await this.outbox.add(job.id);
       await this.postProgress(this.live(job), channel);
     } catch (error) {
-      if (isNoAccess(error)) return this.answer(reply, inviteHint(job.id));
-      this.log.error({ job: job.id, error: describe(error) }, 'slack: could not post the progress message');
-      return this.answer(reply, `Job \`${job.id}\` is running, but I could not post its progress here; its gallery will follow when I can.`);
+      if (isNoAccess(error)) {
+        await this.answer(reply, inviteHint(job.id));
+      } else {
+        this.log.error({ job: job.id, error: describe(error) }, 'slack: could not post the progress message');
+        await this.answer(reply, `Job \`${job.id}\` is running, but I could not post its progress here; its gallery will follow when I can.`);
+      }
     }
+    return job.id;
   }
 
   /** A review changed a job: re-render that image's gallery page and the summary above the thread. */
@@ -218,7 +226,7 @@ export class SlackMessages {
   private async postProgress(job: Readonly<Job>, channel: string): Promise<string> {
     const message = progressMessage(job, this.engine.progress(job as Job), this.galleryState(job));
     const res = await obeyRateLimits(
-      () => this.client.chat.postMessage({ channel, text: message.text, blocks: message.blocks }),
+      () => this.client.chat.postMessage({ channel, text: message.text, blocks: message.blocks, ...NO_UNFURL }),
       this.abort.signal,
     );
     if (!res.ts) throw new Error('chat.postMessage answered without a ts');

@@ -1,11 +1,13 @@
 /**
  * Core view models → Block Kit. Everything the user typed is escaped for mrkdwn (&, <, >) so a prompt
- * cannot mention @channel or forge a link. Limits kept here: 50 blocks per message, ≤ 25 elements per
- * actions block, action_id ≤ 255 chars (encodeAction ids are < 30), section text ≤ 3000 chars.
+ * cannot mention @channel or forge a link, and every message goes out with unfurling off (NO_UNFURL),
+ * so a URL in a prompt never grows a preview. Error texts from providers and image hosts are shown as
+ * one line of at most ERROR_TEXT_MAX characters. Limits kept here: 50 blocks per message, ≤ 25
+ * elements per actions block, action_id ≤ 255 chars (encodeAction ids are < 30), section text ≤ 3000.
  */
 import type { types } from '@slack/bolt';
 import { encodeAction } from '../../core/actions.js';
-import { galleryPage, gallerySummary, progressView, shorten, STATUS_MARK } from '../../core/views.js';
+import { ERROR_LINE_MAX, galleryPage, gallerySummary, oneLine, progressView, shorten, STATUS_MARK } from '../../core/views.js';
 import type { ImageRecord, Job, ProgressEvent, ReviewStatus } from '../../core/types.js';
 
 type Block = types.KnownBlock;
@@ -23,9 +25,22 @@ export interface Rendered {
  */
 export const PAGE_SIZE = 10;
 
+/**
+ * Spread into every chat.postMessage, chat.update, chat.postEphemeral, ack and response_url payload.
+ * Slack documents the flags for postMessage (and response_url payloads, which take its arguments);
+ * elsewhere they are ignored, and sending them everywhere keeps one rule with no exception to forget.
+ */
+export const NO_UNFURL = { unfurl_links: false, unfurl_media: false } as const;
+
+/** The longest provider or image-host error text a user is shown. */
+export const ERROR_TEXT_MAX = ERROR_LINE_MAX;
+
 export function escapeMrkdwn(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
+
+/** One line of at most ERROR_LINE_MAX characters (the core's rule); apply it before escapeMrkdwn. */
+export const errorText = oneLine;
 
 /** Section text is limited to 3000 characters. */
 function clip(text: string, max = 2900): string {
@@ -59,13 +74,15 @@ export function progressMessage(job: Readonly<Job>, event: ProgressEvent, galler
   const view = progressView(job, event);
   const prompt = escapeMrkdwn(view.prompt);
   const lines = view.lines.map(escapeMrkdwn);
+  // A failed job's title carries the provider's error ("Failed: all 4 images failed: …").
+  const title = errorText(view.title);
   const blocks: Block[] = [
-    section(`*${escapeMrkdwn(view.title)}*\n>${prompt}`),
+    section(`*${escapeMrkdwn(title)}*\n>${prompt}`),
     section(`\`${view.bar}\` ${view.percent}%\n${lines.join('\n')}`),
   ];
   if (view.failures.length > 0 && !view.finished) {
     // The latest failures matter most while it runs; once finished, the summary lists every one.
-    const shown = view.failures.slice(-5).map((f) => `• ${escapeMrkdwn(shorten(f, 300))}`);
+    const shown = view.failures.slice(-5).map((f) => `• ${escapeMrkdwn(errorText(f))}`);
     if (view.failures.length > 5) shown.unshift(`… and ${view.failures.length - 5} earlier`);
     blocks.push(context(`:warning: ${shown.join('\n')}`));
   }
@@ -74,7 +91,7 @@ export function progressMessage(job: Readonly<Job>, event: ProgressEvent, galler
     const lines = [`${escapeMrkdwn(summary.text)}${job.images.length === 0 ? '' : GALLERY_NOTE[gallery]}`];
     for (const failed of summary.failed.slice(0, 10)) {
       const images = `${failed.images} image${failed.images === 1 ? '' : 's'}`;
-      lines.push(`:warning: Batch ${failed.batch}: ${images} not made (${escapeMrkdwn(shorten(failed.reason, 200))})`);
+      lines.push(`:warning: Batch ${failed.batch}: ${images} not made (${escapeMrkdwn(errorText(failed.reason))})`);
     }
     if (summary.failed.length > 10) lines.push(`… and ${summary.failed.length - 10} more failed batches`);
     blocks.push(section(lines.join('\n')));
@@ -102,7 +119,7 @@ export function progressMessage(job: Readonly<Job>, event: ProgressEvent, galler
       ],
     });
   }
-  const text = `${view.title}: “${shorten(view.prompt, 80)}” · ${view.lines.join(' · ')}`;
+  const text = `${title}: “${shorten(view.prompt, 80)}” · ${view.lines.join(' · ')}`;
   return { text: escapeMrkdwn(text), blocks };
 }
 

@@ -6,7 +6,7 @@
 import type { webApi } from '@slack/bolt';
 import { LatestThrottle } from '../../core/throttle.js';
 import { describe, retryAfterMs } from './errors.js';
-import type { Rendered } from './render.js';
+import { NO_UNFURL, type Rendered } from './render.js';
 
 export interface Edit {
   channel: string;
@@ -83,7 +83,7 @@ export class MessageUpdater<T> {
     const content = JSON.stringify(edit.message);
     if (this.sent.get(key) === content) return;
     try {
-      await this.options.client.chat.update({ channel: edit.channel, ts: edit.ts, text: edit.message.text, blocks: edit.message.blocks });
+      await this.options.client.chat.update({ channel: edit.channel, ts: edit.ts, text: edit.message.text, blocks: edit.message.blocks, ...NO_UNFURL });
       this.sent.set(key, content);
     } catch (error) {
       const wait = retryAfterMs(error);

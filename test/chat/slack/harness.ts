@@ -154,3 +154,22 @@ export function button(message: { blocks?: unknown[] } | undefined, label: strin
 export function textOf(message: { text?: string; blocks?: unknown[] } | undefined): string {
   return `${message?.text ?? ''}\n${JSON.stringify(message?.blocks ?? [])}`;
 }
+
+/** Every mrkdwn / plain text a chat call carries: its `text` and each text inside its blocks. */
+export function textsOf(args: { text?: unknown; blocks?: unknown }): string[] {
+  const texts: string[] = typeof args.text === 'string' ? [args.text] : [];
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) node.forEach(walk);
+    else if (node && typeof node === 'object') {
+      for (const [key, value] of Object.entries(node)) {
+        if (key === 'text' && typeof value === 'string') texts.push(value);
+        else walk(value);
+      }
+    }
+  };
+  walk(args.blocks);
+  return texts;
+}
+
+/** Slack's three escapes undone: what the reader sees. */
+export const unescapeMrkdwn = (text: string) => text.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');

@@ -110,7 +110,7 @@ describe('/imagine on Slack', () => {
     const h = await slackHarness();
     const res = await h.imagine('a fox --count 0', { response_url: h.fake.responseUrl('bad') });
     expect(res.status).toBe(200);
-    expect(JSON.parse(res.body)).toEqual({ response_type: 'ephemeral', text: 'Expected `count` to be an integer from 1 to 100, got `0`.' });
+    expect(JSON.parse(res.body)).toEqual({ response_type: 'ephemeral', text: 'Expected `count` to be an integer from 1 to 100, got `0`.', unfurl_links: false, unfurl_media: false });
     const unknown = JSON.parse((await h.imagine('a fox --colour red')).body) as { text: string };
     expect(unknown.text).toMatch(/^Unknown option `--colour`/);
     expect(h.app.engine.listJobs('T1')).toEqual([]);
@@ -132,7 +132,7 @@ describe('/imagine on Slack', () => {
 
   it('/jobs lists the caller’s running jobs, ephemerally, in the ack', async () => {
     const h = await slackHarness({ env: { LOCAL_LATENCY_MS: '1000' } });
-    expect(JSON.parse((await h.jobs()).body)).toEqual({ response_type: 'ephemeral', text: 'You have no queued or running jobs here.' });
+    expect(JSON.parse((await h.jobs()).body)).toEqual({ response_type: 'ephemeral', text: 'You have no queued or running jobs here.', unfurl_links: false, unfurl_media: false });
     await h.imagine('a slow fox --count 2');
     const { jobId } = await h.progressPost();
     const body = JSON.parse((await h.jobs()).body) as { response_type: string; text: string };
