@@ -1,8 +1,18 @@
 /**
  * The platform-neutral command definitions as Discord application commands, registered with one
  * bulk-overwrite PUT: on DISCORD_GUILD_ID when set (instant, for development), else globally.
+ * Commands are guild-installed and offered in servers only unless DISCORD_DMS=on: a DM has no
+ * moderators to review its gallery and no server to bear its cost.
  */
-import { ApplicationCommandOptionType, REST, Routes, type RESTOptions, type RESTPutAPIApplicationCommandsJSONBody } from 'discord.js';
+import {
+  ApplicationCommandOptionType,
+  ApplicationIntegrationType,
+  InteractionContextType,
+  REST,
+  Routes,
+  type RESTOptions,
+  type RESTPutAPIApplicationCommandsJSONBody,
+} from 'discord.js';
 import { definition as imagineDefinition, type ImagineLimits } from '../../../commands/imagine.js';
 import { definition as jobsDefinition } from '../../../commands/jobs.js';
 import { imagineLimits } from '../../app.js';
@@ -35,19 +45,36 @@ function optionJson(option: CommandOption) {
   };
 }
 
+export interface CommandScope {
+  /** offer the commands in the bot's DMs too @default false */
+  dms: boolean;
+}
+
+/**
+ * Where a command may be used. `contexts` replaces the deprecated `dm_permission`; group DMs
+ * (PrivateChannel) need a user install, which `integration_types` does not offer.
+ */
+function scopeJson(scope: CommandScope) {
+  return {
+    contexts: scope.dms ? [InteractionContextType.Guild, InteractionContextType.BotDM] : [InteractionContextType.Guild],
+    integration_types: [ApplicationIntegrationType.GuildInstall],
+  };
+}
+
 /** One command definition as application command JSON (chat input). */
-export function commandJson(definition: CommandDefinition) {
+export function commandJson(definition: CommandDefinition, scope: CommandScope = { dms: false }) {
   // Discord wants required options before optional ones; keep the definition's order otherwise.
   const options = [...definition.options].sort((a, b) => Number(b.required ?? false) - Number(a.required ?? false));
   return {
     name: definition.name,
     description: definition.description.slice(0, DESCRIPTION_MAX),
     options: options.map(optionJson),
+    ...scopeJson(scope),
   };
 }
 
-export function commandsJson(limits: ImagineLimits): RESTPutAPIApplicationCommandsJSONBody {
-  return [commandJson(imagineDefinition(limits)), commandJson(jobsDefinition())];
+export function commandsJson(limits: ImagineLimits, scope: CommandScope = { dms: false }): RESTPutAPIApplicationCommandsJSONBody {
+  return [commandJson(imagineDefinition(limits), scope), commandJson(jobsDefinition(), scope)];
 }
 
 /**
@@ -64,7 +91,7 @@ export async function deployCommands(
     api: discord.apiUrl,
     ...(fetchImpl ? { makeRequest: fetchImpl as unknown as RESTOptions['makeRequest'] } : {}),
   }).setToken(discord.token);
-  const body = commandsJson(imagineLimits(config));
+  const body = commandsJson(imagineLimits(config), { dms: discord.dms });
   const route = discord.guildId
     ? Routes.applicationGuildCommands(discord.appId, discord.guildId)
     : Routes.applicationCommands(discord.appId);

@@ -21,10 +21,13 @@ import type { Requester } from '../../core/types.js';
 import { gallerySummary } from '../../core/views.js';
 import { layoutFor } from './gallery.js';
 import type { ProgressRelay } from './progress.js';
-import { galleryBody, NO_MENTIONS, safe } from './render.js';
+import { galleryBody, NO_EMBEDS, NO_MENTIONS, safe } from './render.js';
 import { describeError, factsOf, type DiscordFacts } from './transport.js';
 
 export const GENERIC_FAILURE = 'Something went wrong on our side; the details are in the log.';
+/** The answer to anything sent from a DM while DISCORD_DMS is off (an old global registration still offers it). */
+export const DMS_OFF =
+  "Art Factory works in servers only here: use /imagine in a server channel (DMs are turned off by this bot's operator: DISCORD_DMS=off).";
 
 export interface InteractionDeps {
   app: App;
@@ -42,15 +45,24 @@ function reviewer(interaction: Interaction): { id: string; name: string } {
   return { id: interaction.user.id, name: interaction.user.globalName ?? interaction.user.username };
 }
 
-/** Answers privately, whatever has been sent already (reply, or follow-up after a defer). */
+/**
+ * Answers privately, whatever has been sent already (reply, or follow-up after a defer). Answers may
+ * echo what the user typed (an option's value, a job's prompt): no link in them may unfurl.
+ */
 async function answerPrivately(interaction: RepliableInteraction, content: string): Promise<void> {
-  const message = { content, flags: MessageFlags.Ephemeral as const, allowedMentions: NO_MENTIONS };
+  const message = { content, flags: MessageFlags.Ephemeral | NO_EMBEDS, allowedMentions: NO_MENTIONS };
   if (interaction.deferred || interaction.replied) await interaction.followUp(message);
   else await interaction.reply(message);
 }
 
 export async function handleInteraction(interaction: Interaction, deps: InteractionDeps): Promise<void> {
   try {
+    // Registration keeps the commands out of DMs, but an older global registration may still offer
+    // them there, and a button on an old DM gallery stays pressable: refuse here, before anything starts.
+    if (!interaction.guildId && !deps.app.config.discord?.dms) {
+      if (interaction.isRepliable()) await answerPrivately(interaction, DMS_OFF);
+      return;
+    }
     if (interaction.isChatInputCommand()) {
       if (interaction.commandName === 'imagine') return await imagine(interaction, deps);
       if (interaction.commandName === 'jobs') return await jobs(interaction, deps);
@@ -164,6 +176,6 @@ async function button(interaction: ButtonInteraction, deps: InteractionDeps): Pr
   const layout = layoutFor(updated, factsOf(updated.chat)?.gallery, interaction.message.id, action.image);
   // update() answers with a fresh token: it works on galleries of any age, unlike an edit.
   const body = galleryBody(updated, layout, gallerySummary(updated), layout.skipped);
-  await interaction.update({ content: body.content, components: body.components, allowedMentions: NO_MENTIONS });
+  await interaction.update({ content: body.content, components: body.components, allowedMentions: NO_MENTIONS, flags: NO_EMBEDS });
   relay.refreshSummary(updated);
 }

@@ -1,12 +1,13 @@
 /**
  * Core view models → Discord message bodies (raw API JSON, so the same body goes through an
  * interaction callback, an interaction webhook or the bot-token channel route). Everything that came
- * from a user or a provider is escaped here: markdown, and mentions — allowed_mentions already stops
- * the ping, but an echoed `@everyone` should not even look like one.
+ * from a user or a provider is escaped here: markdown, links and mentions — allowed_mentions already
+ * stops the ping, but an echoed `@everyone` should not even look like one — and every body carries
+ * SuppressEmbeds, so a URL that is shown at all never unfurls into a preview.
  */
 import { ActionRowBuilder, ButtonBuilder, ButtonStyle, MessageFlags, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent } from 'discord.js';
 import { encodeAction } from '../../core/actions.js';
-import { STATUS_MARK, shorten, type GallerySummary, type ProgressView } from '../../core/views.js';
+import { STATUS_MARK, oneLine, shorten, type GallerySummary, type ProgressView } from '../../core/views.js';
 import type { ImageRecord, Job } from '../../core/types.js';
 
 /** Discord's content limit. */
@@ -20,29 +21,49 @@ export interface MessageBody {
   content: string;
   components: APIActionRowComponent<APIButtonComponent>[];
   allowed_mentions: typeof NO_MENTIONS;
-  flags?: number;
+  flags: number;
+}
+
+/** Sent with every message: echoed text may hold a URL, and no preview of it may appear. */
+export const NO_EMBEDS = MessageFlags.SuppressEmbeds;
+
+/**
+ * Makes user or provider text render as plain text:
+ * - `scheme://` gets a zero-width space after its colon, so neither a bare URL nor `<url>` is
+ *   autolinked (done first, so escapeMarkdown no longer spares the `_` and `*` inside a URL);
+ * - markdown is escaped, line-start headings, subtext and lists included;
+ * - `[` and `]` are escaped: `[Claim Nitro](https://…)` cannot become a masked link;
+ * - `@everyone` / `@here` and every `<…>` construct (mentions, channels, emoji, timestamps,
+ *   command links) get a zero-width space, so they show as typed.
+ */
+export function safe(text: string): string {
+  const unlinked = text.replace(/:(?=\/\/)/g, ':\u200b');
+  return escapeMarkdown(unlinked, { heading: true, bulletedList: true, numberedList: true })
+    .replace(/^(\s*)-#/gm, '$1\\-#')
+    .replace(/[[\]]/g, '\\$&')
+    .replace(/@(everyone|here)/gi, '@\u200b$1')
+    .replace(/<(?=[@#:/a-z])/gi, '<\u200b');
 }
 
 /**
- * Escapes markdown and breaks mentions with a zero-width space: `@everyone`, `@here`, `<@1>`,
- * `<@!1>`, `<@&1>`, `<#1>` render as plain text.
+ * Keeps content under Discord's limit whatever a provider put into an error message (escaping can
+ * double its length), cutting the body but never the footer that names the job.
  */
-export function safe(text: string): string {
-  return escapeMarkdown(text)
-    .replace(/@(everyone|here)/gi, '@\u200b$1')
-    .replace(/<(@[!&]?|#)(\d)/g, '<$1\u200b$2');
-}
-
-/** Keeps content under Discord's limit whatever a provider put into an error message. */
-function fit(lines: string[]): string {
+function fit(lines: string[], footer: string): string {
   const text = lines.join('\n');
-  return text.length <= CONTENT_MAX ? text : `${text.slice(0, CONTENT_MAX - 1)}…`;
+  const room = CONTENT_MAX - footer.length - 1;
+  // A cut between the halves of a surrogate pair would send an invalid character.
+  const body = text.length <= room ? text : `${text.slice(0, room - 1).replace(/[\uD800-\uDBFF]$/, '')}…`;
+  return `${body}\n${footer}`;
 }
 
 const MAX_FAILURE_LINES = 5;
+/** Provider error texts are cut to one line a little under ERROR_LINE_MAX, leaving room for their prefix. */
+const FAILURE_MAX = 180;
+const REASON_MAX = 160;
 
 function failureLines(failures: readonly string[]): string[] {
-  const shown = failures.slice(-MAX_FAILURE_LINES).map((f) => `⚠️ ${safe(shorten(f, 180))}`);
+  const shown = failures.slice(-MAX_FAILURE_LINES).map((f) => `⚠️ ${safe(oneLine(f, FAILURE_MAX))}`);
   const hidden = failures.length - shown.length;
   return hidden > 0 ? [`⚠️ … and ${hidden} earlier`, ...shown] : shown;
 }
@@ -51,7 +72,7 @@ function failureLines(failures: readonly string[]): string[] {
 export function summaryLines(summary: GallerySummary): string[] {
   const lines = [summary.text];
   for (const failed of summary.failed.slice(0, 10)) {
-    lines.push(`Batch ${failed.batch}: ${failed.images} image${failed.images === 1 ? '' : 's'} not made (${safe(shorten(failed.reason, 160))})`);
+    lines.push(`Batch ${failed.batch}: ${failed.images} image${failed.images === 1 ? '' : 's'} not made (${safe(oneLine(failed.reason, REASON_MAX))})`);
   }
   if (summary.failed.length > 10) lines.push(`… and ${summary.failed.length - 10} more failed batches`);
   return lines;
@@ -60,13 +81,13 @@ export function summaryLines(summary: GallerySummary): string[] {
 /** The progress message: title, prompt, bar, the view's lines, failures, summary once finished, Cancel. */
 export function progressBody(view: ProgressView, summary?: GallerySummary): MessageBody {
   const lines = [
-    `**${safe(view.title)}**`,
+    // A failed job's title carries its error, which is provider text.
+    `**${safe(oneLine(view.title))}**`,
     `> ${safe(view.prompt)}`,
     `\`${view.bar}\` ${view.percent}%`,
     ...view.lines.map(safe),
     ...failureLines(view.failures),
     ...(view.finished && summary ? summaryLines(summary) : []),
-    `-# job ${view.jobId}`,
   ];
   const components = view.cancellable
     ? [
@@ -77,8 +98,7 @@ export function progressBody(view: ProgressView, summary?: GallerySummary): Mess
           .toJSON(),
       ]
     : [];
-  // A link in a prompt would otherwise unfurl into a preview under the progress bar.
-  return { content: fit(lines), components, allowed_mentions: NO_MENTIONS, flags: MessageFlags.SuppressEmbeds };
+  return { content: fit(lines, `-# job ${view.jobId}`), components, allowed_mentions: NO_MENTIONS, flags: NO_EMBEDS };
 }
 
 /** One gallery message: which of the job's images it holds, and where it sits among the pages. */
@@ -128,7 +148,6 @@ export function galleryBody(
     const list = [...notUploaded].map((n) => `#${n}`).join(', ');
     lines.push(`${list}: too large to upload here; the file is in the job's output folder.`);
   }
-  lines.push(`-# job ${job.id}`);
   const rows: APIActionRowComponent<APIButtonComponent>[] = [];
   for (let i = 0; i < images.length; i += 2) {
     const row = new ActionRowBuilder<ButtonBuilder>();
@@ -137,5 +156,5 @@ export function galleryBody(
     }
     rows.push(row.toJSON());
   }
-  return { content: fit(lines), components: rows, allowed_mentions: NO_MENTIONS };
+  return { content: fit(lines, `-# job ${job.id}`), components: rows, allowed_mentions: NO_MENTIONS, flags: NO_EMBEDS };
 }

@@ -46,6 +46,29 @@ describe('Discord deployCommands', () => {
     expect(seen).toEqual([`PUT ${fake.apiUrl}/v10/applications/${fake.applicationId}/commands`]);
   });
 
+  it('offers /imagine and /jobs in servers only by default: contexts [Guild], guild install', async () => {
+    const { fake, env } = await fakeAndEnv();
+    await deployCommands(loadConfig(env));
+    const [put] = fake.callsTo('PUT /applications/:app/commands');
+    for (const command of put?.body as JsonObject[]) {
+      expect(command, String(command['name'])).toMatchObject({ contexts: [0], integration_types: [0] });
+    }
+    expect(fake.commands().map((c) => [c['name'], c['contexts']])).toEqual([
+      ['imagine', [0]],
+      ['jobs', [0]],
+    ]);
+  });
+
+  it('offers them in the bot’s DMs too with DISCORD_DMS=on, never in group DMs', async () => {
+    const { fake, env } = await fakeAndEnv({ DISCORD_DMS: 'on' });
+    const guildId = fake.defaultGuildId!;
+    await deployCommands(loadConfig({ ...env, DISCORD_GUILD_ID: guildId }));
+    expect(fake.commands(guildId).map((c) => [c['name'], c['contexts'], c['integration_types']])).toEqual([
+      ['imagine', [0, 1], [0]],
+      ['jobs', [0, 1], [0]],
+    ]);
+  });
+
   it('derives the same limits from config alone as the app does', async () => {
     const { env } = await fakeAndEnv();
     const app = await buildApp({ env });

@@ -3,12 +3,14 @@
  * and reads jobs back out of what the fake recorded. Everything is torn down after each test.
  */
 import { buildApp, onCleanup, type TestAppOptions } from '../../helpers.js';
-import { startFakeDiscord, type FakeDiscord, type FakeMessage, type RecordedCall } from '../../fakes/discord.js';
+import { MessageFlag, startFakeDiscord, type FakeDiscord, type FakeMessage, type RecordedCall } from '../../fakes/discord.js';
 import { createDiscordAdapter, type DiscordOptions } from '../../../src/chat/discord/index.js';
 import type { App } from '../../../src/app.js';
 import type { ChatAdapter } from '../../../src/chat/types.js';
 
 export const TOKEN = 'fake-bot-token';
+/** The flags of every private answer: ephemeral, and no link preview of anything it echoes. */
+export const PRIVATE = MessageFlag.Ephemeral | MessageFlag.SuppressEmbeds;
 /** ManageMessages, as a permission bitfield. */
 export const MANAGE_MESSAGES = (1n << 13n).toString();
 const JOB_ID = /job (\d{8}-[0-9a-f]{8})/;

@@ -3,7 +3,7 @@ import { ProviderError } from '../../../src/core/provider.js';
 import { encodeAction, decodeAction } from '../../../src/core/actions.js';
 import { LocalProvider } from '../../../src/providers/local.js';
 import { MessageFlag } from '../../fakes/discord.js';
-import { answerOf, customIds, galleryMessages, jobIdOf, messageCalls, progressMessageOf, startBot, waitForContent, waitForGallery } from './harness.js';
+import { PRIVATE, answerOf, customIds, galleryMessages, jobIdOf, messageCalls, progressMessageOf, startBot, waitForContent, waitForGallery } from './harness.js';
 
 const SLOW = { LOCAL_LATENCY_MS: '60' };
 
@@ -61,7 +61,7 @@ describe('Discord /imagine', () => {
     expect(callbacks.map((c) => c.type)).toEqual([4]);
     expect(callbacks[0]?.data).toMatchObject({
       content: 'Expected `count` to be an integer from 1 to 100, got `0`.',
-      flags: MessageFlag.Ephemeral,
+      flags: PRIVATE,
       allowed_mentions: { parse: [] },
     });
     expect(app.engine.activeJobs()).toHaveLength(0);
@@ -89,6 +89,62 @@ describe('Discord /imagine', () => {
     expect(fake.message(progressId)?.content).toContain('\\*\\*now\\*\\*');
   });
 
+  it('echoes a masked link and a bare URL as plain text, in messages that never unfurl a preview', async () => {
+    const { fake } = await startBot();
+    const prompt = 'free [Claim Nitro](https://evil.example) and https://evil.example/x_y_z <https://evil.example/z>';
+    const sent = fake.sendCommand({ name: 'imagine', options: { prompt, count: 2 } });
+    const progressId = await progressMessageOf(fake, sent.id);
+    const jobId = await jobIdOf(fake, progressId);
+    await waitForContent(fake, progressId, 'Done: 2 images');
+    const [page] = await waitForGallery(fake, jobId, 2);
+    // A review re-renders the gallery through update(): it must keep the flag too.
+    const press = fake.pressButton({ customId: encodeAction({ kind: 'review', jobId, image: 1, status: 'approved' }), messageId: page!.id });
+    expect((await answerOf(fake, press.id))[0]?.type).toBe(7);
+
+    const versions = [...fake.messageHistory(progressId), ...fake.messageHistory(page!.id)].filter((v) => v.content.includes('evil'));
+    expect(versions.length).toBeGreaterThan(3);
+    for (const version of versions) {
+      expect(version.content).not.toMatch(/\[[^\]\\]*\]\(https?:/);
+      expect(version.content).not.toMatch(/https?:\/\//);
+      expect(version.content).not.toMatch(/<https?:/);
+      expect(version.flags & MessageFlag.SuppressEmbeds, version.via).toBe(MessageFlag.SuppressEmbeds);
+    }
+    expect(fake.message(progressId)?.content).toContain('\\[Claim Nitro\\](https:\u200b//evil.example)');
+    // Underscores inside what was a URL are escaped like any others.
+    expect(fake.message(progressId)?.content).toContain('x\\_y\\_z');
+    for (const call of messageCalls(fake)) {
+      const body = call.body as { data?: { flags?: number }; flags?: number };
+      expect((body.data?.flags ?? body.flags ?? 0) & MessageFlag.SuppressEmbeds, `${call.method} ${call.path}`).toBe(MessageFlag.SuppressEmbeds);
+    }
+  });
+
+  it('shows a provider’s error with a link and newlines on one short line, as plain text', async () => {
+    const error = `upstream said:\n[Claim Nitro](https://evil.example)\nsecond line ${'x'.repeat(400)}`;
+    class ChattyProvider extends LocalProvider {
+      override async submit(): Promise<string> {
+        throw new ProviderError('invalid', error);
+      }
+    }
+    const { fake } = await startBot({ providers: { local: new ChattyProvider() } });
+    const sent = fake.sendCommand({ name: 'imagine', options: { prompt: 'a fox', count: 1 } });
+    const progressId = await progressMessageOf(fake, sent.id);
+    const message = await waitForContent(fake, progressId, '**Failed: ');
+    expect(message.content).not.toMatch(/\[[^\]\\]*\]\(https?:/);
+    expect(message.content).not.toMatch(/https?:\/\//);
+    expect(message.flags & MessageFlag.SuppressEmbeds).toBe(MessageFlag.SuppressEmbeds);
+    const lines = message.content.split('\n');
+    expect(lines.some((line) => line.startsWith('second line'))).toBe(false);
+    // What a reader sees (escapes and zero-width spaces do not show) is one line of at most 200 characters.
+    const shown = (line: string) => Array.from(line.replace(/\\(.)/g, '$1').replace(/\u200b/g, ''));
+    const errorLines = lines.filter((line) => line.includes('upstream said'));
+    expect(errorLines.length).toBeGreaterThan(0);
+    for (const line of errorLines) {
+      const text = line.replace(/^\*\*|\*\*$/g, '').replace(/^⚠️ /, '').replace(/^Batch \d+: \d+ images? not made \(|\)$/g, '');
+      expect(shown(text).length, line).toBeLessThanOrEqual(200);
+      expect(text.endsWith('…'), line).toBe(true);
+    }
+  });
+
   it('shows why a job failed in its progress message, and posts no gallery', async () => {
     class RefusingProvider extends LocalProvider {
       override async submit(): Promise<string> {
@@ -108,7 +164,7 @@ describe('Discord /imagine', () => {
 
   it('/jobs lists the caller’s running jobs ephemerally; a DM job belongs to the user’s own tenant', async () => {
     // A slow provider keeps the job listed; the test ends before it would finish.
-    const { fake, app } = await startBot({ env: { LOCAL_LATENCY_MS: '5000' } });
+    const { fake, app } = await startBot({ env: { LOCAL_LATENCY_MS: '5000', DISCORD_DMS: 'on' } });
     const sent = fake.sendCommand({ name: 'imagine', options: { prompt: 'a slow snail', count: 4 }, guildId: null });
     const jobId = await jobIdOf(fake, await progressMessageOf(fake, sent.id));
     expect((await app.engine.get(jobId))?.requester).toMatchObject({ tenant: `dm:${fake.defaultUser.id}`, platform: 'discord' });
@@ -116,7 +172,7 @@ describe('Discord /imagine', () => {
     const list = fake.sendCommand({ name: 'jobs', guildId: null });
     const [answer] = await answerOf(fake, list.id);
     expect(answer?.type).toBe(4);
-    expect(answer?.data?.['flags']).toBe(MessageFlag.Ephemeral);
+    expect(answer?.data?.['flags']).toBe(PRIVATE);
     expect(answer?.data?.['content']).toContain(jobId);
     expect(answer?.data?.['content']).toContain('a slow snail');
   });

@@ -2,8 +2,7 @@ import { until } from '../../bot-process.js';
 import { describe, expect, it } from 'vitest';
 import { encodeAction, REFUSAL } from '../../../src/core/actions.js';
 import { untilProgress } from '../../helpers.js';
-import { MessageFlag } from '../../fakes/discord.js';
-import { answerOf, galleryMessages, jobIdOf, progressMessageOf, startBot, waitForContent, waitForGallery } from './harness.js';
+import { PRIVATE, answerOf, galleryMessages, jobIdOf, progressMessageOf, startBot, waitForContent, waitForGallery } from './harness.js';
 
 describe('Discord long jobs', () => {
   it('Cancel by the requester stops the remaining batches; a stranger may not cancel', async () => {
@@ -17,7 +16,7 @@ describe('Discord long jobs', () => {
     expect(fake.message(progressId)?.components[0]?.['components'][0]?.custom_id).toBe(cancel);
 
     const stranger = fake.pressButton({ customId: cancel, messageId: progressId, user: { id: '222222222222222222' } });
-    expect((await answerOf(fake, stranger.id))[0]?.data).toMatchObject({ content: REFUSAL, flags: MessageFlag.Ephemeral });
+    expect((await answerOf(fake, stranger.id))[0]?.data).toMatchObject({ content: REFUSAL, flags: PRIVATE });
     expect((await app.engine.get(jobId))?.state).toBe('running');
 
     const finished = app.engine.waitFor(jobId);

@@ -5,7 +5,7 @@ import { describeError, scrubTokens } from '../../../src/chat/discord/transport.
 import { decodeAction } from '../../../src/core/actions.js';
 import type { ImageRecord, Job } from '../../../src/core/types.js';
 import { gallerySummary, progressView } from '../../../src/core/views.js';
-import { DiscordAPIError } from 'discord.js';
+import { DiscordAPIError, MessageFlags } from 'discord.js';
 
 function image(index: number, status: ImageRecord['review']['status'] = 'pending', nsfw = false): ImageRecord {
   return {
@@ -37,8 +37,65 @@ function job(images: ImageRecord[], prompt = 'a fox'): Job {
 describe('Discord rendering', () => {
   it('escapes markdown and breaks every kind of mention', () => {
     expect(safe('@everyone @here <@1> <@!2> <@&3> <#4> **bold** _it_')).toBe(
-      '@\u200beveryone @\u200bhere <@\u200b1> <@!\u200b2> <@&\u200b3> <#\u200b4> \\*\\*bold\\*\\* \\_it\\_',
+      '@\u200beveryone @\u200bhere <\u200b@1> <\u200b@!2> <\u200b@&3> <\u200b#4> \\*\\*bold\\*\\* \\_it\\_',
     );
+  });
+
+  it('turns a masked link into plain brackets and a URL into text that is not autolinked', () => {
+    expect(safe('[Claim Nitro](https://evil.example)')).toBe('\\[Claim Nitro\\](https:\u200b//evil.example)');
+    expect(safe('[x](<http://evil.example>)')).toBe('\\[x\\](<\u200bhttp:\u200b//evil.example>)');
+    // escapeMarkdown spares `_` inside a URL; once the URL is broken they must be escaped like any other.
+    expect(safe('see https://evil.example/a_b_c')).toBe('see https:\u200b//evil.example/a\\_b\\_c');
+    expect(safe('steam://run/1')).toBe('steam:\u200b//run/1');
+  });
+
+  it('breaks emoji, timestamps and command links, and escapes line-start headings, subtext and lists', () => {
+    expect(safe('<:nitro:1> <a:spin:2> <t:1700000000:R> </imagine:3>')).toBe(
+      '<\u200b:nitro:1> <\u200ba:spin:2> <\u200bt:1700000000:R> <\u200b/imagine:3>',
+    );
+    expect(safe('# Big\n-# small\n- item\n1. one')).toBe('\\# Big\n\\-# small\n\\- item\n1\\. one');
+    // Ordinary text is left alone.
+    expect(safe('a red fox, 16:9 <3 & a > b')).toBe('a red fox, 16:9 <3 & a > b');
+  });
+
+  it('shows a failed job’s provider error as one line of at most 200 characters, and suppresses embeds', () => {
+    const failed = { ...job([]), state: 'failed' as const, error: `all 4 images failed: line one\nline two ${'y'.repeat(500)}` };
+    const view = progressView(failed, {
+      jobId: failed.id,
+      state: 'failed',
+      batchesTotal: 1,
+      batchesDone: 0,
+      batchesFailed: 1,
+      imagesDone: 0,
+      imagesTotal: 4,
+      imagesFailed: 4,
+      failures: [],
+    });
+    const body = progressBody(view, gallerySummary(failed));
+    const [title] = body.content.split('\n');
+    expect(title).toMatch(/^\*\*Failed: all 4 images failed: line one line two y+…\*\*$/);
+    expect(Array.from(title!.slice(2, -2)).length).toBeLessThanOrEqual(200);
+    expect(body.flags & MessageFlags.SuppressEmbeds).toBe(MessageFlags.SuppressEmbeds);
+  });
+
+  it('cuts an overlong progress message in its body and keeps the job footer', () => {
+    const j = job([], '*'.repeat(1500));
+    const view = progressView(j, {
+      jobId: j.id,
+      state: 'running',
+      batchesTotal: 10,
+      batchesDone: 0,
+      batchesFailed: 0,
+      imagesDone: 0,
+      imagesTotal: 40,
+      imagesFailed: 0,
+      // Escaping doubles these: five of them alone pass the limit.
+      failures: Array.from({ length: 5 }, () => '_'.repeat(400)),
+    });
+    const body = progressBody(view);
+    expect(body.content.length).toBeLessThanOrEqual(CONTENT_MAX);
+    expect(body.content).toContain('…\n-# job 20250101-abcdef12');
+    expect(body.content.endsWith('\n-# job 20250101-abcdef12')).toBe(true);
   });
 
   it('lays out 10 images as 5 rows of Approve / Reject, every custom id unique and decodable', () => {

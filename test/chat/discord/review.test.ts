@@ -6,9 +6,8 @@ import { encodeAction, GONE, REFUSAL } from '../../../src/core/actions.js';
 import type { OutputImage } from '../../../src/core/provider.js';
 import { createLogger } from '../../../src/logger.js';
 import { LocalProvider } from '../../../src/providers/local.js';
-import { MessageFlag } from '../../fakes/discord.js';
 import { filesIn } from '../../helpers.js';
-import { MANAGE_MESSAGES, answerOf, jobIdOf, progressMessageOf, startBot, waitForContent, waitForGallery } from './harness.js';
+import { PRIVATE, MANAGE_MESSAGES, answerOf, jobIdOf, progressMessageOf, startBot, waitForContent, waitForGallery } from './harness.js';
 
 const SLOW = { LOCAL_LATENCY_MS: '60' };
 
@@ -43,7 +42,7 @@ describe('Discord gallery buttons', () => {
     const stranger = fake.pressButton({ customId: reject2, messageId: page!.id, user: { id: '222222222222222222', username: 'stranger' } });
     const [refusal] = await answerOf(fake, stranger.id);
     expect(refusal?.type).toBe(4);
-    expect(refusal?.data).toMatchObject({ content: REFUSAL, flags: MessageFlag.Ephemeral });
+    expect(refusal?.data).toMatchObject({ content: REFUSAL, flags: PRIVATE });
     expect((await app.engine.get(jobId))?.images[1]?.review.status).toBe('pending');
     expect(await filesIn(app, jobId, 'rejected')).toEqual([]);
     expect(fake.message(page!.id)?.content).toContain('`#2` ⏳');
@@ -72,7 +71,7 @@ describe('Discord gallery buttons', () => {
       memberPermissions: (BigInt(MANAGE_MESSAGES) | (1n << 10n)).toString(),
     });
     const [answer] = await answerOf(fake, elsewhere.id);
-    expect(answer?.data).toMatchObject({ content: REFUSAL, flags: MessageFlag.Ephemeral });
+    expect(answer?.data).toMatchObject({ content: REFUSAL, flags: PRIVATE });
     expect((await app.engine.get(jobId))?.images[0]?.review.status).toBe('pending');
     expect(await filesIn(app, jobId, 'approved')).toEqual([]);
   });
@@ -93,11 +92,11 @@ describe('Discord gallery buttons', () => {
     for (const customId of forged) {
       const press = fake.pressButton({ customId, messageId: page!.id });
       const [answer] = await answerOf(fake, press.id);
-      expect(answer?.data, customId).toMatchObject({ content: GONE, flags: MessageFlag.Ephemeral });
+      expect(answer?.data, customId).toMatchObject({ content: GONE, flags: PRIVATE });
     }
     // A real review id pressed on a message that is not the job's gallery.
     const elsewhere = fake.pressButton({ customId: encodeAction({ kind: 'review', jobId, image: 1, status: 'approved' }), messageId: progressId });
-    expect((await answerOf(fake, elsewhere.id))[0]?.data).toMatchObject({ content: GONE, flags: MessageFlag.Ephemeral });
+    expect((await answerOf(fake, elsewhere.id))[0]?.data).toMatchObject({ content: GONE, flags: PRIVATE });
     expect(fake.message(progressId)?.content).toContain('Done: 1 image');
     // Still serving: a real button works after the forged ones.
     const press = fake.pressButton({ customId: encodeAction({ kind: 'review', jobId, image: 1, status: 'approved' }), messageId: page!.id });
@@ -129,7 +128,7 @@ describe('Discord gallery buttons', () => {
 
     const press = fake.pressButton({ customId: encodeAction({ kind: 'review', jobId, image: 1, status: 'approved' }), messageId: page!.id });
     const [answer] = await answerOf(fake, press.id);
-    expect(answer?.data).toMatchObject({ content: GENERIC_FAILURE, flags: MessageFlag.Ephemeral });
+    expect(answer?.data).toMatchObject({ content: GENERIC_FAILURE, flags: PRIVATE });
     const logged = lines.join('');
     expect(logged).toContain('discord interaction failed');
     expect(logged).toContain('ENOENT');
