@@ -95,12 +95,18 @@ export async function startPlayground(app: App, options: { port?: number; host?:
   app.engine.on('progress', onProgress);
   app.engine.on('finished', onFinished);
 
-  /**
-   * Whether a job is the playground's own. Other platforms' jobs get the same answer as a job that
-   * does not exist, so their ids reveal nothing here.
-   */
+  /** Whether a job is the playground's own: only those are shown, reviewed, cancelled or served here. */
   const ours = (job: Readonly<Job> | undefined): job is Job =>
     job?.requester.platform === 'playground' && job.requester.tenant === requester.tenant;
+
+  /** Answers 403 for another platform's job (nothing changes) or 404 for none, and says so; false when it is ours. */
+  async function refuseForeign(res: ServerResponse, jobId: string): Promise<boolean> {
+    const job = await app.engine.get(jobId);
+    if (ours(job)) return false;
+    if (job) sendJson(res, 403, { error: `Forbidden: job ${jobId} is not a playground job; it can only be reviewed where it was made.` });
+    else sendJson(res, 404, NOT_FOUND);
+    return true;
+  }
 
   async function transcript(): Promise<TranscriptEntry[]> {
     return (await app.keyv.get<TranscriptEntry[]>(TRANSCRIPT_KEY)) ?? [];
@@ -164,16 +170,17 @@ export async function startPlayground(app: App, options: { port?: number; host?:
       if (status !== 'approved' && status !== 'rejected' && status !== 'pending') {
         return sendJson(res, 400, { error: 'Expected `status` to be approved, rejected or pending.' });
       }
-      if (!ours(await app.engine.get(review[1]!))) return sendJson(res, 404, NOT_FOUND);
+      if (await refuseForeign(res, review[1]!)) return;
       return answerJob(res, app.engine.review(review[1]!, Number(review[2]), status, { id: requester.userId, name: requester.userName }));
     }
     const cancel = /^\/api\/jobs\/([\w-]{1,40})\/cancel$/.exec(url.pathname);
     if (req.method === 'POST' && cancel) {
-      if (!ours(await app.engine.get(cancel[1]!))) return sendJson(res, 404, NOT_FOUND);
+      if (await refuseForeign(res, cancel[1]!)) return;
       return answerJob(res, app.engine.cancel(cancel[1]!, { id: requester.userId, name: requester.userName }));
     }
     const image = /^\/images\/([\w-]{1,40})\/(pending-review|approved|rejected)\/([\w.-]{1,40})$/.exec(url.pathname);
-    if (req.method === 'GET' && image && !image[3]!.startsWith('.') && ours(await app.engine.get(image[1]!))) {
+    if (req.method === 'GET' && image && !image[3]!.startsWith('.')) {
+      if (await refuseForeign(res, image[1]!)) return;
       return sendFile(res, path.join(app.files.jobDir(image[1]!), image[2]!, image[3]!), 'private, max-age=3600');
     }
     sendJson(res, 404, NOT_FOUND);

@@ -161,28 +161,28 @@ describe('playground server guard', () => {
 });
 
 describe('playground tenant isolation', () => {
-  it('answers a review of a guild’s job "Not found" and leaves its image pending', async () => {
+  it('refuses a review of a guild’s job with 403 and leaves its image pending', async () => {
     const { app, post } = await playground();
     const guildJob = await app.engine.submit(parseImagineText('a guild fox --count 2', app.limits), GUILD);
     await app.engine.waitFor(guildJob.id);
     const answer = await post(`/api/jobs/${guildJob.id}/images/1/review`, { status: 'approved' });
-    expect(answer.status).toBe(404);
-    expect(answer.json()).toEqual({ error: 'Not found' });
-    // the same answer as a job that does not exist: the id reveals nothing
-    expect((await post('/api/jobs/20990101-deadbeef/images/1/review', { status: 'approved' })).json()).toEqual({ error: 'Not found' });
+    expect(answer.status).toBe(403);
+    expect(answer.json()).toEqual({ error: `Forbidden: job ${guildJob.id} is not a playground job; it can only be reviewed where it was made.` });
+    // a job that does not exist is simply not found
+    expect((await post('/api/jobs/20990101-deadbeef/images/1/review', { status: 'approved' })).status).toBe(404);
     const after = await app.engine.get(guildJob.id);
     expect(after?.images.map((image) => image.review.status)).toEqual(['pending', 'pending']);
     expect(await filesIn(app, guildJob.id, 'pending-review')).toEqual(['001.png', '002.png']);
     expect(await filesIn(app, guildJob.id, 'approved')).toEqual([]);
   });
 
-  it('answers a cancel of a guild’s running job "Not found" and leaves it running', async () => {
+  it('refuses a cancel of a guild’s running job with 403 and leaves it running', async () => {
     const { app, post } = await playground({ LOCAL_LATENCY_MS: '2000', LOCAL_CONCURRENCY: '1' });
     const guildJob = await app.engine.submit(parseImagineText('a slow guild fox --count 8', app.limits), GUILD);
     onCleanup(() => app.engine.cancel(guildJob.id, { id: 'test' }).then(() => undefined, () => undefined));
     const answer = await post(`/api/jobs/${guildJob.id}/cancel`, {});
-    expect(answer.status).toBe(404);
-    expect(answer.json()).toEqual({ error: 'Not found' });
+    expect(answer.status).toBe(403);
+    expect(answer.json().error).toMatch(/^Forbidden: job \S+ is not a playground job/);
     const after = await app.engine.get(guildJob.id);
     expect(after?.canceledBy).toBeUndefined();
     expect(after?.state).not.toBe('canceled');
@@ -195,8 +195,8 @@ describe('playground tenant isolation', () => {
     const done = await app.engine.waitFor(guildJob.id);
     expect(await filesIn(app, guildJob.id, 'pending-review')).toEqual(['001.png']);
     const answer = await send('GET', `/images/${guildJob.id}/${done.images[0]!.file}`);
-    expect(answer.status).toBe(404);
-    expect(answer.json()).toEqual({ error: 'Not found' });
+    expect(answer.status).toBe(403);
+    expect(answer.headers['content-type']).toMatch(/^application\/json/);
 
     // while the playground's own image, at the same kind of path, is served
     const { job } = (await post('/api/command', { text: '/imagine a fox --count 1' })).json();
