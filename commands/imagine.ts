@@ -48,6 +48,7 @@ export function definition(limits: ImagineLimits): CommandDefinition {
 
 // Control characters (but newlines and tabs) and zero-width marks carry nothing a model can use and
 // make prompts look empty when they are not; drop them before measuring.
+// eslint-disable-next-line no-control-regex -- control characters are exactly what this removes
 const INVISIBLE = /[\u0000-\u0008\u000B-\u001F\u007F\u200B-\u200D\u2060\uFEFF]/g;
 
 function cleanText(value: string): string {

@@ -115,7 +115,7 @@ export class BatchRunner {
         count,
         seed: seedAt(batch.seed, batch.delivered),
       };
-      const requestId = await this.scheduler.throttle(
+      await this.scheduler.throttle(
         provider.name,
         async () => {
           this.submitting += 1;

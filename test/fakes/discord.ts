@@ -22,7 +22,6 @@ import { WebSocketServer, type WebSocket } from 'ws';
 // Public types
 
 /** A JSON object as Discord sends and receives it. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type JsonObject = Record<string, any>;
 
 export interface FakeGuildChannelInit {
@@ -2091,6 +2090,7 @@ class FakeDiscordImpl implements FakeDiscord {
   waitFor<T>(predicate: (fake: FakeDiscord) => T | undefined | null | false, options: WaitOptions = {}): Promise<T> {
     const timeoutMs = options.timeoutMs ?? 5000;
     return new Promise<T>((resolve, reject) => {
+      // eslint-disable-next-line prefer-const -- assigned below, after the closures that read it
       let timer: NodeJS.Timeout | undefined;
       const cleanup = (): void => {
         if (timer) clearTimeout(timer);

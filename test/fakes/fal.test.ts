@@ -5,7 +5,7 @@ import { onCleanup, rejectionOf } from '../helpers.js';
 import { describe, it, expect } from 'vitest';
 import sharp from 'sharp';
 import { ApiError, ValidationError, createFalClient, type FalClient } from '@fal-ai/client';
-import { startFakeFal, type FakeFal } from './fal.js';
+import { startFakeFal } from './fal.js';
 import { loopbackFetch, pollUntil } from './http.js';
 
 const ENDPOINT = 'fal-ai/flux/schnell';

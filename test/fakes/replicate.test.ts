@@ -4,7 +4,7 @@ import { onCleanup, rejectionOf } from '../helpers.js';
 import { describe, it, expect } from 'vitest';
 import sharp from 'sharp';
 import Replicate, { type ApiError, type Prediction } from 'replicate';
-import { REPLICATE_NSFW_ERROR, startFakeReplicate, type FakeReplicate } from './replicate.js';
+import { REPLICATE_NSFW_ERROR, startFakeReplicate } from './replicate.js';
 import { FaultBook, loopbackFetch, pollUntil, type Fault, type FaultRule } from './http.js';
 
 const MODEL = 'black-forest-labs/flux-schnell';

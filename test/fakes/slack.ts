@@ -527,7 +527,7 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
     calls.push(call);
     for (const waiter of [...waiters]) {
       if (call.seq <= waiter.since) continue;
-      let matched = false;
+      let matched: boolean;
       try {
         matched = waiter.predicate(call);
       } catch (err) {

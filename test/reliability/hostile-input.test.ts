@@ -19,6 +19,7 @@ function valid(request: ImagineRequest): void {
   const chars = Array.from(request.prompt);
   expect(chars.length).toBeGreaterThanOrEqual(1);
   expect(chars.length).toBeLessThanOrEqual(1500);
+  // eslint-disable-next-line no-control-regex -- the test asserts no control character survives
   expect(request.prompt).not.toMatch(/[\u0000-\u0008\u000B-\u001F\u007F\u200B-\u200D\u2060\uFEFF]/);
   expect(request.prompt).toBe(request.prompt.trim());
   expect(Number.isInteger(request.count) && request.count >= 1 && request.count <= 100).toBe(true);

@@ -91,7 +91,8 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
   } catch (error) {
     relay.close();
     await client.destroy();
-    // discord.js's messages name no token, but the error is rebuilt to be sure.
+    // discord.js's messages name no token, but the error is rebuilt (without its cause) to be sure.
+    // eslint-disable-next-line preserve-caught-error -- the cause could carry request details; its message is kept
     throw new Error(`Discord login failed: ${String(describeError(error)['message'])}`);
   }
   log.info({ user: client.user?.tag, api: config.apiUrl }, 'discord adapter ready');

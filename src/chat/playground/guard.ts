@@ -46,6 +46,7 @@ export function refusal(allowedHosts: readonly string[], req: GuardedRequest, si
 /** A header value as the reason quotes it: short and on one line, whatever the sender put there. */
 function shown(value: string | undefined): string {
   if (value === undefined || value === '') return 'none';
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what this replaces
   const clean = value.replace(/[\u0000-\u001f\u007f`]/g, '?');
   return `\`${clean.length > 80 ? `${clean.slice(0, 80)}…` : clean}\``;
 }

@@ -24,7 +24,7 @@ export class Moderators {
     if (this.reviewers.has(userId)) return true;
     const cached = this.cache.get(userId);
     if (cached && cached.until > this.now()) return cached.moderator;
-    let moderator = false;
+    let moderator: boolean;
     try {
       const { user } = await client.users.info({ user: userId });
       moderator = Boolean(user && !user.deleted && (user.is_admin || user.is_owner || user.is_primary_owner));
