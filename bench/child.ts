@@ -25,6 +25,8 @@ async function build(spec: CoreSpec, dir: string): Promise<App> {
     OUTPUT_DIR: path.join(dir, 'output'),
     MAX_IMAGES_PER_JOB: '1000',
     TENANT_RATE_LIMIT: '',
+    // speed is measured here, not quotas: no cap across tenants
+    GLOBAL_DAILY_IMAGES: '0',
     HEALTH_PORT: 'off',
     PLAYGROUND: 'off',
     LOG_LEVEL: 'silent',
