@@ -13,7 +13,7 @@ import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import net, { type LookupFunction } from 'node:net';
 import ipaddr from 'ipaddr.js';
-import { ProviderError } from '../core/provider.js';
+import { DOWNLOAD_RETRY_CAP_MS, ProviderError } from '../core/provider.js';
 import { retryAfterMs } from './http.js';
 
 export interface DownloadPolicy {
@@ -41,8 +41,6 @@ export const FAL_MEDIA_HOSTS: readonly string[] = ['fal.media'];
 export const REPLICATE_MEDIA_HOSTS: readonly string[] = ['replicate.delivery'];
 
 const NOT_ALLOWED = 'the image URL is not on an allowed download host';
-/** An image host may ask us to wait, but never longer than the normal backoff's ceiling. */
-const IMAGE_RETRY_AFTER_CAP_MS = 10_000;
 /** Enough of an error body to find `retry_after`, and no more. */
 const ERROR_BODY_BYTES = 4096;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -294,7 +292,7 @@ async function statusError(res: IncomingMessage, status: number): Promise<Provid
   // where 'rate_limited' would pause every call to the provider.
   return new ProviderError('server', `image download failed (HTTP ${status})`, {
     status,
-    ...(wait === undefined ? {} : { retryAfterMs: Math.min(IMAGE_RETRY_AFTER_CAP_MS, wait) }),
+    ...(wait === undefined ? {} : { retryAfterMs: Math.min(DOWNLOAD_RETRY_CAP_MS, wait) }),
   });
 }
 

@@ -5,16 +5,16 @@
  * and counts attempts — so this fetch turns every transient failure into a ProviderError, and the
  * one-shot variant replays that error to an SDK that tries again instead of sending the request twice.
  */
-import { ProviderError } from '../core/provider.js';
+import { ProviderError, RETRY_AFTER_CAP_MS } from '../core/provider.js';
 
 export type Fetch = typeof fetch;
 
 /**
- * The longest wait any Retry-After may ask for. The value comes from outside (a provider, an image
- * host), and a timer armed past 2³¹−1 ms fires at once instead of never, so an absurd value would
- * turn a pause into a hammering loop; five minutes is longer than any real provider asks.
+ * Every Retry-After is capped at RETRY_AFTER_CAP_MS (core/provider.ts). The value comes from outside
+ * (a provider, an image host), and a timer armed past 2³¹−1 ms fires at once instead of never, so an
+ * absurd value would turn a pause into a hammering loop; five minutes is longer than any real provider asks.
  */
-export const RETRY_AFTER_CAP_MS = 300_000;
+export { RETRY_AFTER_CAP_MS };
 
 const cappedWait = (ms: number): number => Math.min(RETRY_AFTER_CAP_MS, Math.max(0, ms));
 

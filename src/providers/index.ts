@@ -18,13 +18,12 @@ export interface ProviderOverrides {
  * Where a provider's images may come from: its own media hosts, the origin of its configured base URL
  * (a proxy or a fake, allowed explicitly), and DOWNLOAD_HOSTS.
  */
-function downloaderFor(config: Config, mediaHosts: readonly string[], baseUrl: string | undefined, overrides: ProviderOverrides): Downloader {
+function downloaderFor(config: Config, mediaHosts: readonly string[], baseUrl: string | undefined): Downloader {
   return createDownloader({
     mediaHosts,
     trustedOrigins: baseUrl ? [new URL(baseUrl).origin] : [],
     extraHosts: config.downloadHosts,
     maxBytes: config.maxImageBytes,
-    ...(overrides.requestTimeoutMs ? { timeoutMs: Math.max(overrides.requestTimeoutMs, 30_000) } : {}),
   });
 }
 
@@ -36,7 +35,7 @@ export function createProviders(config: Config, overrides: ProviderOverrides = {
           fal: new FalProvider({
             key: config.fal.key,
             baseUrl: config.fal.baseUrl,
-            download: downloaderFor(config, FAL_MEDIA_HOSTS, config.fal.baseUrl, overrides),
+            download: downloaderFor(config, FAL_MEDIA_HOSTS, config.fal.baseUrl),
             ...http,
           }),
         }
@@ -51,7 +50,6 @@ export function createProviders(config: Config, overrides: ProviderOverrides = {
               config,
               REPLICATE_MEDIA_HOSTS,
               config.replicate.baseUrl === DEFAULT_REPLICATE_BASE_URL ? undefined : config.replicate.baseUrl,
-              overrides,
             ),
             ...http,
           }),
