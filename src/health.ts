@@ -18,7 +18,10 @@ export interface HealthServer {
   stop(): Promise<void>;
 }
 
-export function createMetrics(app: App): { registry: Registry; detach: () => void } {
+/** What health and metrics read of the app: the engine, the store, the providers. */
+export type Observed = Pick<App, 'engine' | 'keyv' | 'providers'>;
+
+export function createMetrics(app: Pick<Observed, 'engine' | 'providers'>): { registry: Registry; detach: () => void } {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'art_factory_' });
   const providers = Object.keys(app.providers) as ProviderName[];
@@ -71,7 +74,7 @@ export function createMetrics(app: App): { registry: Registry; detach: () => voi
   };
 }
 
-export async function startHealthServer(app: App, adapters: () => ChatAdapter[], port: number): Promise<HealthServer> {
+export async function startHealthServer(app: Observed, adapters: () => ChatAdapter[], port: number): Promise<HealthServer> {
   const { registry, detach } = createMetrics(app);
   const server: Server = createServer((req, res) => {
     void (async () => {

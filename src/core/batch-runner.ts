@@ -1,360 +1,215 @@
 /**
- * Runs one batch against its provider: submit (through the provider's gate, saving the request id
- * before anything else), poll, fetch the result, download each image into the job folder. Decides
- * what a failure means: retry with backoff (pausing the provider on a 429), ask again for the rest of
- * a partial output, send a lost call again, or fail the batch for good with its reason.
+ * Runs one batch against its provider by doing what the batch machine (batch-state.ts) decides:
+ * submit (through the provider's gate), poll, fetch the result, download each output into the job
+ * folder. It reports every outcome to the recorder (the engine), which applies it to the job under the job's lock
+ * and answers with the next decision. The runner owns the I/O; the policy is the machine's.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
-import { seedAt } from './planner.js';
+import { afterStatus, afterStatusError, type BatchEvent, type Decision, type PollDecision, type RetrySettings } from './batch-state.js';
+import { delay } from './delay.js';
 import type { CallRecord, ImageStorage, Logger } from './ports.js';
-import { FINAL_BATCH } from './progress.js';
-import { asImageError, asProviderError, ProviderError, RETRY_AFTER_CAP_MS, type OutputImage, type Provider } from './provider.js';
-import { oneLine } from './views.js';
+import { asImageError, asProviderError, type BatchCall, type OutputImage, type Provider } from './provider.js';
 import type { FairScheduler } from './scheduler.js';
 import type { Job, ProviderName } from './types.js';
 
-/** 429s a batch may meet, as a multiple of the attempt limit, before it gives up */
-const THROTTLE_ALLOWANCE = 4;
-
-export interface RetrySettings {
-  /** failed tries per batch before it fails for good */
-  maxAttempts: number;
-  /** longest one provider call may take from submit to result */
-  callTimeoutMs: number;
-  /** first retry delay @default 1000; later ones grow ×1.5 up to retryMaxMs */
-  retryBaseMs?: number;
-  /** @default 10000 */
-  retryMaxMs?: number;
-  /** time between status polls @default a tenth of the provider's typical call, 20 ms to 1 s */
-  pollIntervalMs?: number;
+/** What the runner needs from whoever owns the jobs (the engine): read a job, record what happened. */
+export interface BatchRecorder {
+  /** the job as it stands: a read-only snapshot, or undefined once it is gone */
+  job(jobId: string): Readonly<Job> | undefined;
+  /** applies what happened to a batch under the job's lock, and answers what to do next */
+  record(jobId: string, batchIndex: number, event: BatchEvent): Promise<Decision>;
+  /** one provider request, for the metrics */
+  call(record: CallRecord): void;
 }
 
-/** What the runner needs from the engine that owns the jobs. */
-export interface BatchHost {
-  job(jobId: string): Job | undefined;
-  change(jobId: string, apply: (job: Job) => void | Promise<void>, options?: { manifest?: boolean; durable?: boolean }): Promise<Job>;
-  progress(job: Job): void;
-  schedule(job: Job, batchIndex: number, delayMs: number): void;
-  stopping(): boolean;
-  emit(event: 'call', record: CallRecord): boolean;
-  emit(event: 'images', images: { provider: ProviderName; count: number }): boolean;
+export interface RunnerDeps {
+  recorder: BatchRecorder;
+  providers: Partial<Record<ProviderName, Provider>>;
+  files: ImageStorage;
+  /** the provider's gate: submits wait here for a pause to end and a place in the rate window */
+  gate: Pick<FairScheduler, 'throttle'>;
+  settings: RetrySettings;
+  log: Logger;
+  now: () => number;
+}
+
+/** One try of one batch: what every step of it needs to know. */
+interface Run {
+  jobId: string;
+  batchIndex: number;
+  job: Readonly<Job>;
+  provider: Provider;
+  signal: AbortSignal;
+  /** outputs of the call, once fetched */
+  outputs: OutputImage[];
 }
 
 export class BatchRunner {
   /** submits between "sent" and "request id saved" */
-  submitting = 0;
+  private submitting = 0;
   /** recent call durations per provider, for ETAs */
-  readonly callMs = new Map<ProviderName, number>();
+  private readonly callMs = new Map<ProviderName, number>();
 
-  constructor(
-    private readonly host: BatchHost,
-    private readonly deps: {
-      providers: Partial<Record<ProviderName, Provider>>;
-      files: ImageStorage;
-      scheduler: FairScheduler;
-      settings: RetrySettings;
-      log: Logger;
-      now: () => number;
-    },
-  ) {}
+  constructor(private readonly deps: RunnerDeps) {}
 
-  private now(): number {
-    return this.deps.now();
+  /** Submits on their way whose request id is not saved yet (a shutdown lets them finish). */
+  submitsInFlight(): number {
+    return this.submitting;
   }
 
-  private iso(): string {
-    return new Date(this.now()).toISOString();
+  /** How long a call to this provider takes these days, once one has finished. */
+  recentCallMs(provider: ProviderName): number | undefined {
+    return this.callMs.get(provider);
   }
 
-  private get log(): Logger {
-    return this.deps.log;
-  }
-
-  private get scheduler(): FairScheduler {
-    return this.deps.scheduler;
-  }
-
-  /** One try of a batch; never throws (a failure is recorded on the batch and maybe retried). */
+  /** One try of a batch; settles its own failures (each is recorded, and maybe retried). */
   async run(jobId: string, batchIndex: number, signal: AbortSignal): Promise<void> {
-    try {
-      await this.runBatch(jobId, batchIndex, signal);
-    } catch (error) {
-      await this.afterFailure(jobId, batchIndex, error, signal);
-    }
-  }
-
-  private async runBatch(jobId: string, batchIndex: number, signal: AbortSignal): Promise<void> {
-    const job = this.host.job(jobId);
-    if (!job || job.canceledBy || signal.aborted) return;
-    const batch = job.batches[batchIndex]!;
-    if (FINAL_BATCH.has(batch.state)) return;
+    const job = this.deps.recorder.job(jobId);
+    if (!job || signal.aborted) return;
     const provider = this.deps.providers[job.request.provider]!;
-    const model = job.request.model;
-    const started = this.now();
-
-    if (!batch.requestId) {
-      const count = batch.size - batch.delivered;
-      // Written with the request id below (or redone after a crash, when the call is sent again).
-      await this.host.change(
-        jobId,
-        (j) => {
-          const b = j.batches[batchIndex]!;
-          b.state = 'submitted';
-          b.attempts += 1;
-          b.submittedAt = new Date(started).toISOString();
-          if (j.state === 'queued') j.state = 'running';
-        },
-        { durable: false },
-      );
-      this.host.progress(job);
-      const call = {
-        prompt: job.request.prompt,
-        negative: job.request.negative,
-        model,
-        aspectRatio: job.request.aspectRatio,
-        count,
-        seed: seedAt(batch.seed, batch.delivered),
-      };
-      await this.scheduler.throttle(
-        provider.name,
-        async () => {
-          this.submitting += 1;
-          try {
-            const id = await this.track(provider, 'submit', () => provider.submit(call, signal));
-            await this.host.change(jobId, (j) => {
-              const b = j.batches[batchIndex]!;
-              b.requestId = id;
-              b.requestIds.push(id);
-            });
-            return id;
-          } finally {
-            this.submitting -= 1;
-          }
-        },
-        signal,
-      );
-      this.host.progress(job);
-    } else if (job.state === 'queued') {
-      await this.host.change(jobId, (j) => void (j.state = 'running'), { durable: false });
-    }
-
-    const requestId = batch.requestId!;
-    const deadline = Date.parse(batch.submittedAt ?? new Date(started).toISOString()) + this.deps.settings.callTimeoutMs;
-    await this.poll(provider, jobId, batch.index, requestId, model, deadline, signal);
-    const outputs = await this.track(provider, 'result', () => provider.result(requestId, model, signal));
-    const { refused, reason } = await this.saveOutputs(provider, jobId, batchIndex, requestId, outputs, signal);
-
-    const wanted = batch.size - batch.delivered;
-    if (refused > 0 && wanted > 0) {
-      // Asking again would pay for the same refusal: the batch ends with what it kept.
-      throw new ProviderError('refused', `${refused} of ${outputs.length} images refused: ${reason}`);
-    }
-    if (wanted > 0) {
-      // A partial output keeps what came and asks again for the rest, as a new call.
-      await this.host.change(jobId, (j) => void (j.batches[batchIndex]!.requestId = undefined));
-      throw new ProviderError('failed', `partial output: the provider returned ${outputs.length} of ${outputs.length + wanted} images`);
-    }
-    this.recordCallTime(provider.name, this.now() - started);
-    await this.host.change(
-      jobId,
-      (j) => {
-        const b = j.batches[batchIndex]!;
-        b.state = 'done';
-        b.error = undefined;
-        b.finishedAt = this.iso();
-      },
-      // The manifest follows at the job's end (and at each review): a whole file per batch costs
-      // more than the few calls it would save a reader after a crash.
-    );
-    this.host.progress(job);
-  }
-
-  /** Polls until the call ends. Transient status errors are waited out; the call is kept, not resent. */
-  private async poll(
-    provider: Provider,
-    jobId: string,
-    batchIndex: number,
-    requestId: string,
-    model: string,
-    deadline: number,
-    signal: AbortSignal,
-  ): Promise<void> {
-    const interval = this.deps.settings.pollIntervalMs ?? Math.min(1000, Math.max(20, (provider.typicalCallMs ?? 5000) / 10));
-    let transient = 0;
+    const run: Run = { jobId, batchIndex, job, provider, signal, outputs: [] };
+    const started = this.deps.now();
+    let decision = await this.deps.recorder.record(jobId, batchIndex, { type: 'start' });
     for (;;) {
-      let status;
       try {
-        status = await this.track(provider, 'status', () => provider.status(requestId, model, signal));
-        transient = 0;
+        switch (decision.kind) {
+          case 'submit':
+            decision = await this.submit(run, decision);
+            continue;
+          case 'poll':
+            decision = await this.poll(run, decision);
+            continue;
+          case 'download':
+            decision = await this.download(run, decision);
+            continue;
+          case 'cancel':
+            if (decision.requestId) await provider.cancel(decision.requestId, job.request.model).catch(() => {});
+            return;
+          case 'done':
+            this.recordCallTime(provider.name, this.deps.now() - started);
+            return;
+          default:
+            // retry, fail, stop: the engine has acted on them already
+            return;
+        }
       } catch (error) {
-        const failure = asProviderError(error);
-        if (signal.aborted || !failure.retryable) throw failure;
-        transient += 1;
-        if (this.now() > deadline) await this.abandon(provider, jobId, batchIndex, requestId, model);
-        const wait = Math.min(RETRY_AFTER_CAP_MS, Math.max(failure.details.retryAfterMs ?? 0, this.backoff(transient)));
-        await sleep(wait, undefined, { signal });
-        continue;
+        decision = await this.deps.recorder.record(jobId, batchIndex, this.failure(error, run));
       }
-      if (status.state === 'succeeded') return;
-      if (status.state === 'failed' || status.state === 'canceled') {
-        await this.host.change(jobId, (j) => void (j.batches[batchIndex]!.requestId = undefined));
-        throw new ProviderError('failed', status.state === 'failed' ? `the provider reported: ${status.error}` : 'the call was cancelled at the provider');
-      }
-      // Checked after a status, not before: a call that finished while we were down is still collected.
-      if (this.now() > deadline) await this.abandon(provider, jobId, batchIndex, requestId, model);
-      await sleep(interval, undefined, { signal });
     }
   }
 
-  /** Gives up on a call that took too long: cancels it at the provider and forgets it, so it is sent again. */
-  private async abandon(provider: Provider, jobId: string, batchIndex: number, requestId: string, model: string): Promise<never> {
-    await provider.cancel(requestId, model).catch(() => {});
-    await this.host.change(jobId, (j) => void (j.batches[batchIndex]!.requestId = undefined));
-    throw new ProviderError('timeout', `no result within ${Math.round(this.deps.settings.callTimeoutMs / 1000)} s; the call was cancelled`);
+  private failure(error: unknown, run: Run, dropCall = false): BatchEvent {
+    return { type: 'error', error: asProviderError(error), aborted: run.signal.aborted, ...(dropCall ? { dropCall } : {}) };
   }
 
   /**
-   * Downloads and keeps the outputs of one call. Outputs kept on an earlier try of the same call are
-   * skipped by their index in the call, so a download that failed part-way is retried for the missing
-   * outputs only: nothing paid for is lost, nothing is saved twice. A refused output (not an allowed
-   * host, too large, not an image) fails that image; the others are still kept. Returns the reason of
-   * the first refusal, if any.
+   * Sends the call through the provider's gate and records its request id before the gate lets the
+   * next submit through. A failed submit is recorded there too: a 429 pauses the whole lane before
+   * another tenant's submit can pass.
    */
-  private async saveOutputs(
-    provider: Provider,
-    jobId: string,
-    batchIndex: number,
-    requestId: string,
-    outputs: OutputImage[],
-    signal: AbortSignal,
-  ): Promise<{ refused: number; reason?: string }> {
-    const job = this.host.job(jobId)!;
-    const batch = job.batches[batchIndex]!;
-    const width = String(job.request.count).length < 3 ? 3 : String(job.request.count).length;
-    const refusal: { refused: number; reason?: string } = { refused: 0 };
-    for (const [position, output] of outputs.entries()) {
-      if (batch.delivered >= batch.size) break;
-      if (job.images.some((img) => img.batchIndex === batchIndex && img.requestId === requestId && img.output === position)) continue;
-      const number = batch.start + batch.delivered + 1;
-      let stored: Awaited<ReturnType<ImageStorage['writeImage']>>;
-      try {
-        const bytes = await this.track(provider, 'download', () => provider.download(output, signal));
-        stored = await this.deps.files.writeImage(jobId, String(number).padStart(width, '0'), bytes);
-      } catch (error) {
-        const failure = asImageError(error);
-        if (failure.kind !== 'refused' || signal.aborted) throw failure;
-        refusal.refused += 1;
-        refusal.reason ??= failure.message;
-        this.log.warn({ job: jobId, batch: batchIndex, output: position }, `image refused: ${failure.message}`);
-        continue;
-      }
-      await this.host.change(jobId, (j) => {
-        const b = j.batches[batchIndex]!;
-        j.images = j.images.filter((img) => img.index !== number);
-        j.images.push({
-          index: number,
-          batchIndex,
-          file: stored.file,
-          width: stored.width,
-          height: stored.height,
-          seed: output.seed ?? b.seed,
-          requestId,
-          output: position,
-          nsfw: output.nsfw,
-          contentType: stored.contentType,
-          review: { status: 'pending' },
-        });
-        j.images.sort((a, b2) => a.index - b2.index);
-        b.delivered += 1;
-        if (output.nsfw) b.nsfw = true;
-        // Not awaited to disk: after a crash the call is polled again and its images fetched again.
-      }, { durable: false });
-      this.host.emit('images', { provider: provider.name, count: 1 });
-      this.host.progress(job);
-    }
-    return refusal;
-  }
-
-  private async afterFailure(jobId: string, batchIndex: number, error: unknown, signal: AbortSignal): Promise<void> {
-    const job = this.host.job(jobId);
-    if (!job) return;
-    const batch = job.batches[batchIndex]!;
-    const provider = this.deps.providers[job.request.provider]!;
-    if (job.canceledBy) {
-      if (batch.requestId) await provider.cancel(batch.requestId, job.request.model).catch(() => {});
-      await this.host.change(jobId, (j) => {
-        const b = j.batches[batchIndex]!;
-        if (!FINAL_BATCH.has(b.state)) Object.assign(b, { state: 'canceled', finishedAt: this.iso() });
-      });
-      return;
-    }
-    // Shutting down: leave the batch as persisted (its request id, if any, is polled on the next start).
-    if (this.host.stopping() && signal.aborted) return;
-
-    let failure = asProviderError(error);
-    // A call the provider no longer knows (purged, or the local provider restarted) is sent again.
-    const lost = failure.kind === 'not_found' && batch.requestId !== undefined;
-    if (lost) failure = new ProviderError('failed', `the provider no longer knows call ${batch.requestId}; sending it again`);
-    // A 429 is pacing, not a fault of the call: it has its own, larger allowance, so a batch that
-    // waits its turn through a busy minute does not fail for it.
-    const throttled = (batch.throttled ?? 0) + (failure.kind === 'rate_limited' ? 1 : 0);
-    const failures = batch.failures + (failure.kind === 'rate_limited' ? 0 : 1);
-    // A provider's 429 may ask for up to 5 minutes; anyone else's Retry-After (an image host's, a 503's)
-    // is honoured only up to the normal backoff's ceiling.
-    const retryAfterCap = failure.kind === 'rate_limited' ? RETRY_AFTER_CAP_MS : (this.deps.settings.retryMaxMs ?? 10_000);
-    const retryAfterMs = failure.details.retryAfterMs === undefined ? undefined : Math.min(retryAfterCap, failure.details.retryAfterMs);
-    // Only the provider's own API answers get here as rate_limited (image hosts never do: asImageError).
-    if (failure.kind === 'rate_limited') this.scheduler.pause(provider.name, retryAfterMs ?? this.backoff(throttled));
-    const { maxAttempts } = this.deps.settings;
-    const retry =
-      failure.retryable && (failure.kind === 'rate_limited' ? throttled < maxAttempts * THROTTLE_ALLOWANCE : failures < maxAttempts);
-    this.log.warn(
-      { job: jobId, batch: batchIndex, kind: failure.kind, status: failure.details.status, failures, retry },
-      `batch call failed: ${failure.message}`,
-    );
-    await this.host.change(
-      jobId,
-      (j) => {
-        const b = j.batches[batchIndex]!;
-        b.failures = failures;
-        if (throttled > 0) b.throttled = throttled;
-        b.error = oneLine(failure.message);
-        if (lost) b.requestId = undefined;
-        if (retry) {
-          b.state = b.requestId ? 'submitted' : 'queued';
-        } else {
-          b.state = 'failed';
-          b.requestId = undefined;
-          b.finishedAt = this.iso();
+  private async submit(run: Run, decision: Extract<Decision, { kind: 'submit' }>): Promise<Decision> {
+    const { request } = run.job;
+    const call: BatchCall = {
+      prompt: request.prompt,
+      negative: request.negative,
+      model: request.model,
+      aspectRatio: request.aspectRatio,
+      count: decision.count,
+      seed: decision.seed,
+    };
+    return this.deps.gate.throttle(
+      run.provider.name,
+      async () => {
+        this.submitting += 1;
+        try {
+          let requestId: string;
+          try {
+            requestId = await this.track(run.provider, 'submit', () => run.provider.submit(call, run.signal));
+          } catch (error) {
+            return await this.deps.recorder.record(run.jobId, run.batchIndex, this.failure(error, run));
+          }
+          return await this.deps.recorder.record(run.jobId, run.batchIndex, { type: 'submitted', requestId });
+        } finally {
+          this.submitting -= 1;
         }
       },
-      { manifest: !retry },
+      run.signal,
     );
-    if (retry) {
-      const delay = Math.max(this.backoff(failures + throttled), retryAfterMs ?? 0);
-      this.host.schedule(job, batchIndex, delay);
+  }
+
+  /** Polls until the call ends, then fetches its outputs; the machine says how long to wait and when to give up. */
+  private async poll(run: Run, decision: Extract<Decision, { kind: 'poll' }>): Promise<Decision> {
+    const { provider, signal } = run;
+    const { model } = run.job.request;
+    const { requestId, deadline } = decision;
+    let transient = 0;
+    const context = () => ({ now: this.deps.now(), deadline, settings: this.deps.settings, typicalCallMs: provider.typicalCallMs });
+    for (;;) {
+      let next: PollDecision;
+      try {
+        const status = await this.track(provider, 'status', () => provider.status(requestId, model, signal));
+        transient = 0;
+        next = afterStatus(status, context());
+      } catch (error) {
+        transient += 1;
+        next = afterStatusError(asProviderError(error), transient, signal.aborted, context());
+      }
+      switch (next.kind) {
+        case 'wait':
+          await delay(next.ms, signal);
+          continue;
+        case 'fetch': {
+          run.outputs = await this.track(provider, 'result', () => provider.result(requestId, model, signal));
+          return this.deps.recorder.record(run.jobId, run.batchIndex, { type: 'fetched', outputs: run.outputs.length });
+        }
+        case 'abandon':
+          await provider.cancel(requestId, model).catch(() => {});
+          return this.deps.recorder.record(run.jobId, run.batchIndex, this.failure(next.error, run, true));
+        case 'give_up':
+          return this.deps.recorder.record(run.jobId, run.batchIndex, this.failure(next.error, run, next.dropCall));
+      }
     }
-    this.host.progress(job);
+  }
+
+  /**
+   * Downloads and keeps one output. A refused output (not an allowed host, too large, not an image)
+   * is recorded as such and the others are still kept; any other failure is the try's.
+   */
+  private async download(run: Run, decision: Extract<Decision, { kind: 'download' }>): Promise<Decision> {
+    const { provider, signal, jobId, batchIndex } = run;
+    const output = run.outputs[decision.output]!;
+    const digits = Math.max(3, String(run.job.request.count).length);
+    let stored: Awaited<ReturnType<ImageStorage['writeImage']>>;
+    try {
+      const bytes = await this.track(provider, 'download', () => provider.download(output, signal));
+      stored = await this.deps.files.writeImage(jobId, String(decision.image).padStart(digits, '0'), bytes);
+    } catch (error) {
+      const failure = asImageError(error);
+      if (failure.kind !== 'refused' || signal.aborted) throw failure;
+      this.deps.log.warn({ job: jobId, batch: batchIndex, output: decision.output }, `image refused: ${failure.message}`);
+      return this.deps.recorder.record(jobId, batchIndex, { type: 'refused', output: decision.output, reason: failure.message });
+    }
+    const image = {
+      file: stored.file,
+      width: stored.width,
+      height: stored.height,
+      contentType: stored.contentType,
+      nsfw: output.nsfw,
+      ...(output.seed !== undefined ? { seed: output.seed } : {}),
+    };
+    return this.deps.recorder.record(jobId, batchIndex, { type: 'saved', output: decision.output, image });
   }
 
   /** Runs one provider request and reports it to the metrics. */
   private async track<T>(provider: Provider, operation: CallRecord['operation'], request: () => Promise<T>): Promise<T> {
     try {
       const result = await request();
-      this.host.emit('call', { provider: provider.name, operation, outcome: 'ok' });
+      this.deps.recorder.call({ provider: provider.name, operation, outcome: 'ok' });
       return result;
     } catch (error) {
       const failure = asProviderError(error);
-      this.host.emit('call', { provider: provider.name, operation, outcome: 'error', kind: failure.kind, status: failure.details.status });
+      this.deps.recorder.call({ provider: provider.name, operation, outcome: 'error', kind: failure.kind, status: failure.details.status });
       throw error;
     }
-  }
-
-  /** 1 s, 1.5 s, 2.25 s … capped at 10 s (both configurable). */
-  private backoff(failures: number): number {
-    const base = this.deps.settings.retryBaseMs ?? 1000;
-    const max = this.deps.settings.retryMaxMs ?? 10_000;
-    return Math.min(max, base * 1.5 ** Math.max(0, failures - 1));
   }
 
   private recordCallTime(provider: ProviderName, ms: number): void {

@@ -1,25 +1,32 @@
 /**
- * The engine: accepts requests, persists jobs, plans and schedules their batches, runs each batch
- * against its provider (submit → persist the request id → poll → download), retries what can be
- * retried, resumes unfinished jobs after a restart, and reviews images. Adapters only call this and
- * render its events.
+ * The engine: accepts requests, persists jobs, plans and schedules their batches, has each batch run
+ * against its provider (batch-runner.ts) and applies what happens to it through the batch machine
+ * (batch-state.ts), resumes unfinished jobs after a restart, and reviews images. Adapters only call
+ * this and render its events.
+ *
+ * Every change to a job goes through the ledger's `change()` (ledger.ts): under the job's lock, from
+ * its current record to a new one. Records are never edited in place, and are frozen, so what the
+ * engine hands out (events, activeJobs) is a snapshot that stays as it was given.
  */
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Admission, plural, type AdmissionLimits } from './admission.js';
-import { BatchRunner, type RetrySettings } from './batch-runner.js';
+import { Admission, type AdmissionLimits } from './admission.js';
+import { BatchRunner } from './batch-runner.js';
+import { backoff, restart, type BatchEvent, type Decision, type RetrySettings } from './batch-state.js';
+import { delay } from './delay.js';
 import { UserError } from './errors.js';
-import { buildManifest } from './manifest.js';
+import { advance, cancelJob, failJob, finishJob, readyToFinish } from './job-state.js';
+import { copy, JobLedger, type ChangeOptions } from './ledger.js';
 import { planBatches, randomSeed } from './planner.js';
 import { silentLogger, type CallRecord, type ImageStorage, type JobRepository, type Logger, type Reviewer } from './ports.js';
-import { computeProgress, FINAL_BATCH, isJobFinished } from './progress.js';
+import { computeProgress, isJobFinished } from './progress.js';
 import type { Provider } from './provider.js';
 import type { Rate } from './rate.js';
 import { FairScheduler, type LaneOptions } from './scheduler.js';
 import type { ImagineRequest, Job, ProgressEvent, ProviderName, Requester, ReviewStatus } from './types.js';
 
 export type { CallRecord, ImageStorage, JobRepository, Logger, Reviewer } from './ports.js';
+export type { ChangeOptions } from './ledger.js';
 export { isJobFinished } from './progress.js';
 
 export interface EngineSettings extends AdmissionLimits, RetrySettings {
@@ -39,20 +46,26 @@ export interface EngineDeps {
   random?: () => number;
 }
 
-export interface ChangeOptions {
-  /** also rewrite the job's manifest.json */
-  manifest?: boolean;
-  /** wait until the store has it (default); false for changes a restart redoes anyway */
-  durable?: boolean;
-}
-
 type EngineEvents = {
   call: [CallRecord];
   images: [{ provider: ProviderName; count: number }];
-  /** the job is the engine's own copy: read it, never change it */
+  /** the job as of this event: a frozen snapshot, which later changes leave as it is */
   progress: [ProgressEvent, Readonly<Job>];
   finished: [Job];
 };
+
+/**
+ * How a batch step is saved: its request id and the end of a try at once (a restart relies on them),
+ * with the manifest when the batch fails; the rest with the next save (a restart redoes it). A done
+ * batch leaves the manifest to the job's end: a whole file per batch costs more than the few calls
+ * it would save a reader after a crash.
+ */
+function saving(event: BatchEvent, decision: Decision): ChangeOptions {
+  if (decision.kind === 'fail') return { manifest: true };
+  if (event.type === 'submitted' || event.type === 'error') return {};
+  if (decision.kind === 'done' || decision.kind === 'retry' || decision.kind === 'cancel') return {};
+  return { durable: false };
+}
 
 function newJobId(now: number): string {
   const day = new Date(now).toISOString().slice(0, 10).replace(/-/g, '');
@@ -64,9 +77,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly log: Logger;
   private readonly now: () => number;
   private readonly random: () => number;
-  /** unfinished jobs, the one copy every change goes through */
-  private readonly active = new Map<string, Job>();
-  private readonly locks = new Map<string, Promise<unknown>>();
+  /** unfinished jobs, and the one way any job changes */
+  private readonly ledger: JobLedger;
   private readonly admission: Admission;
   private readonly runner: BatchRunner;
   /** tasks of a job currently executing, so a job finishes only when the last one settles */
@@ -83,6 +95,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.log = deps.logger ?? silentLogger;
     this.now = deps.now ?? Date.now;
     this.random = deps.random ?? Math.random;
+    this.ledger = new JobLedger({ jobs: deps.jobs, files: deps.files, log: this.log, now: this.now });
     const lanes: Record<string, LaneOptions> = {};
     for (const name of Object.keys(deps.providers) as ProviderName[]) {
       lanes[name] = deps.settings.lanes[name] ?? { concurrency: 4 };
@@ -94,17 +107,19 @@ export class Engine extends EventEmitter<EngineEvents> {
       onTaskError: (error, task) => this.log.error({ err: error, task: task.key }, 'batch task failed unexpectedly'),
     });
     this.admission = new Admission(deps.settings, deps.jobs);
-    this.runner = new BatchRunner(
-      {
-        job: (id) => this.active.get(id),
-        change: (id, apply, options) => this.change(id, apply, options),
-        progress: (job) => this.emitProgress(job),
-        schedule: (job, batchIndex, delayMs) => this.schedule(job, batchIndex, delayMs, true),
-        stopping: () => this.stopping,
-        emit: (event: 'call' | 'images', payload: never) => this.emit(event, payload),
+    this.runner = new BatchRunner({
+      recorder: {
+        job: (id) => this.ledger.current(id),
+        record: (id, batchIndex, event) => this.record(id, batchIndex, event),
+        call: (record) => void this.emit('call', record),
       },
-      { providers: deps.providers, files: deps.files, scheduler: this.scheduler, settings: deps.settings, log: this.log, now: this.now },
-    );
+      providers: deps.providers,
+      files: deps.files,
+      gate: this.scheduler,
+      settings: deps.settings,
+      log: this.log,
+      now: this.now,
+    });
   }
 
   get providerNames(): ProviderName[] {
@@ -123,14 +138,14 @@ export class Engine extends EventEmitter<EngineEvents> {
         `Provider \`${request.provider}\` is not configured on this bot; available: ${this.providerNames.join(', ')}.`,
       );
     }
-    this.admission.checkPerson(requester, this.active.values());
+    this.admission.checkPerson(requester, this.ledger.all());
     const now = this.now();
     await this.admission.reserveImages(requester.tenant, request.count, now);
     // From here to the job's registration nothing awaits, so two requests arriving together cannot
     // both take the last place.
     let placement: 'admit' | 'wait';
     try {
-      this.admission.checkPerson(requester, this.active.values());
+      this.admission.checkPerson(requester, this.ledger.all());
       placement = this.admission.place(requester.tenant);
     } catch (error) {
       await this.admission.releaseImages(requester.tenant, new Date(now).toISOString(), request.count);
@@ -139,7 +154,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const id = newJobId(now);
     const seed = request.seed ?? randomSeed(this.random);
     const price = this.deps.settings.prices[request.model];
-    const job: Job = {
+    const job = this.ledger.hold({
       id,
       createdAt: new Date(now).toISOString(),
       updatedAt: new Date(now).toISOString(),
@@ -150,42 +165,37 @@ export class Engine extends EventEmitter<EngineEvents> {
       images: [],
       ...(price !== undefined ? { estimatedCostUsd: round(request.count * price, 4) } : {}),
       outputDir: this.deps.files.outputDir,
-    };
-    this.active.set(id, job);
+    });
     this.admission.add(requester.tenant, id, placement);
-    await this.change(id, () => {});
-    if (placement === 'admit') this.enqueueBatches(job);
+    const saved = await this.ledger.change(job.id, (j) => j);
+    if (placement === 'admit') this.enqueueBatches(saved);
     this.log.info({ job: id, tenant: requester.tenant, count: request.count, provider: request.provider, placement }, 'job accepted');
-    this.emitProgress(job);
-    return structuredClone(job);
+    this.emitProgress(saved);
+    return copy(saved);
   }
 
   /** Cancels a job: waiting batches are dropped, running ones cancelled at the provider. */
   async cancel(jobId: string, by: Reviewer): Promise<Job> {
-    const job = await this.load(jobId);
+    const job = await this.ledger.load(jobId);
     if (isJobFinished(job)) throw new UserError('already_finished', `Job ${jobId} has already finished (${job.state}).`);
-    // Marked before anything is aborted, so an aborted call is taken for a cancellation, not a failure.
-    job.canceledBy = by.name ?? by.id;
+    // Queued on the job's lock before anything is aborted: what an aborted call reports is applied
+    // after it, and so taken for a cancellation, not a failure.
+    const marked = this.ledger.change(jobId, (j) => (isJobFinished(j) ? undefined : cancelJob(j, by.name ?? by.id, this.now())));
     this.scheduler.cancelJob(jobId);
-    await this.change(jobId, (j) => {
-      j.canceledBy = by.name ?? by.id;
-      for (const batch of j.batches) {
-        if (batch.state === 'queued') {
-          batch.state = 'canceled';
-          batch.finishedAt = this.iso();
-        }
-      }
-    });
+    await marked;
     this.log.info({ job: jobId, by: by.id }, 'job canceled');
     await this.maybeFinish(jobId);
-    return structuredClone(await this.load(jobId));
+    return copy(await this.ledger.load(jobId));
   }
 
   /** Approves, rejects or resets one image: moves the file, then saves store and manifest. */
   async review(jobId: string, imageIndex: number, status: ReviewStatus, by: Reviewer): Promise<Job> {
-    await this.load(jobId);
+    // An image that is not there is refused before the write-ahead mark: nothing will move.
+    if (!(await this.ledger.load(jobId)).images.some((img) => img.index === imageIndex)) {
+      throw new UserError('not_found', `Image ${imageIndex} is not part of job ${jobId}.`);
+    }
     await this.deps.jobs.markReview(jobId, true);
-    const job = await this.change(
+    const job = await this.ledger.edit(
       jobId,
       async (j) => {
         const image = j.images.find((img) => img.index === imageIndex);
@@ -197,7 +207,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     );
     await this.deps.jobs.markReview(jobId, false);
     this.log.info({ job: jobId, image: imageIndex, status, by: by.id }, 'image reviewed');
-    return structuredClone(job);
+    return copy(job);
   }
 
   /**
@@ -205,7 +215,7 @@ export class Engine extends EventEmitter<EngineEvents> {
    * Shallow-merged into `job.chat[platform]`.
    */
   async annotate(jobId: string, platform: string, facts: Record<string, unknown>): Promise<void> {
-    await this.change(jobId, (job) => {
+    await this.ledger.edit(jobId, (job) => {
       const chat = (job.chat ??= {});
       chat[platform] = { ...((chat[platform] as Record<string, unknown> | undefined) ?? {}), ...facts };
     });
@@ -221,28 +231,32 @@ export class Engine extends EventEmitter<EngineEvents> {
     return this.deps.providers[provider] ? this.scheduler.depth(provider) : 0;
   }
 
-  /** Unfinished jobs in this process (for an adapter re-attaching to its messages after a restart). */
+  /**
+   * Unfinished jobs in this process (for an adapter re-attaching to its messages after a restart), as
+   * frozen snapshots: they do not follow later changes, and cannot change the engine's.
+   */
   activeJobs(): Readonly<Job>[] {
-    return [...this.active.values()];
+    return this.ledger.all();
   }
 
   async get(jobId: string): Promise<Job | undefined> {
-    const job = this.active.get(jobId) ?? this.adopted(await this.deps.jobs.get(jobId));
-    return job ? structuredClone(job) : undefined;
+    const job = await this.ledger.find(jobId);
+    return job ? copy(job) : undefined;
   }
 
   /** A tenant's unfinished jobs (optionally one user's), oldest first, with their progress. */
   listJobs(tenant: string, userId?: string): { job: Job; progress: ProgressEvent }[] {
-    return [...this.active.values()]
+    return this.ledger
+      .all()
       .filter((job) => job.requester.tenant === tenant && (!userId || job.requester.userId === userId))
       .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
-      .map((job) => ({ job: structuredClone(job), progress: this.progress(job) }));
+      .map((job) => ({ job: copy(job), progress: this.progress(job) }));
   }
 
   /** Resolves with the job once it has finished. */
   async waitFor(jobId: string): Promise<Job> {
-    const job = await this.load(jobId);
-    if (isJobFinished(job)) return structuredClone(job);
+    const job = await this.ledger.load(jobId);
+    if (isJobFinished(job)) return copy(job);
     return new Promise((resolve) => {
       const waiting = this.waiters.get(jobId) ?? [];
       waiting.push(resolve);
@@ -258,17 +272,17 @@ export class Engine extends EventEmitter<EngineEvents> {
     const ids = await this.deps.jobs.activeIds();
     let resumed = 0;
     for (const id of ids) {
-      if (this.active.has(id)) continue;
-      const job = this.adopted(await this.deps.jobs.get(id));
+      if (this.ledger.current(id)) continue;
+      const job = await this.ledger.find(id);
       if (!job || isJobFinished(job)) continue;
       if (!this.deps.providers[job.request.provider]) {
-        await this.failJob(job, `provider ${job.request.provider} is no longer configured`);
+        await this.failJob(id, `provider ${job.request.provider} is no longer configured`);
         continue;
       }
       await this.deps.files.sweep(id);
-      this.active.set(id, job);
+      this.ledger.hold(job);
       resumed += 1;
-      if (job.canceledBy || job.batches.every((b) => FINAL_BATCH.has(b.state))) {
+      if (readyToFinish(job)) {
         await this.maybeFinish(id);
         continue;
       }
@@ -283,7 +297,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** A review cut off between moving its file and saving: the file goes back where the record says. */
   private async repairReviews(): Promise<void> {
     for (const id of await this.deps.jobs.openReviews()) {
-      const job = this.adopted(await this.deps.jobs.get(id));
+      const job = await this.ledger.find(id);
       let moved = 0;
       for (const image of job?.images ?? []) if (await this.deps.files.restore(id, image.file)) moved += 1;
       if (moved > 0) this.log.warn({ job: id, images: moved }, 'put back images whose review was not saved before a restart');
@@ -300,19 +314,24 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.stopping = true;
     this.scheduler.halt();
     const deadline = this.now() + timeoutMs;
-    while (this.runner.submitting > 0 && this.now() < deadline - 2_000) await sleep(10);
+    while (this.runner.submitsInFlight() > 0 && this.now() < deadline - 2_000) await delay(10);
     this.scheduler.abortAll();
-    while ([...this.running.values()].some((n) => n > 0) && this.now() < deadline) await sleep(10);
-    await Promise.all([...this.locks.values()]);
+    while ([...this.running.values()].some((n) => n > 0) && this.now() < deadline) await delay(10);
+    await this.ledger.settled();
   }
 
   // ── running batches ───────────────────────────────────────────────────────────────────────
 
-  private enqueueBatches(job: Job): void {
-    for (const batch of job.batches) if (!FINAL_BATCH.has(batch.state)) this.schedule(job, batch.index);
+  /** Queues a job's unfinished batches; one waiting to retry keeps its wait (also across a restart). */
+  private enqueueBatches(job: Readonly<Job>): void {
+    const now = this.now();
+    for (const batch of job.batches) {
+      const decision = restart(batch, now, this.deps.settings);
+      if (decision.kind !== 'stop') this.schedule(job, batch.index, decision.kind === 'retry' ? decision.delayMs : 0);
+    }
   }
 
-  private schedule(job: Job, batchIndex: number, delayMs = 0, front = false): void {
+  private schedule(job: Readonly<Job>, batchIndex: number, delayMs = 0, front = false): void {
     this.scheduler.enqueue(
       job.request.provider,
       {
@@ -337,58 +356,39 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   private async maybeFinish(jobId: string): Promise<void> {
-    const job = this.active.get(jobId);
+    const job = this.ledger.current(jobId);
     if (!job || isJobFinished(job) || (this.running.get(jobId) ?? 0) > 0 || this.finishing.has(jobId)) return;
-    if (!job.canceledBy && !job.batches.every((b) => FINAL_BATCH.has(b.state))) return;
+    if (!readyToFinish(job)) return;
     this.finishing.add(jobId);
-    if (job.canceledBy) {
-      for (const batch of job.batches) if (!FINAL_BATCH.has(batch.state)) batch.state = 'canceled';
-    }
-    const failed = job.batches.filter((b) => b.state === 'failed');
-    const missing = failed.reduce((sum, b) => sum + b.size - b.delivered, 0);
-    const finish = (j: Job) => {
-      j.finishedAt = this.iso();
-      if (j.canceledBy) {
-        j.state = 'canceled';
-        j.error = `canceled by ${j.canceledBy} with ${plural(j.images.length, 'image')} delivered`;
-      } else if (j.images.length === 0) {
-        j.state = 'failed';
-        j.error = `all ${plural(j.request.count, 'image')} failed: ${failed[0]?.error ?? 'unknown error'}`;
-      } else {
-        j.state = 'completed';
-        j.error = missing > 0 ? `completed with ${plural(missing, 'image')} failed: ${failed[0]?.error ?? 'unknown error'}` : undefined;
-      }
-    };
+    let done: Readonly<Job>;
     // A store or disk error here must not leave the job "finishing" until a restart: it is retried
     // with the normal backoff, and /healthz reports it meanwhile. Stopping leaves it to the next start.
     for (let attempt = 1; ; attempt += 1) {
       try {
-        await this.change(jobId, finish, { manifest: true });
+        done = await this.ledger.change(jobId, (j) => finishJob(j, this.now()), { manifest: true });
         break;
       } catch (error) {
         this.unsaved.set(jobId, { attempts: attempt, error: error instanceof Error ? error.message : String(error) });
         this.log.error({ err: error, job: jobId, attempt }, 'saving a finished job failed; retrying');
-        const base = this.deps.settings.retryBaseMs ?? 1000;
-        const wait = Math.min(this.deps.settings.retryMaxMs ?? 10_000, base * 1.5 ** (attempt - 1));
         if (this.stopping) {
           this.finishing.delete(jobId);
           return;
         }
-        await sleep(wait);
+        await delay(backoff(attempt, this.deps.settings));
       }
     }
     this.unsaved.delete(jobId);
-    await this.admission.releaseImages(job.requester.tenant, job.createdAt, job.request.count - job.images.length);
-    this.active.delete(jobId);
+    await this.admission.releaseImages(done.requester.tenant, done.createdAt, done.request.count - done.images.length);
+    this.ledger.release(jobId);
     this.finishing.delete(jobId);
-    const next = this.admission.remove(job.requester.tenant, jobId);
-    this.log.info({ job: jobId, state: job.state, images: job.images.length, error: job.error }, 'job finished');
-    this.emitProgress(job);
-    this.emit('finished', structuredClone(job));
-    for (const resolve of this.waiters.get(jobId) ?? []) resolve(structuredClone(job));
+    const next = this.admission.remove(done.requester.tenant, jobId);
+    this.log.info({ job: jobId, state: done.state, images: done.images.length, error: done.error }, 'job finished');
+    this.emitProgress(done);
+    this.emit('finished', copy(done));
+    for (const resolve of this.waiters.get(jobId) ?? []) resolve(copy(done));
     this.waiters.delete(jobId);
     for (const id of next) {
-      const waiting = this.active.get(id);
+      const waiting = this.ledger.current(id);
       if (!waiting) continue;
       this.enqueueBatches(waiting);
       this.emitProgress(waiting);
@@ -396,57 +396,49 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   /** Ends a job that can no longer run, telling the adapters like any other finish. */
-  private async failJob(job: Job, reason: string): Promise<void> {
-    job.state = 'failed';
-    job.error = reason;
-    job.finishedAt = this.iso();
-    await this.deps.files.writeManifest(job.id, buildManifest(job));
-    await this.deps.jobs.save(job);
-    this.emitProgress(job);
-    this.emit('finished', structuredClone(job));
+  private async failJob(jobId: string, reason: string): Promise<void> {
+    const failed = await this.ledger.change(jobId, (j) => failJob(j, reason, this.now()), { manifest: true });
+    this.emitProgress(failed);
+    this.emit('finished', copy(failed));
+  }
+
+  // ── batches: the machine's decisions, applied ───────────────────────────────────────────────
+
+  /**
+   * Applies what happened to a batch (the runner's report) under the job's lock, acts on the
+   * machine's decision (pause the lane, schedule the retry) and tells the listeners.
+   */
+  private async record(jobId: string, batchIndex: number, event: BatchEvent): Promise<Decision> {
+    let decision = { kind: 'stop' } as Decision;
+    let changed = false as boolean;
+    const job = await this.ledger.change(
+      jobId,
+      (current) => {
+        const next = advance(current, batchIndex, event, { now: this.now(), settings: this.deps.settings, stopping: this.stopping });
+        decision = next.decision;
+        changed = next.job !== undefined;
+        // At once, inside the lock: a 429 stops the whole lane before another submit can pass its gate.
+        const pause = decision.kind === 'retry' || decision.kind === 'fail' ? decision.pauseLaneMs : undefined;
+        if (pause !== undefined) this.scheduler.pause(current.request.provider, pause);
+        return next.job;
+      },
+      () => saving(event, decision),
+    );
+    if (decision.kind === 'retry' || decision.kind === 'fail') {
+      const failure = event.type === 'error' ? { kind: event.error.kind, status: event.error.details.status } : {};
+      const { failures, throttled } = job.batches[batchIndex]!;
+      const retry = decision.kind === 'retry';
+      this.log.warn({ job: jobId, batch: batchIndex, ...failure, failures, throttled, retry }, `batch call failed: ${decision.reason}`);
+    }
+    // Once the step is saved (a step the store refused must not be retried as if it were), and in
+    // the tenant's front: a retry keeps its turn once its delay is over.
+    if (decision.kind === 'retry') this.schedule(job, batchIndex, decision.delayMs, true);
+    if (event.type === 'saved' && changed) this.emit('images', { provider: job.request.provider, count: 1 });
+    if (changed) this.emitProgress(job);
+    return decision;
   }
 
   // ── state and events ──────────────────────────────────────────────────────────────────────
-
-  /** A job read from the store keeps writing to the folder it was started with. */
-  private adopted(job: Job | undefined): Job | undefined {
-    if (job?.outputDir) this.deps.files.adopt(job.id, job.outputDir);
-    return job;
-  }
-
-  private async load(jobId: string): Promise<Job> {
-    const job = this.active.get(jobId) ?? this.adopted(await this.deps.jobs.get(jobId));
-    if (!job) throw new UserError('not_found', `Job ${jobId} does not exist (any more).`);
-    return job;
-  }
-
-  /** Applies a change to a job and persists it, one change per job at a time. */
-  private change(jobId: string, apply: (job: Job) => void | Promise<void>, options: ChangeOptions = {}): Promise<Job> {
-    const previous = this.locks.get(jobId) ?? Promise.resolve();
-    const next = previous.then(async () => {
-      const job = this.active.get(jobId) ?? this.adopted(await this.deps.jobs.get(jobId));
-      if (!job) throw new UserError('not_found', `Job ${jobId} does not exist (any more).`);
-      await apply(job);
-      job.updatedAt = this.iso();
-      // The manifest first: if the process dies between the two writes, the store (which drives
-      // resuming) is the one behind, and redoing the change rewrites both.
-      if (options.manifest) await this.deps.files.writeManifest(jobId, buildManifest(job));
-      const saved = this.deps.jobs.save(job);
-      if (options.durable === false) {
-        // Not needed for a correct restart (it is redone or recomputed): written with the next save.
-        saved.catch((error: unknown) => this.log.error({ err: error, job: jobId }, 'saving a job failed'));
-      } else {
-        await saved;
-      }
-      return job;
-    });
-    const settled = next.catch(() => undefined);
-    this.locks.set(jobId, settled);
-    void settled.then(() => {
-      if (this.locks.get(jobId) === settled) this.locks.delete(jobId);
-    });
-    return next;
-  }
 
   private iso(): string {
     return new Date(this.now()).toISOString();
@@ -462,11 +454,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       queuePosition =
         waitingIndex >= 0 ? this.scheduler.depth(provider.name) + waitingIndex + 1 : this.scheduler.queuePosition(provider.name, job.id);
     }
-    const callMs = this.runner.callMs.get(job.request.provider) ?? provider?.typicalCallMs ?? 5000;
+    const callMs = this.runner.recentCallMs(job.request.provider) ?? provider?.typicalCallMs ?? 5000;
     return computeProgress(job, { lane, queuePosition, callMs });
   }
 
-  private emitProgress(job: Job): void {
+  private emitProgress(job: Readonly<Job>): void {
     this.emit('progress', this.progress(job), job);
   }
 }

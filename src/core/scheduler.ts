@@ -10,8 +10,8 @@
  * the lane takes the next batch round-robin across tenants, only at the moment the limiter can start
  * it — so a guild that queues 1000 images holds one place in the rotation, not the next 250 slots.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import PQueue from 'p-queue';
+import { delay } from './delay.js';
 import type { Rate } from './rate.js';
 import { MAX_TIMER_MS, RETRY_AFTER_CAP_MS } from './provider.js';
 
@@ -153,7 +153,7 @@ export class FairScheduler {
   async throttle<T>(laneName: string, request: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const lane = this.lane(laneName);
     for (let wait = lane.pausedUntil - this.now(); wait > 0; wait = lane.pausedUntil - this.now()) {
-      await sleep(wait, undefined, signal ? { signal } : {});
+      await delay(wait, signal);
     }
     return lane.gate.add(request, signal ? { signal } : {}) as Promise<T>;
   }

@@ -58,6 +58,10 @@ export interface Batch {
   nsfw?: boolean;
   submittedAt?: string;
   finishedAt?: string;
+  /** while waiting to retry: when the batch may start again (a restart keeps the wait); `error` says why */
+  retryAt?: string;
+  /** while its call's outputs are being fetched: how many the call returned, and those refused so far */
+  download?: { outputs: number; refused: number[]; reason?: string };
 }
 
 export type ReviewStatus = 'pending' | 'approved' | 'rejected';

@@ -1,9 +1,11 @@
 import path from 'node:path';
 import sharp from 'sharp';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { UserError } from '../../src/core/errors.js';
 import type { ProgressEvent } from '../../src/core/types.js';
-import { buildApp, filesIn, readManifest, requester, untilProgress } from '../helpers.js';
+import { buildApp, filesIn, readManifest, requester } from '../helpers.js';
+import { memoryCore, request as memoryRequest, requester as memoryRequester, settle } from './memory-core.js';
+import { ScriptedProvider } from './scripted-provider.js';
 
 const request = (count: number, extra: object = {}) => ({
   prompt: 'a red fox in snow',
@@ -14,7 +16,7 @@ const request = (count: number, extra: object = {}) => ({
   ...extra,
 });
 
-describe('Engine with the local provider', () => {
+describe('Engine with the local provider, SQLite and the output folder on disk', () => {
   it('delivers 10 images from 3 calls (4 + 4 + 2) with a complete manifest', async () => {
     const app = await buildApp();
     const job = await app.engine.submit(request(10, { seed: 42 }), requester());
@@ -61,13 +63,22 @@ describe('Engine with the local provider', () => {
     const bytes = async (id: string, file: string) => sharp(path.join(app.files.jobDir(id), file)).raw().toBuffer();
     expect((await bytes(a.id, a.images[1]!.file)).equals(await bytes(b.id, b.images[1]!.file))).toBe(true);
   });
+});
+
+describe('Engine on in-memory ports', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: 0 });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
 
   it('reports progress: batch i/n, images done/total, then completion', async () => {
-    const app = await buildApp();
+    const { engine } = memoryCore({ provider: new ScriptedProvider({ calls: [{ takesMs: 5_000 }, { takesMs: 5_000 }] }) });
     const events: ProgressEvent[] = [];
-    app.engine.on('progress', (e) => events.push(e));
-    const job = await app.engine.submit(request(6), requester());
-    await app.engine.waitFor(job.id);
+    engine.on('progress', (e) => events.push(e));
+    const job = await engine.submit(memoryRequest(6), memoryRequester());
+    await settle(engine.waitFor(job.id));
     const mine = events.filter((e) => e.jobId === job.id);
     expect(mine[0]).toMatchObject({ state: 'queued', batchesTotal: 2, imagesTotal: 6, imagesDone: 0 });
     expect(mine.map((e) => e.imagesDone)).toContain(4);
@@ -77,72 +88,78 @@ describe('Engine with the local provider', () => {
   });
 
   it('approves and rejects: the file moves and store and manifest follow', async () => {
-    const app = await buildApp();
-    const job = await app.engine.waitFor((await app.engine.submit(request(3), requester())).id);
-    await app.engine.review(job.id, 1, 'approved', { id: 'user-1', name: 'Ada' });
-    await app.engine.review(job.id, 2, 'rejected', { id: 'user-2', name: 'Bob' });
-    expect(await filesIn(app, job.id, 'approved')).toEqual(['001.png']);
-    expect(await filesIn(app, job.id, 'rejected')).toEqual(['002.png']);
-    expect(await filesIn(app, job.id, 'pending-review')).toEqual(['003.png']);
-    const stored = await app.jobs.get(job.id);
-    expect(stored!.images[0]!.review).toMatchObject({ status: 'approved', by: 'Ada' });
-    const manifest = await readManifest(app, job.id);
+    const { engine, files, jobs } = memoryCore();
+    const job = await settle(engine.waitFor((await engine.submit(memoryRequest(3), memoryRequester())).id));
+    await engine.review(job.id, 1, 'approved', { id: 'user-1', name: 'Ada' });
+    await engine.review(job.id, 2, 'rejected', { id: 'user-2', name: 'Bob' });
+    expect(files.list(job.id, 'approved')).toEqual(['001.png']);
+    expect(files.list(job.id, 'rejected')).toEqual(['002.png']);
+    expect(files.list(job.id, 'pending-review')).toEqual(['003.png']);
+    expect(jobs.jobs.get(job.id)!.images[0]!.review).toMatchObject({ status: 'approved', by: 'Ada' });
+    const manifest = files.manifests.get(job.id) as { summary: object; images: { file: string; review: object }[] };
     expect(manifest.summary).toMatchObject({ approved: 1, rejected: 1, pending: 1 });
-    expect(manifest.images[1]).toMatchObject({ file: 'rejected/002.png', review: { status: 'rejected', reviewedBy: 'Bob' } });
-    expect(manifest.images[1]!.review.reviewedAt).toMatch(/^\d{4}-\d{2}-\d{2}T/);
+    expect(manifest.images[1]).toMatchObject({ file: 'rejected/002.png', review: { status: 'rejected', reviewedBy: 'Bob', reviewedAt: '1970-01-01T00:00:00.000Z' } });
     // changing one's mind moves it again
-    await app.engine.review(job.id, 2, 'approved', { id: 'user-2' });
-    expect(await filesIn(app, job.id, 'approved')).toEqual(['001.png', '002.png']);
-    expect(await filesIn(app, job.id, 'rejected')).toEqual([]);
+    await engine.review(job.id, 2, 'approved', { id: 'user-2' });
+    expect(files.list(job.id, 'approved')).toEqual(['001.png', '002.png']);
+    expect(files.list(job.id, 'rejected')).toEqual([]);
   });
 
-  it('answers a review of an unknown image or job with a clear error', async () => {
-    const app = await buildApp();
-    const job = await app.engine.waitFor((await app.engine.submit(request(1), requester())).id);
-    await expect(app.engine.review(job.id, 9, 'approved', { id: 'u' })).rejects.toThrow(`Image 9 is not part of job ${job.id}.`);
-    await expect(app.engine.review('20990101-nope', 1, 'approved', { id: 'u' })).rejects.toBeInstanceOf(UserError);
+  it('answers a review of an unknown image or job with a clear error, leaving no review mark open', async () => {
+    const { engine, jobs } = memoryCore();
+    const job = await settle(engine.waitFor((await engine.submit(memoryRequest(1), memoryRequester())).id));
+    await expect(engine.review(job.id, 9, 'approved', { id: 'u' })).rejects.toThrow(`Image 9 is not part of job ${job.id}.`);
+    expect(await jobs.openReviews()).toEqual([]);
+    await expect(engine.review('20990101-nope', 1, 'approved', { id: 'u' })).rejects.toBeInstanceOf(UserError);
   });
 
   it('cancels a job: waiting batches are dropped and the job ends canceled', async () => {
-    const app = await buildApp({ env: { LOCAL_LATENCY_MS: '200', LOCAL_CONCURRENCY: '1' } });
-    const job = await app.engine.submit(request(12), requester());
-    await untilProgress(app, (j) => j.id === job.id && j.batches[0]!.requestId !== undefined);
-    await app.engine.cancel(job.id, { id: 'user-1', name: 'Ada' });
-    const done = await app.engine.waitFor(job.id);
+    const provider = new ScriptedProvider({ calls: [{ takesMs: 2_000 }] });
+    const { engine, files } = memoryCore({ provider, settings: { lanes: { fal: { concurrency: 1 } } } });
+    const job = await engine.submit(memoryRequest(12), memoryRequester());
+    await vi.advanceTimersByTimeAsync(500);
+    await engine.cancel(job.id, { id: 'user-1', name: 'Ada' });
+    const done = await settle(engine.waitFor(job.id));
     expect(done.state).toBe('canceled');
     expect(done.batches.map((b) => b.state)).toEqual(['canceled', 'canceled', 'canceled']);
-    expect(done.batches[1]!.attempts + done.batches[2]!.attempts).toBe(0);
+    expect(done.batches.map((b) => b.attempts)).toEqual([1, 0, 0]);
     expect(done.error).toBe('canceled by Ada with 0 images delivered');
-    expect((await readManifest(app, job.id)).state).toBe('canceled');
-    await expect(app.engine.cancel(job.id, { id: 'x' })).rejects.toThrow('has already finished');
+    expect(files.manifests.get(job.id)).toMatchObject({ state: 'canceled' });
+    await expect(engine.cancel(job.id, { id: 'x' })).rejects.toThrow('has already finished');
   });
 
   it('answers "queue full" past the per-tenant running and waiting limits, and runs the waiting job later', async () => {
-    const app = await buildApp({ env: { TENANT_MAX_RUNNING_JOBS: '1', TENANT_MAX_QUEUED_JOBS: '1', LOCAL_LATENCY_MS: '50' } });
-    const first = await app.engine.submit(request(2), requester());
-    const second = await app.engine.submit(request(2), requester());
-    const error = await app.engine.submit(request(2), requester()).catch((e: unknown) => e);
+    const { engine } = memoryCore({ settings: { tenantMaxRunningJobs: 1, tenantMaxQueuedJobs: 1 } });
+    const first = await engine.submit(memoryRequest(2), memoryRequester());
+    const second = await engine.submit(memoryRequest(2), memoryRequester());
+    const error = await engine.submit(memoryRequest(2), memoryRequester()).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UserError);
     expect((error as UserError).code).toBe('queue_full');
     expect((error as UserError).message).toBe(
       'The queue is full here: 1 job running and 1 waiting (the most allowed is 1 + 1). Try again when one finishes.',
     );
     // another tenant is not affected
-    await expect(app.engine.submit(request(1), requester('guild-2'))).resolves.toMatchObject({ state: 'queued' });
-    expect((await app.engine.waitFor(first.id)).state).toBe('completed');
-    expect((await app.engine.waitFor(second.id)).state).toBe('completed');
+    await expect(engine.submit(memoryRequest(1), memoryRequester('guild-2'))).resolves.toMatchObject({ state: 'queued' });
+    expect((await settle(engine.waitFor(first.id))).state).toBe('completed');
+    expect((await settle(engine.waitFor(second.id))).state).toBe('completed');
   });
 
-  it('lists a tenant’s unfinished jobs with their queue position', async () => {
-    const app = await buildApp({ env: { LOCAL_LATENCY_MS: '100', LOCAL_CONCURRENCY: '1' } });
-    const a = await app.engine.submit(request(8), requester('g', 'u1'));
-    const b = await app.engine.submit(request(4), requester('g', 'u2'));
-    const listed = app.engine.listJobs('g');
+  it('lists a tenant’s unfinished jobs with their exact queue position, which moves up as calls start', async () => {
+    const provider = new ScriptedProvider({ calls: [{ takesMs: 1_000 }, { takesMs: 1_000 }, { takesMs: 1_000 }] });
+    const { engine } = memoryCore({ provider, settings: { lanes: { fal: { concurrency: 1 } } } });
+    const a = await engine.submit(memoryRequest(8), memoryRequester('g', 'u1'));
+    const b = await engine.submit(memoryRequest(4), memoryRequester('g', 'u2'));
+    const listed = engine.listJobs('g');
     expect(listed.map((l) => l.job.id)).toEqual([a.id, b.id]);
-    expect(app.engine.listJobs('g', 'u2').map((l) => l.job.id)).toEqual([b.id]);
-    expect(listed[1]!.progress.queuePosition).toBeGreaterThanOrEqual(1);
-    await app.engine.waitFor(b.id);
-    await app.engine.waitFor(a.id);
-    expect(app.engine.listJobs('g')).toEqual([]);
+    expect(engine.listJobs('g', 'u2').map((l) => l.job.id)).toEqual([b.id]);
+    // a's first call runs; a's second waits before b's only one
+    expect(listed[1]!.progress.queuePosition).toBe(2);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(engine.listJobs('g', 'u2')[0]!.progress.queuePosition).toBe(1);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(engine.listJobs('g', 'u2')[0]!.progress).toMatchObject({ state: 'running' });
+    expect(engine.listJobs('g', 'u2')[0]!.progress.queuePosition).toBeUndefined();
+    await settle(Promise.all([engine.waitFor(a.id), engine.waitFor(b.id)]));
+    expect(engine.listJobs('g')).toEqual([]);
   });
 });

@@ -1,6 +1,7 @@
 /**
- * An in-memory JobRepository (one of the core's ports), with a switch that makes saves fail: the
- * store errors a disk or a database can give, for tests of what the engine does about them.
+ * An in-memory JobRepository (one of the core's ports), with switches for what a real store does to
+ * the engine: saves that fail (a full disk, a lost database) and saves that take time (a busy disk,
+ * so that a save the engine does not wait for lands after what follows it).
  */
 import type { JobRepository } from '../../src/core/ports.js';
 import type { Job } from '../../src/core/types.js';
@@ -12,6 +13,10 @@ export class MemoryJobs implements JobRepository {
   /** while set, every save it matches rejects with its error */
   failSaves: { error: Error; when: (job: Job) => boolean } | undefined;
   failedSaves = 0;
+  /** each save lands this long after it is made (on the global timers, so fake timers drive it) */
+  saveDelayMs = 0;
+  /** saves that landed */
+  saves = 0;
 
   async get(id: string): Promise<Job | undefined> {
     const job = this.jobs.get(id);
@@ -19,11 +24,14 @@ export class MemoryJobs implements JobRepository {
   }
 
   async save(job: Job): Promise<void> {
-    if (this.failSaves?.when(job)) {
+    const copy = structuredClone(job);
+    if (this.saveDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.saveDelayMs));
+    if (this.failSaves?.when(copy)) {
       this.failedSaves += 1;
       throw this.failSaves.error;
     }
-    this.jobs.set(job.id, structuredClone(job));
+    this.jobs.set(copy.id, copy);
+    this.saves += 1;
   }
 
   async activeIds(): Promise<string[]> {

@@ -1,0 +1,122 @@
+/**
+ * The engine's jobs: the current record of each unfinished job of this process, and the one way any
+ * job changes. A change runs under the job's lock (one at a time, in the order they were asked for),
+ * turns the current record into a new one — records are never edited in place — freezes it, makes
+ * it current and saves it. What the engine hands out is therefore a snapshot that stays as it was.
+ */
+import { UserError } from './errors.js';
+import { buildManifest } from './manifest.js';
+import type { ImageStorage, JobRepository, Logger } from './ports.js';
+import { freeze } from './snapshot.js';
+import type { Job } from './types.js';
+
+export interface ChangeOptions {
+  /** also rewrite the job's manifest.json */
+  manifest?: boolean;
+  /** wait until the store has it (default); false for changes a restart redoes anyway */
+  durable?: boolean;
+}
+
+/** The next record from the current one (a new object), or undefined when nothing changes. */
+export type Update = (job: Readonly<Job>) => Job | Readonly<Job> | undefined | Promise<Job | undefined>;
+
+/** A copy the caller may keep and change. */
+export function copy(job: Readonly<Job>): Job {
+  return structuredClone(job) as Job;
+}
+
+export class JobLedger {
+  /** unfinished jobs: the current record of each, frozen */
+  private readonly active = new Map<string, Readonly<Job>>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly deps: { jobs: JobRepository; files: ImageStorage; log: Logger; now: () => number }) {}
+
+  /** The current record of an unfinished job of this process. */
+  current(jobId: string): Readonly<Job> | undefined {
+    return this.active.get(jobId);
+  }
+
+  /** Every unfinished job of this process, as frozen snapshots. */
+  all(): Readonly<Job>[] {
+    return [...this.active.values()];
+  }
+
+  /** Takes a job in (accepted, or resumed from the store): its record is current here from now on. */
+  hold(job: Readonly<Job>): Readonly<Job> {
+    const held = freeze(job);
+    this.active.set(job.id, held);
+    return held;
+  }
+
+  /** Lets a finished job go: it is read from the store from now on. */
+  release(jobId: string): void {
+    this.active.delete(jobId);
+  }
+
+  /** The job held here, else as stored (writing to the folder it was started with), else undefined. */
+  async find(jobId: string): Promise<Readonly<Job> | undefined> {
+    const held = this.active.get(jobId);
+    if (held) return held;
+    const stored = await this.deps.jobs.get(jobId);
+    if (stored?.outputDir) this.deps.files.adopt(stored.id, stored.outputDir);
+    return stored;
+  }
+
+  async load(jobId: string): Promise<Readonly<Job>> {
+    const job = await this.find(jobId);
+    if (!job) throw new UserError('not_found', `Job ${jobId} does not exist (any more).`);
+    return job;
+  }
+
+  /**
+   * Changes a job under its lock: `update` turns the current record into the next, which is frozen,
+   * becomes current at once and is saved. `options` may depend on what `update` found.
+   */
+  change(jobId: string, update: Update, options: ChangeOptions | (() => ChangeOptions) = {}): Promise<Readonly<Job>> {
+    const previous = this.locks.get(jobId) ?? Promise.resolve();
+    const next = previous.then(async () => {
+      const current = await this.load(jobId);
+      const updated = await update(current);
+      if (!updated) return current;
+      const job = freeze({ ...updated, updatedAt: new Date(this.deps.now()).toISOString() });
+      if (this.active.has(jobId)) this.active.set(jobId, job);
+      const { manifest, durable } = typeof options === 'function' ? options() : options;
+      // The manifest first: if the process dies between the two writes, the store (which drives
+      // resuming) is the one behind, and redoing the change rewrites both.
+      if (manifest) await this.deps.files.writeManifest(jobId, buildManifest(job));
+      const saved = this.deps.jobs.save(job);
+      if (durable === false) {
+        // Not needed for a correct restart (it is redone or recomputed): written with the next save.
+        saved.catch((error: unknown) => this.deps.log.error({ err: error, job: jobId }, 'saving a job failed'));
+      } else {
+        await saved;
+      }
+      return job;
+    });
+    const settled = next.catch(() => undefined);
+    this.locks.set(jobId, settled);
+    void settled.then(() => {
+      if (this.locks.get(jobId) === settled) this.locks.delete(jobId);
+    });
+    return next;
+  }
+
+  /** A change written as edits to a copy of the job. */
+  edit(jobId: string, apply: (draft: Job) => void | Promise<void>, options: ChangeOptions = {}): Promise<Readonly<Job>> {
+    return this.change(
+      jobId,
+      async (job) => {
+        const draft = copy(job);
+        await apply(draft);
+        return draft;
+      },
+      options,
+    );
+  }
+
+  /** Resolves once every change asked for so far has settled. */
+  async settled(): Promise<void> {
+    await Promise.all([...this.locks.values()]);
+  }
+}
