@@ -3,44 +3,53 @@
  * the inline-flag text (Slack, playground) both end in the same validation and the same messages.
  */
 import { z } from 'zod';
-import { formatHelp, parseInlineFlags, truncate, type CommandDefinition, type RawOptions } from '../src/core/command.js';
+import {
+  formatHelp,
+  parseInlineFlags,
+  truncate,
+  type Command,
+  type CommandContext,
+  type CommandDefinition,
+  type CommandLimits,
+  type CommandResult,
+  type RawOptions,
+} from '../src/core/command.js';
 import { UserError } from '../src/core/errors.js';
-import type { Engine } from '../src/core/engine.js';
-import { ASPECT_RATIOS, PROVIDER_NAMES, type ImagineRequest, type Job, type ProviderName, type Requester } from '../src/core/types.js';
+import { ASPECT_RATIOS, PROVIDER_NAMES, type ImagineRequest, type ProviderName } from '../src/core/types.js';
 
 export const PROMPT_MAX = 1500;
 export const NEGATIVE_MAX = 1000;
 export const SEED_MAX = 2 ** 32 - 1;
 export const DEFAULT_COUNT = 4;
 
-/** What the deployment allows; comes from config through the composition root. */
-export interface ImagineLimits {
-  maxImagesPerJob: number;
-  providers: readonly ProviderName[];
-  defaultProvider: ProviderName;
-  defaultModels: Readonly<Record<ProviderName, string>>;
-  /** models a user may pick, per provider; `*` = any well-formed id @default any */
-  models?: Readonly<Partial<Record<ProviderName, readonly string[] | '*'>>>;
-}
+/** What the deployment allows /imagine to ask for (the limits every command gets). */
+export type ImagineLimits = CommandLimits;
 
-export function definition(limits: ImagineLimits): CommandDefinition {
+export function definition(limits?: ImagineLimits): CommandDefinition {
   return {
     name: 'imagine',
     description: 'Generate a batch of images from a prompt',
+    usage: 'a red fox in snow --count 12 --ar 16:9 --seed 42 (or: help)',
     options: [
       { name: 'prompt', type: 'string', required: true, maxLength: PROMPT_MAX, flags: ['prompt'], description: 'What to draw' },
       {
         name: 'count',
         type: 'integer',
         minValue: 1,
-        maxValue: limits.maxImagesPerJob,
+        ...(limits ? { maxValue: limits.maxImagesPerJob } : {}),
         flags: ['count', 'n'],
         description: `How many images (default ${DEFAULT_COUNT})`,
       },
-      { name: 'ar', type: 'string', choices: ASPECT_RATIOS, flags: ['ar', 'aspect'], description: 'Aspect ratio (default 1:1)' },
+      { name: 'ar', type: 'string', choices: ASPECT_RATIOS, flags: ['ar', 'aspect'], placeholder: 'RATIO', description: 'Aspect ratio (default 1:1)' },
       { name: 'seed', type: 'integer', minValue: 0, maxValue: SEED_MAX, flags: ['seed'], description: 'Seed, for a reproducible job' },
-      { name: 'provider', type: 'string', choices: limits.providers, flags: ['provider'], description: `Provider (default ${limits.defaultProvider})` },
-      { name: 'model', type: 'string', maxLength: 200, flags: ['model'], description: 'Model id of the provider' },
+      {
+        name: 'provider',
+        type: 'string',
+        choices: limits?.providers ?? PROVIDER_NAMES,
+        flags: ['provider'],
+        description: limits ? `Provider (default ${limits.defaultProvider})` : 'Provider',
+      },
+      { name: 'model', type: 'string', maxLength: 200, flags: ['model'], placeholder: 'ID', description: 'Model id of the provider' },
       { name: 'negative', type: 'string', maxLength: NEGATIVE_MAX, flags: ['no', 'negative'], description: 'What to leave out' },
     ],
   };
@@ -152,16 +161,25 @@ export function help(limits: ImagineLimits): string {
   return `${formatHelp(definition(limits))}\nExample: /imagine a red fox in snow --count 12 --ar 16:9 --seed 42`;
 }
 
-export interface ImagineContext {
-  engine: Engine;
-  requester: Requester;
-  limits: ImagineLimits;
+/** Slack and the playground: an empty `/imagine`, or `/imagine help`, asks for help. */
+const HELP = /^(help|--help|-h)?$/i;
+
+/**
+ * Validates (a mistake is thrown before anything is acknowledged), lets the platform acknowledge,
+ * and enqueues. The caller shows the job's progress from the engine's events.
+ */
+async function run(context: CommandContext): Promise<CommandResult> {
+  const { input, limits } = context;
+  if (typeof input === 'string' && HELP.test(input.trim())) return { kind: 'text', text: help(limits), monospace: true };
+  const request = typeof input === 'string' ? parseImagineText(input, limits) : parseImagine(input, limits);
+  await context.accept?.();
+  const job = await context.engine.submit(request, context.requester);
+  const calls = job.batches.length;
+  return {
+    kind: 'job',
+    text: `Job ${job.id}: ${job.request.count} images from ${job.request.provider} (${job.request.model}) in ${calls} call${calls === 1 ? '' : 's'}`,
+    job,
+  };
 }
 
-/** Validates and enqueues; the caller renders the job's progress from the engine's events. */
-export async function run(input: RawOptions | string, context: ImagineContext): Promise<Job> {
-  const request = typeof input === 'string' ? parseImagineText(input, context.limits) : parseImagine(input, context.limits);
-  return context.engine.submit(request, context.requester);
-}
-
-export const imagine = { name: 'imagine', definition, run, help };
+export const imagine = { name: 'imagine', definition, run } satisfies Command;

@@ -11,21 +11,50 @@
  * configuration, 130 interrupted (the job is saved; `art-factory resume` finishes it).
  */
 import os from 'node:os';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import cliProgress from 'cli-progress';
-import { parseImagine } from '../commands/imagine.js';
+import { imagine } from '../commands/imagine.js';
 import { createApp, type App } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
+import { placeholderOf } from './core/command.js';
 import { isUserError } from './core/errors.js';
 import type { Job, ProgressEvent } from './core/types.js';
 import { createLogger } from './logger.js';
 
-const USAGE = `Usage:
-  art-factory generate --prompt TEXT [--count N] [--provider local|fal|replicate] [--model ID]
-                       [--ar RATIO] [--seed N] [--no TEXT] [--out DIR] [--tenant NAME]
-  art-factory resume
-  art-factory deploy-commands
-  art-factory start`;
+/** `generate` takes /imagine's options, each under its first flag (and its other spellings), plus its own. */
+const IMAGINE = imagine.definition();
+const OWN_OPTIONS = [
+  { flag: 'out', value: 'DIR' },
+  { flag: 'tenant', value: 'NAME' },
+];
+
+/** The usage text, built from /imagine's definition: a new option of the command is a new option of `generate`. */
+function usage(): string {
+  const options = [
+    ...IMAGINE.options.map((o) => (o.required ? `--${o.flags[0]} ${placeholderOf(o)}` : `[--${o.flags[0]} ${placeholderOf(o)}]`)),
+    ...OWN_OPTIONS.map((o) => `[--${o.flag} ${o.value}]`),
+  ];
+  // Wrapped under the command, as a terminal shows it.
+  const lines: string[] = [];
+  for (const option of options) {
+    const last = lines.at(-1);
+    if (last !== undefined && last.length + option.length < 78) lines[lines.length - 1] = `${last} ${option}`;
+    else lines.push(option);
+  }
+  return [
+    'Usage:',
+    `  art-factory generate ${lines.join(`\n${' '.repeat(23)}`)}`,
+    '  art-factory resume',
+    '  art-factory deploy-commands',
+    '  art-factory start',
+  ].join('\n');
+}
+export const USAGE = usage();
+
+const GENERATE_OPTIONS: ParseArgsConfig['options'] = Object.fromEntries([
+  ...IMAGINE.options.flatMap((o) => o.flags.map((flag) => [flag, { type: 'string' as const }])),
+  ...OWN_OPTIONS.map((o) => [o.flag, { type: 'string' as const }]),
+]);
 
 class CliError extends Error {
   constructor(
@@ -123,35 +152,29 @@ function report(app: App, job: Job): number {
 }
 
 async function generate(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: false,
-    options: {
-      prompt: { type: 'string' },
-      count: { type: 'string' },
-      provider: { type: 'string' },
-      model: { type: 'string' },
-      ar: { type: 'string' },
-      seed: { type: 'string' },
-      no: { type: 'string' },
-      out: { type: 'string' },
-      tenant: { type: 'string' },
-    },
-  });
-  return withApp(env, values.out, async (app) => {
-    const request = parseImagine(
-      { prompt: values.prompt, count: values.count, provider: values.provider, model: values.model, ar: values.ar, seed: values.seed, negative: values.no },
-      app.limits,
-    );
-    const job = await app.engine.submit(request, {
-      tenant: values.tenant ?? 'cli',
-      userId: os.userInfo().username,
-      userName: os.userInfo().username,
-      platform: 'cli',
+  const values: Record<string, unknown> = parseArgs({ args: argv, strict: true, allowPositionals: false, options: GENERATE_OPTIONS }).values;
+  const text = (flag: string): string | undefined => {
+    const value = values[flag];
+    return typeof value === 'string' ? value : undefined;
+  };
+  // Each option under whichever of its spellings was typed (`--no` or `--negative`), but not under two.
+  const input = Object.fromEntries(
+    IMAGINE.options.map((option) => {
+      const given = option.flags.filter((flag) => text(flag) !== undefined);
+      if (given.length > 1) throw new CliError(`option --${option.flags[0]} was given more than once (${given.map((f) => `--${f}`).join(', ')})`, 2);
+      return [option.name, given[0] === undefined ? undefined : text(given[0])];
+    }),
+  );
+  return withApp(env, text('out'), async (app) => {
+    const result = await imagine.run({
+      engine: app.engine,
+      limits: app.limits,
+      input,
+      requester: { tenant: text('tenant') ?? 'cli', userId: os.userInfo().username, userName: os.userInfo().username, platform: 'cli' },
     });
-    process.stderr.write(`Job ${job.id}: ${job.request.count} images from ${job.request.provider} (${job.request.model}) in ${job.batches.length} calls\n`);
-    return report(app, await follow(app, job));
+    if (result.kind !== 'job') throw new CliError(result.text, 2);
+    process.stderr.write(`${result.text}\n`);
+    return report(app, await follow(app, result.job));
   });
 }
 

@@ -4,6 +4,7 @@
  * restart. SIGINT/SIGTERM stop taking commands, persist what is running, and exit.
  */
 import { createApp } from './app.js';
+import { Delivery } from './chat/delivery/index.js';
 import { startDiscord } from './chat/discord/index.js';
 import { startPlayground } from './chat/playground/index.js';
 import { startSlack } from './chat/slack/index.js';
@@ -15,9 +16,11 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
   const config = loadConfig(env);
   const app = await createApp(config);
   const adapters: ChatAdapter[] = [];
+  // One delivery for every adapter: it listens to the engine once and routes each job to its platform.
+  const delivery = new Delivery(app);
 
   if (config.playground.enabled) {
-    const playground = await startPlayground(app).catch((error: NodeJS.ErrnoException) => {
+    const playground = await startPlayground(app, { delivery }).catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'EADDRINUSE') {
         throw new Error(`PLAYGROUND_PORT: port ${config.playground.port} is in use; set PLAYGROUND_PORT to a free port`);
       }
@@ -26,8 +29,8 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
     adapters.push(playground);
     process.stdout.write(`\n  Art Factory playground: ${playground.url}\n  Open it and type: /imagine a red fox --count 8\n\n`);
   }
-  if (config.discord) adapters.push(await startDiscord(app));
-  if (config.slack) adapters.push(await startSlack(app));
+  if (config.discord) adapters.push(await startDiscord(app, { delivery }));
+  if (config.slack) adapters.push(await startSlack(app, { delivery }));
   if (adapters.length === 0) {
     throw new Error('nothing to run: no chat platform is configured and PLAYGROUND=off');
   }

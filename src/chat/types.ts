@@ -9,5 +9,8 @@ export interface ChatAdapter {
   stop(): Promise<void>;
 }
 
-/** Adapters start before the engine resumes jobs, so they see the progress of resumed jobs. */
+/**
+ * Adapters start before the engine resumes jobs, so they see the progress of resumed jobs. Each takes
+ * the process's Delivery in its options (or makes its own).
+ */
 export type StartAdapter = (app: App) => Promise<ChatAdapter>;

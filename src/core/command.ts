@@ -1,8 +1,54 @@
 /**
- * The platform-neutral shape of a slash command. Discord turns `definition` into application
- * command JSON, Slack and the playground into an inline-flag parser and help text.
+ * The platform-neutral shape of a slash command: one object per command in `commands/`, listed in
+ * `commands/index.ts`. Discord turns `definition` into application command JSON, Slack and the
+ * playground into an inline-flag parser and help text, the CLI into its options and usage; every
+ * platform answers a command by calling its `run`.
  */
+import type { Engine } from './engine.js';
 import { UserError } from './errors.js';
+import type { Job, ProviderName, Requester } from './types.js';
+
+/** What the deployment allows; comes from config through the composition root. */
+export interface CommandLimits {
+  maxImagesPerJob: number;
+  providers: readonly ProviderName[];
+  defaultProvider: ProviderName;
+  defaultModels: Readonly<Record<ProviderName, string>>;
+  /** models a user may pick, per provider; `*` = any well-formed id @default any */
+  models?: Readonly<Partial<Record<ProviderName, readonly string[] | '*'>>>;
+}
+
+export interface CommandContext {
+  engine: Engine;
+  limits: CommandLimits;
+  requester: Requester;
+  /** typed options (Discord, the CLI) or the text typed after the command's name (Slack, the playground) */
+  input: RawOptions | string;
+  /**
+   * Called once the input is valid, before the command starts anything slow whose answer is public (a
+   * job's progress): the platform acknowledges now — Discord defers publicly, Slack acks within its
+   * 3 s. Whatever the command answers before this call answers the command itself. A platform may
+   * refuse here (a replayed delivery) by throwing a UserError.
+   */
+  accept?: () => Promise<void>;
+}
+
+/**
+ * A command's answer, platform-neutral. Text is plain: what is inside `backticks` is meant as code,
+ * everything else is escaped by the platform. Text answers are for the person who asked only.
+ */
+export type CommandResult =
+  | { kind: 'text'; text: string; /** laid out in columns (help): shown monospaced */ monospace?: boolean }
+  /** a job was started: the platform follows it with a public progress message */
+  | { kind: 'job'; text: string; job: Job };
+
+export interface Command {
+  readonly name: string;
+  /** the command for this deployment's limits; without them, its shape (names, flags, descriptions) */
+  definition(limits?: CommandLimits): CommandDefinition;
+  /** throws a UserError for anything the user must fix; the caller turns it into an answer */
+  run(context: CommandContext): Promise<CommandResult>;
+}
 
 export interface CommandOption {
   name: string;
@@ -15,11 +61,15 @@ export interface CommandOption {
   choices?: readonly string[];
   /** the flag spellings accepted in plain text (`--count`, `--n`); the first is the one shown in help */
   flags: readonly string[];
+  /** how usage lines name the value (`N`, `RATIO`) @default the choices, `N` or `TEXT` */
+  placeholder?: string;
 }
 
 export interface CommandDefinition {
   name: string;
   description: string;
+  /** an example of what follows the command's name (Slack's usage hint) */
+  usage?: string;
   /** options in display order; the first `required` string option is the free text before any flag */
   options: readonly CommandOption[];
 }
@@ -91,7 +141,8 @@ export function truncate(text: string, max: number): string {
 /** Plain-text help for text-based platforms: usage line and one line per option. */
 export function formatHelp(definition: CommandDefinition): string {
   const free = definition.options.find((o) => o.required && o.type === 'string');
-  const lines = [`/${definition.name} ${free ? free.name : ''} [options] — ${definition.description}`];
+  const flags = definition.options.some((o) => o !== free) ? ' [options]' : '';
+  const lines = [`/${definition.name}${free ? ` ${free.name}` : ''}${flags} — ${definition.description}`];
   for (const option of definition.options) {
     if (option === free) continue;
     const range =
@@ -103,4 +154,11 @@ export function formatHelp(definition: CommandDefinition): string {
     lines.push(`  --${option.flags[0]}  ${option.description}${range}`);
   }
   return lines.join('\n');
+}
+
+/** The value an option takes, as a usage line shows it: `N`, `fal|local`, `RATIO`. */
+export function placeholderOf(option: CommandOption): string {
+  if (option.placeholder) return option.placeholder;
+  if (option.choices?.length && option.choices.length <= 4) return option.choices.join('|');
+  return option.type === 'integer' ? 'N' : 'TEXT';
 }

@@ -10,7 +10,9 @@ export type UserErrorCode =
   | 'quota'
   | 'not_found'
   | 'forbidden'
-  | 'already_finished';
+  | 'already_finished'
+  /** the same command delivered twice (a replayed Slack request): it runs once */
+  | 'duplicate';
 
 export class UserError extends Error {
   override name = 'UserError';
@@ -25,3 +27,9 @@ export class UserError extends Error {
 export function isUserError(error: unknown): error is UserError {
   return error instanceof UserError;
 }
+
+/**
+ * What a user is told when something that is not theirs to fix went wrong: the one wording every
+ * platform and the CLI use. The details go to the log, never to the chat.
+ */
+export const GENERIC_FAILURE = 'Something went wrong on our side; the details are in the log.';

@@ -13,11 +13,10 @@ import {
   type RESTOptions,
   type RESTPutAPIApplicationCommandsJSONBody,
 } from 'discord.js';
-import { definition as imagineDefinition, type ImagineLimits } from '../../../commands/imagine.js';
-import { definition as jobsDefinition } from '../../../commands/jobs.js';
+import { commands } from '../../../commands/index.js';
 import { imagineLimits } from '../../app.js';
 import type { Config } from '../../config.js';
-import type { CommandDefinition, CommandOption } from '../../core/command.js';
+import type { CommandDefinition, CommandLimits, CommandOption } from '../../core/command.js';
 
 /** Discord's limits on names and descriptions of commands and options. */
 const DESCRIPTION_MAX = 100;
@@ -73,12 +72,13 @@ export function commandJson(definition: CommandDefinition, scope: CommandScope =
   };
 }
 
-export function commandsJson(limits: ImagineLimits, scope: CommandScope = { dms: false }): RESTPutAPIApplicationCommandsJSONBody {
-  return [commandJson(imagineDefinition(limits), scope), commandJson(jobsDefinition(), scope)];
+/** Every command of the registry, for this deployment's limits. */
+export function commandsJson(limits: CommandLimits, scope: CommandScope = { dms: false }): RESTPutAPIApplicationCommandsJSONBody {
+  return commands.map((command) => commandJson(command.definition(limits), scope));
 }
 
 /**
- * Registers /imagine and /jobs. `fetchImpl` replaces the HTTP client (tests, proxies).
+ * Registers every command of the registry. `fetchImpl` replaces the HTTP client (tests, proxies).
  * @returns where they were registered and how many
  */
 export async function deployCommands(

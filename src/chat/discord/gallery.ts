@@ -1,15 +1,12 @@
 /**
- * The gallery of a finished job: one message per page of at most 10 images (Discord's attachment
- * limit), uploaded from the job folder — provider URLs expire, the files do not. A page also stays
- * under the 25 MiB request limit, and an image above the per-file limit is listed instead of
- * uploaded (it still gets its review buttons).
+ * A finished job's gallery as pages: one message per page of at most 10 images (Discord's attachment
+ * limit) and under the 25 MiB request limit; which page a button belongs to.
  */
-import { readFile, stat } from 'node:fs/promises';
-import path from 'node:path';
-import type { ImageRecord, Job } from '../../core/types.js';
-import { gallerySummary, pageOf } from '../../core/views.js';
-import { IMAGES_PER_MESSAGE, galleryBody, uploadName, type GalleryPageLayout } from './render.js';
-import type { GalleryEntry, MessageTarget, Transport, Upload } from './transport.js';
+import type { Job } from '../../core/types.js';
+import { pageOf } from '../../core/views.js';
+import type { PageLayout } from '../delivery/index.js';
+import { IMAGES_PER_MESSAGE } from './render.js';
+import type { GalleryEntry } from './transport.js';
 
 /** Discord's default per-file limit; an interaction tells the real one. */
 export const DEFAULT_FILE_LIMIT = 10 * 1024 * 1024;
@@ -22,7 +19,7 @@ export interface SizedImage {
 }
 
 /** Splits images into pages: ≤ 10 each, and ≤ the request limit in uploaded bytes. */
-export function planPages(images: readonly SizedImage[], fileLimit = DEFAULT_FILE_LIMIT): GalleryPageLayout[] {
+export function planPages(images: readonly SizedImage[], fileLimit = DEFAULT_FILE_LIMIT): PageLayout[] {
   const chunks: number[][] = [];
   let current: number[] = [];
   let bytes = 0;
@@ -49,7 +46,7 @@ export function layoutFor(
   gallery: GalleryEntry[] | undefined,
   messageId: string,
   image: number,
-): GalleryPageLayout & { skipped: Set<number> } {
+): PageLayout & { skipped: Set<number> } {
   const saved = gallery?.findIndex((page) => page.messageId === messageId) ?? -1;
   const entry = gallery?.[saved];
   if (gallery && entry) return { page: saved + 1, pages: gallery.length, images: entry.images, skipped: new Set(entry.skipped ?? []) };
@@ -57,43 +54,4 @@ export function layoutFor(
   const pages = Math.max(1, Math.ceil(job.images.length / IMAGES_PER_MESSAGE));
   const images = job.images.slice((page - 1) * IMAGES_PER_MESSAGE, page * IMAGES_PER_MESSAGE).map((i) => i.index);
   return { page, pages, images, skipped: new Set() };
-}
-
-export interface GalleryDeps {
-  transport: Transport;
-  jobDir: (jobId: string) => string;
-}
-
-async function sizeOf(file: string): Promise<number> {
-  return (await stat(file)).size;
-}
-
-/** Posts every page; resolves with the message id and images of each, in order. */
-export async function postGallery(
-  deps: GalleryDeps,
-  job: Job,
-  target: MessageTarget,
-): Promise<GalleryEntry[]> {
-  if (job.images.length === 0) return [];
-  const dir = deps.jobDir(job.id);
-  const fileLimit = target.attachmentSizeLimit ?? DEFAULT_FILE_LIMIT;
-  const byIndex = new Map<number, ImageRecord>(job.images.map((image) => [image.index, image]));
-  const sized = await Promise.all(
-    job.images.map(async (image) => ({ index: image.index, bytes: await sizeOf(path.join(dir, image.file)) })),
-  );
-  const tooLarge = new Set(sized.filter((s) => s.bytes > fileLimit).map((s) => s.index));
-  const summary = gallerySummary(job);
-  const posted: GalleryEntry[] = [];
-  for (const layout of planPages(sized, fileLimit)) {
-    const files: Upload[] = [];
-    for (const index of layout.images) {
-      const image = byIndex.get(index)!;
-      if (tooLarge.has(index)) continue;
-      files.push({ name: uploadName(image), data: await readFile(path.join(dir, image.file)), contentType: image.contentType });
-    }
-    const skipped = layout.images.filter((index) => tooLarge.has(index));
-    const messageId = await deps.transport.post(target, galleryBody(job, layout, summary, new Set(skipped)), files);
-    posted.push({ messageId, images: layout.images, ...(skipped.length > 0 ? { skipped } : {}) });
-  }
-  return posted;
 }

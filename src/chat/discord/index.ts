@@ -1,16 +1,17 @@
 /**
  * The Discord adapter: a discord.js client (Guilds intent only — slash commands and buttons need no
- * message content), the command and button handlers, and the relay that turns engine events into
- * progress edits and galleries. Call it before `engine.resume()`: resumed jobs then find their
- * messages again through `job.chat.discord`.
+ * message content), the command and button handlers, and Discord's side of delivery (platform.ts),
+ * which turns engine events into progress edits and galleries. Call it before `engine.resume()`:
+ * resumed jobs then find their messages again through `job.chat.discord`.
  */
-import { Outbox } from '../outbox.js';
 import { once } from 'node:events';
-import { Client, Events, GatewayIntentBits, RESTEvents } from 'discord.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Client, Events, GatewayIntentBits } from 'discord.js';
 import type { App } from '../../app.js';
-import type { ChatAdapter, StartAdapter } from '../types.js';
+import { Delivery } from '../delivery/index.js';
+import type { ChatAdapter } from '../types.js';
 import { handleInteraction } from './interactions.js';
-import { ProgressRelay } from './progress.js';
+import { discordPlatform } from './platform.js';
 import { NO_MENTIONS } from './render.js';
 import { createTransport, describeError } from './transport.js';
 
@@ -27,14 +28,14 @@ export interface DiscordOptions {
   loginTimeoutMs?: number;
   /** the clock that decides when an interaction token is too old @default Date.now */
   now?: () => number;
+  /** the process's delivery, shared with the other adapters @default one of its own */
+  delivery?: Delivery;
 }
 
 /** Interaction tokens live 15 minutes; stop a minute early so no edit races the expiry. */
 const TOKEN_LIFETIME_MS = 14 * 60_000;
 /** Gallery uploads can be large; @discordjs/rest's default of 15 s is for small JSON calls. */
 const REQUEST_TIMEOUT_MS = 60_000;
-
-export const startDiscord: StartAdapter = (app) => createDiscordAdapter(app);
 
 export async function createDiscordAdapter(app: App, options: DiscordOptions = {}): Promise<ChatAdapter> {
   const config = app.config.discord;
@@ -46,39 +47,12 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
     rest: { api: config.apiUrl, timeout: REQUEST_TIMEOUT_MS },
     allowedMentions: NO_MENTIONS,
   });
-  const inFlight = new Set<Promise<unknown>>();
-  const track = (work: Promise<unknown>) => {
-    const settled = work.catch((error: unknown) => log.error({ err: describeError(error) }, 'discord background work failed'));
-    inFlight.add(settled);
-    void settled.finally(() => inFlight.delete(settled));
-  };
-
   const transport = createTransport({
     rest: client.rest,
     applicationId: config.appId,
     ...(options.now ? { now: options.now } : {}),
-    onTokenDropped: (target, error) =>
-      log.info({ message: target.messageId, err: describeError(error) }, 'discord interaction token expired; editing with the bot token'),
-  });
-  const relay = new ProgressRelay({
-    engine: app.engine,
-    outbox: new Outbox(app.keyv, 'discord'),
-    transport,
-    jobDir: (jobId) => app.files.jobDir(jobId),
-    log,
-    intervalMs: options.editIntervalMs ?? 1500,
-    track,
-  });
-  const deps = { app, relay, tokenLifetimeMs: options.tokenLifetimeMs ?? TOKEN_LIFETIME_MS };
-
-  // Listening starts before login: resumed jobs' events may come as soon as this function returns.
-  relay.attach();
-  client.on(Events.InteractionCreate, (interaction) => track(handleInteraction(interaction, deps)));
-  client.on(Events.Error, (error) => log.error({ err: describeError(error) }, 'discord client error'));
-  client.rest.on(RESTEvents.RateLimited, (info) => {
-    // @discordjs/rest waits and retries by itself; the relay also holds that message's next edit.
-    const messageId = /\/messages\/(\d+)/.exec(info.url)?.[1];
-    if (messageId) relay.holdForMessage(messageId, info.retryAfter);
+    onTokenDropped: (messageId, error) =>
+      log.info({ message: messageId, err: describeError(error) }, 'discord interaction token expired; editing with the bot token'),
   });
 
   try {
@@ -89,14 +63,27 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
     void ready.catch(() => undefined);
     await Promise.all([login, ready]);
   } catch (error) {
-    relay.close();
     await client.destroy();
     // discord.js's messages name no token, but the error is rebuilt (without its cause) to be sure.
     // eslint-disable-next-line preserve-caught-error -- the cause could carry request details; its message is kept
     throw new Error(`Discord login failed: ${String(describeError(error)['message'])}`);
   }
   log.info({ user: client.user?.tag, api: config.apiUrl }, 'discord adapter ready');
-  track(relay.redeliver());
+
+  // Delivery starts once the client can send: it first posts what a restart cut off.
+  const delivery = options.delivery ?? new Delivery(app);
+  const courier = delivery.register(
+    discordPlatform({ transport, jobDir: (jobId) => app.files.jobDir(jobId), ...(options.editIntervalMs ? { editIntervalMs: options.editIntervalMs } : {}) }),
+    { stopTimeoutMs: options.stopTimeoutMs ?? 5000 },
+  );
+  const inFlight = new Set<Promise<unknown>>();
+  const deps = { app, courier, transport, tokenLifetimeMs: options.tokenLifetimeMs ?? TOKEN_LIFETIME_MS };
+  client.on(Events.InteractionCreate, (interaction) => {
+    const work = handleInteraction(interaction, deps);
+    inFlight.add(work);
+    void work.finally(() => inFlight.delete(work));
+  });
+  client.on(Events.Error, (error) => log.error({ err: describeError(error) }, 'discord client error'));
 
   let stopped = false;
   return {
@@ -106,14 +93,12 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
       if (stopped) return;
       stopped = true;
       client.removeAllListeners(Events.InteractionCreate);
-      // No new events; a gallery or final edit under way is let finish (bounded), then timers go.
-      relay.detach();
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise((resolve) => (timer = setTimeout(resolve, options.stopTimeoutMs ?? 5000)));
-      await Promise.race([Promise.allSettled([...inFlight]), timeout]);
-      clearTimeout(timer);
-      relay.close();
+      // No new commands; answers under way, then delivery's work in flight, may finish (bounded).
+      await Promise.race([Promise.allSettled([...inFlight]), sleep(options.stopTimeoutMs ?? 5000, undefined, { ref: false })]);
+      await courier.stop();
       await client.destroy();
     },
   };
 }
+
+export const startDiscord = createDiscordAdapter;

@@ -11,27 +11,27 @@ import {
   type Interaction,
   type RepliableInteraction,
 } from 'discord.js';
-import { parseImagine } from '../../../commands/imagine.js';
-import { run as runJobs } from '../../../commands/jobs.js';
+import { answer, commandList, commandNamed } from '../../../commands/index.js';
 import type { App } from '../../app.js';
 import { decodeAction, GONE, mayAct, REFUSAL } from '../../core/actions.js';
 import { isJobFinished } from '../../core/engine.js';
-import { isUserError } from '../../core/errors.js';
+import { GENERIC_FAILURE, isUserError } from '../../core/errors.js';
 import type { Requester } from '../../core/types.js';
 import { gallerySummary } from '../../core/views.js';
+import type { Courier } from '../delivery/index.js';
 import { layoutFor } from './gallery.js';
-import type { ProgressRelay } from './progress.js';
-import { galleryBody, NO_EMBEDS, NO_MENTIONS, safe } from './render.js';
-import { describeError, factsOf, type DiscordFacts } from './transport.js';
+import { galleryBody, NO_EMBEDS, NO_MENTIONS, safeText } from './render.js';
+import { describeError, type GalleryEntry, type MessageTarget, type Transport } from './transport.js';
 
-export const GENERIC_FAILURE = 'Something went wrong on our side; the details are in the log.';
+export { GENERIC_FAILURE };
 /** The answer to anything sent from a DM while DISCORD_DMS is off (an old global registration still offers it). */
 export const DMS_OFF =
   "Art Factory works in servers only here: use /imagine in a server channel (DMs are turned off by this bot's operator: DISCORD_DMS=off).";
 
 export interface InteractionDeps {
   app: App;
-  relay: ProgressRelay;
+  courier: Courier<MessageTarget, GalleryEntry>;
+  transport: Transport;
   /** how long after the command its interaction token is still used @default 14 min */
   tokenLifetimeMs: number;
 }
@@ -63,11 +63,7 @@ export async function handleInteraction(interaction: Interaction, deps: Interact
       if (interaction.isRepliable()) await answerPrivately(interaction, DMS_OFF);
       return;
     }
-    if (interaction.isChatInputCommand()) {
-      if (interaction.commandName === 'imagine') return await imagine(interaction, deps);
-      if (interaction.commandName === 'jobs') return await jobs(interaction, deps);
-      return await answerPrivately(interaction, 'Unknown command. Try /imagine or /jobs.');
-    }
+    if (interaction.isChatInputCommand()) return await command(interaction, deps);
     if (interaction.isButton()) return await button(interaction, deps);
     // Other components share our custom id space only by forgery; answer them like unknown buttons.
     if (interaction.isRepliable()) return await answerPrivately(interaction, GONE);
@@ -85,22 +81,14 @@ export async function handleInteraction(interaction: Interaction, deps: Interact
 }
 
 /**
- * /imagine: validate (synchronous, so the 3 s deadline is safe), defer publicly — the deferred reply
- * becomes the progress message — submit, and remember the message for the progress relay.
+ * A slash command, run by its registry entry. /imagine validates first (synchronously, so the 3 s
+ * deadline is safe; a mistake is answered privately and nothing is posted), then accepts: the reply
+ * is deferred publicly and becomes the job's progress message, which delivery edits from then on.
  */
-async function imagine(interaction: ChatInputCommandInteraction, deps: InteractionDeps): Promise<void> {
-  const { app, relay } = deps;
-  const raw = Object.fromEntries(interaction.options.data.map((option) => [option.name, option.value]));
-  let request;
-  try {
-    request = parseImagine(raw, app.limits);
-  } catch (error) {
-    if (!isUserError(error)) throw error;
-    return answerPrivately(interaction, error.message);
-  }
-  const deferred = await interaction.deferReply({ withResponse: true });
-  const messageId = deferred.resource?.message?.id ?? (await interaction.fetchReply()).id;
-
+async function command(interaction: ChatInputCommandInteraction, deps: InteractionDeps): Promise<void> {
+  const { app, courier } = deps;
+  const found = commandNamed(interaction.commandName);
+  if (!found) return answerPrivately(interaction, `Unknown command. Try ${commandList()}.`);
   const requester: Requester = {
     tenant: tenantOf(interaction),
     userId: interaction.user.id,
@@ -108,44 +96,38 @@ async function imagine(interaction: ChatInputCommandInteraction, deps: Interacti
     platform: 'discord',
     channelId: interaction.channelId,
   };
-  let job;
-  try {
-    job = await app.engine.submit(request, requester);
-  } catch (error) {
-    if (!isUserError(error)) app.logger.error({ err: describeError(error) }, 'discord /imagine could not submit');
-    // The public "thinking…" message goes; the reason is for the requester only.
-    await interaction.deleteReply().catch(() => undefined);
-    return answerPrivately(interaction, isUserError(error) ? error.message : GENERIC_FAILURE);
+  let reply: { id: string } | undefined;
+  const result = await answer(
+    found,
+    {
+      engine: app.engine,
+      limits: app.limits,
+      requester,
+      input: Object.fromEntries(interaction.options.data.map((option) => [option.name, option.value])),
+      accept: async () => {
+        const deferred = await interaction.deferReply({ withResponse: true });
+        reply = deferred.resource?.message ?? (await interaction.fetchReply());
+      },
+    },
+    (error) => app.logger.error({ err: describeError(error), command: found.name }, 'discord command failed'),
+  );
+  if (result.kind === 'job' && reply) {
+    deps.transport.useToken(reply.id, interaction.token, interaction.createdTimestamp + deps.tokenLifetimeMs);
+    return courier.follow(result.job, {
+      channelId: interaction.channelId,
+      messageId: reply.id,
+      ...(interaction.guildId ? { guildId: interaction.guildId } : {}),
+      ...(interaction.attachmentSizeLimit ? { attachmentSizeLimit: interaction.attachmentSizeLimit } : {}),
+    });
   }
-
-  const facts: DiscordFacts = {
-    channelId: interaction.channelId,
-    messageId,
-    ...(interaction.guildId ? { guildId: interaction.guildId } : {}),
-    tokenExpiresAt: interaction.createdTimestamp + deps.tokenLifetimeMs,
-    ...(interaction.attachmentSizeLimit ? { attachmentSizeLimit: interaction.attachmentSizeLimit } : {}),
-  };
-  await relay.register(job.id, { ...facts, interactionToken: interaction.token });
-  try {
-    await app.engine.annotate(job.id, 'discord', { ...facts });
-  } catch (error) {
-    // The job runs and this process still edits the message; only a restart would lose it.
-    app.logger.error({ job: job.id, err: describeError(error) }, 'discord message ids could not be saved');
-  }
-  await relay.catchUp(job.id);
-}
-
-async function jobs(interaction: ChatInputCommandInteraction, deps: InteractionDeps): Promise<void> {
-  const text = runJobs({
-    engine: deps.app.engine,
-    requester: { tenant: tenantOf(interaction), userId: interaction.user.id, platform: 'discord' },
-  });
-  await answerPrivately(interaction, safe(text));
+  // The public "thinking…" message goes; the reason is for the requester only.
+  if (reply) await interaction.deleteReply().catch(() => undefined);
+  await answerPrivately(interaction, safeText(result.text));
 }
 
 /** Cancel and review buttons; anything else, or a job that is gone, is answered with GONE. */
 async function button(interaction: ButtonInteraction, deps: InteractionDeps): Promise<void> {
-  const { app, relay } = deps;
+  const { app, courier } = deps;
   const action = decodeAction(interaction.customId);
   if (!action || action.kind === 'page') return answerPrivately(interaction, GONE);
   const job = await app.engine.get(action.jobId);
@@ -157,7 +139,7 @@ async function button(interaction: ButtonInteraction, deps: InteractionDeps): Pr
   if (!mayAct(job, actor, tenantOf(interaction))) return answerPrivately(interaction, REFUSAL);
 
   if (action.kind === 'cancel') {
-    // Acknowledge first: cancelling waits for the store; the relay shows "Canceled" when it lands.
+    // Acknowledge first: cancelling waits for the store; delivery shows "Canceled" when it lands.
     await interaction.deferUpdate();
     try {
       await app.engine.cancel(job.id, reviewer(interaction));
@@ -169,13 +151,14 @@ async function button(interaction: ButtonInteraction, deps: InteractionDeps): Pr
   }
 
   // Review buttons live on gallery messages only, and a gallery exists only once the job is finished.
-  const gallery = factsOf(job.chat)?.gallery;
-  const onGallery = gallery ? gallery.some((page) => page.messageId === interaction.message.id) : isJobFinished(job);
+  const pages = courier.factsOf(job).pages.filter((page) => page !== undefined);
+  // A gallery from before its pages were recorded: any finished job's message may be one.
+  const onGallery = pages.length > 0 ? pages.some((page) => page.messageId === interaction.message.id) : isJobFinished(job);
   if (!onGallery || !job.images.some((image) => image.index === action.image)) return answerPrivately(interaction, GONE);
   const updated = await app.engine.review(job.id, action.image, action.status, reviewer(interaction));
-  const layout = layoutFor(updated, factsOf(updated.chat)?.gallery, interaction.message.id, action.image);
+  const layout = layoutFor(updated, pages, interaction.message.id, action.image);
   // update() answers with a fresh token: it works on galleries of any age, unlike an edit.
   const body = galleryBody(updated, layout, gallerySummary(updated), layout.skipped);
   await interaction.update({ content: body.content, components: body.components, allowedMentions: NO_MENTIONS, flags: NO_EMBEDS });
-  relay.refreshSummary(updated);
+  courier.reviewed(updated, action.image);
 }

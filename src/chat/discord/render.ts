@@ -9,6 +9,7 @@ import { ActionRowBuilder, ButtonBuilder, ButtonStyle, MessageFlags, escapeMarkd
 import { encodeAction } from '../../core/actions.js';
 import { STATUS_MARK, oneLine, shorten, type GallerySummary, type ProgressView } from '../../core/views.js';
 import type { ImageRecord, Job } from '../../core/types.js';
+import { failedBatchLines, failureLines, GALLERY_FAILED, type GalleryState, type PageLayout } from '../delivery/index.js';
 
 /** Discord's content limit. */
 export const CONTENT_MAX = 2000;
@@ -46,6 +47,17 @@ export function safe(text: string): string {
 }
 
 /**
+ * A command's answer as Discord shows it: our own text, where `code spans` are meant as code and
+ * everything else — which may echo what the user typed — is made plain text by safe().
+ */
+export function safeText(text: string): string {
+  return text
+    .split(/(`[^`\n]*`)/)
+    .map((part, i) => (i % 2 === 1 ? part : safe(part)))
+    .join('');
+}
+
+/**
  * Keeps content under Discord's limit whatever a provider put into an error message (escaping can
  * double its length), cutting the body but never the footer that names the job.
  */
@@ -57,37 +69,21 @@ function fit(lines: string[], footer: string): string {
   return `${body}\n${footer}`;
 }
 
-const MAX_FAILURE_LINES = 5;
-/** Provider error texts are cut to one line a little under ERROR_LINE_MAX, leaving room for their prefix. */
-const FAILURE_MAX = 180;
-const REASON_MAX = 160;
-
-function failureLines(failures: readonly string[]): string[] {
-  const shown = failures.slice(-MAX_FAILURE_LINES).map((f) => `⚠️ ${safe(oneLine(f, FAILURE_MAX))}`);
-  const hidden = failures.length - shown.length;
-  return hidden > 0 ? [`⚠️ … and ${hidden} earlier`, ...shown] : shown;
-}
-
-/** Summary lines: counts by review status, then every batch that did not deliver, with its reason. */
-export function summaryLines(summary: GallerySummary): string[] {
-  const lines = [summary.text];
-  for (const failed of summary.failed.slice(0, 10)) {
-    lines.push(`Batch ${failed.batch}: ${failed.images} image${failed.images === 1 ? '' : 's'} not made (${safe(oneLine(failed.reason, REASON_MAX))})`);
-  }
-  if (summary.failed.length > 10) lines.push(`… and ${summary.failed.length - 10} more failed batches`);
-  return lines;
-}
-
-/** The progress message: title, prompt, bar, the view's lines, failures, summary once finished, Cancel. */
-export function progressBody(view: ProgressView, summary?: GallerySummary): MessageBody {
+/**
+ * The progress message: title, prompt, bar, the view's lines, failures while it runs, the summary
+ * once finished (and a line if its gallery could not be posted), Cancel while it runs.
+ */
+export function progressBody(view: ProgressView, summary?: GallerySummary, gallery: GalleryState = 'none'): MessageBody {
   const lines = [
     // A failed job's title carries its error, which is provider text.
     `**${safe(oneLine(view.title))}**`,
     `> ${safe(view.prompt)}`,
     `\`${view.bar}\` ${view.percent}%`,
     ...view.lines.map(safe),
-    ...failureLines(view.failures),
-    ...(view.finished && summary ? summaryLines(summary) : []),
+    ...failureLines(view, safe).map((line) => `⚠️ ${line}`),
+    // Counts by review status, then every batch that did not deliver, with its reason.
+    ...(view.finished && summary ? [summary.text, ...failedBatchLines(summary, safe)] : []),
+    ...(gallery === 'failed' ? [`⚠️ ${GALLERY_FAILED}`] : []),
   ];
   const components = view.cancellable
     ? [
@@ -99,13 +95,6 @@ export function progressBody(view: ProgressView, summary?: GallerySummary): Mess
       ]
     : [];
   return { content: fit(lines, `-# job ${view.jobId}`), components, allowed_mentions: NO_MENTIONS, flags: NO_EMBEDS };
-}
-
-/** One gallery message: which of the job's images it holds, and where it sits among the pages. */
-export interface GalleryPageLayout {
-  page: number;
-  pages: number;
-  images: number[];
 }
 
 /** Upload name of an image: its file name, `SPOILER_`-prefixed when the provider flagged it. */
@@ -131,7 +120,7 @@ function reviewButton(jobId: string, image: ImageRecord, status: 'approved' | 'r
  */
 export function galleryBody(
   job: Pick<Job, 'id' | 'request' | 'images'>,
-  layout: GalleryPageLayout,
+  layout: PageLayout,
   summary: GallerySummary,
   notUploaded: ReadonlySet<number> = new Set(),
 ): MessageBody {

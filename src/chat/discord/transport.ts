@@ -6,37 +6,26 @@
  * toward Discord's invalid-request ban.
  */
 import { DiscordAPIError, Routes, makeURLSearchParams, type RawFile, type REST } from 'discord.js';
+import { z } from 'zod';
 import type { MessageBody } from './render.js';
 
-/** What is persisted in `job.chat.discord`: enough to find the progress message after a restart. */
-export interface DiscordFacts {
-  channelId: string;
-  messageId: string;
-  guildId?: string;
-  /** when the interaction token stops being used (epoch ms); the token itself is never persisted */
-  tokenExpiresAt?: number;
-  attachmentSizeLimit?: number;
-  gallery?: GalleryEntry[];
-}
+/** What is stored in `job.chat.discord` about the progress message: enough to edit it after a restart. */
+export const discordTarget = z.object({
+  channelId: z.string().min(1),
+  messageId: z.string().min(1),
+  guildId: z.string().min(1).optional(),
+  /** the interaction's upload limit per file, where it said */
+  attachmentSizeLimit: z.number().int().positive().optional(),
+});
+export type MessageTarget = z.infer<typeof discordTarget>;
 
 /** One posted gallery message: its images, and those that were too large to upload. */
-export interface GalleryEntry {
-  messageId: string;
-  images: number[];
-  skipped?: number[];
-}
-
-export interface MessageTarget extends DiscordFacts {
-  /** the interaction token, in memory only */
-  interactionToken?: string;
-}
-
-/** Reads the adapter's facts back from a job, refusing anything that is not their shape. */
-export function factsOf(chat: Record<string, unknown> | undefined): DiscordFacts | undefined {
-  const facts = chat?.['discord'] as Partial<DiscordFacts> | undefined;
-  if (!facts || typeof facts.channelId !== 'string' || typeof facts.messageId !== 'string') return undefined;
-  return facts as DiscordFacts;
-}
+export const discordPage = z.object({
+  messageId: z.string().min(1),
+  images: z.array(z.number().int()),
+  skipped: z.array(z.number().int()).optional(),
+});
+export type GalleryEntry = z.infer<typeof discordPage>;
 
 export interface Upload {
   name: string;
@@ -46,8 +35,10 @@ export interface Upload {
 
 export interface Transport {
   edit(target: MessageTarget, body: MessageBody): Promise<void>;
-  /** posts a new message in the target's channel; resolves with its id */
-  post(target: MessageTarget, body: MessageBody, files?: Upload[]): Promise<string>;
+  /** posts a new message in the channel (a follow-up of the progress message while its token lives); resolves with its id */
+  post(target: { channelId: string; messageId?: string }, body: MessageBody, files?: Upload[]): Promise<string>;
+  /** the interaction token of a progress message, used until `expiresAt` (epoch ms); memory only */
+  useToken(messageId: string, token: string, expiresAt: number): void;
 }
 
 /** Discord's answers that mean an interaction token can no longer be used. */
@@ -78,55 +69,66 @@ function withFiles(body: MessageBody, files: Upload[]): { body: object; files: R
   };
 }
 
-export interface TransportOptions {
+/** Discord's answer to a new message, as far as we read it. */
+const posted = z.object({ id: z.string() });
+
+export function createTransport(options: {
   rest: REST;
   applicationId: string;
   now?: () => number;
-  onTokenDropped?: (target: MessageTarget, error: unknown) => void;
-}
-
-export function createTransport(options: TransportOptions): Transport {
+  onTokenDropped?: (messageId: string, error: unknown) => void;
+}): Transport {
   const now = options.now ?? Date.now;
-  const usableToken = (target: MessageTarget): string | undefined =>
-    target.interactionToken !== undefined && now() < (target.tokenExpiresAt ?? 0) ? target.interactionToken : undefined;
+  /** interaction tokens by progress message; never stored, gone at expiry or at the first sign of death */
+  const tokens = new Map<string, { token: string; expiresAt: number }>();
+  const usableToken = (messageId: string): string | undefined => {
+    const entry = tokens.get(messageId);
+    if (entry && now() < entry.expiresAt) return entry.token;
+    tokens.delete(messageId);
+    return undefined;
+  };
 
   /** Tries the interaction webhook, falls back to the bot token once the token turns out dead. */
-  async function viaTokenOr<T>(target: MessageTarget, withToken: (token: string) => Promise<T>, withBot: () => Promise<T>): Promise<T> {
-    const token = usableToken(target);
-    if (token !== undefined) {
+  async function viaTokenOr<T>(messageId: string | undefined, withToken: (token: string) => Promise<T>, withBot: () => Promise<T>): Promise<T> {
+    const token = messageId === undefined ? undefined : usableToken(messageId);
+    if (token !== undefined && messageId !== undefined) {
       try {
         return await withToken(token);
       } catch (error) {
         if (!isDeadToken(error)) throw error;
-        delete target.interactionToken;
-        options.onTokenDropped?.(target, error);
+        tokens.delete(messageId);
+        options.onTokenDropped?.(messageId, error);
       }
-    } else if (target.interactionToken !== undefined) {
-      delete target.interactionToken;
     }
     return withBot();
   }
 
   return {
+    useToken(messageId, token, expiresAt) {
+      for (const [id, entry] of tokens) if (entry.expiresAt <= now()) tokens.delete(id);
+      tokens.set(messageId, { token, expiresAt });
+    },
     async edit(target, body) {
       await viaTokenOr(
-        target,
+        target.messageId,
         (token) => options.rest.patch(Routes.webhookMessage(options.applicationId, token, '@original'), { body, auth: false }),
         () => options.rest.patch(Routes.channelMessage(target.channelId, target.messageId), { body }),
       );
     },
     async post(target, body, files = []) {
       const payload = withFiles(body, files);
-      const message = (await viaTokenOr(
-        target,
-        (token) =>
-          options.rest.post(Routes.webhook(options.applicationId, token), {
-            ...payload,
-            auth: false,
-            query: makeURLSearchParams({ wait: true }),
-          }),
-        () => options.rest.post(Routes.channelMessages(target.channelId), payload),
-      )) as { id: string };
+      const message = posted.parse(
+        await viaTokenOr(
+          target.messageId,
+          (token) =>
+            options.rest.post(Routes.webhook(options.applicationId, token), {
+              ...payload,
+              auth: false,
+              query: makeURLSearchParams({ wait: true }),
+            }),
+          () => options.rest.post(Routes.channelMessages(target.channelId), payload),
+        ),
+      );
       return message.id;
     },
   };

@@ -1,8 +1,9 @@
 /**
  * The playground: a local web page that works like a chat channel, so `npm start` with no tokens
- * shows the whole bot. It is a third adapter over the same commands, core, store and view models —
- * the page types the same `/imagine …` text as Slack, sees progress over server-sent events, and
- * reviews through the same engine call. Served on loopback only, to requests that name it as their
+ * shows the whole bot. It is a third adapter over the same commands, core, store, view models and
+ * delivery — the page types the same `/imagine …` text as Slack, sees progress over server-sent
+ * events (its "message" is the job's view, broadcast to every open page), and reviews through the
+ * same engine call. Served on loopback only, to requests that name it as their
  * host and come from its own page (guard.ts), and only about the playground's own jobs: with
  * PLAYGROUND=on beside Discord or Slack, the store also holds guilds' jobs, which this page must
  * neither show nor touch.
@@ -13,12 +14,12 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { help, parseImagineText } from '../../../commands/imagine.js';
-import { run as runJobs } from '../../../commands/jobs.js';
+import { z } from 'zod';
+import { answer, commandList, commandNamed, helpText } from '../../../commands/index.js';
 import type { App } from '../../app.js';
-import { isUserError } from '../../core/errors.js';
-import { LatestThrottle } from '../../core/throttle.js';
-import type { Job, ProgressEvent, Requester } from '../../core/types.js';
+import { GENERIC_FAILURE, isUserError } from '../../core/errors.js';
+import type { Job, Requester } from '../../core/types.js';
+import { Delivery, type DeliveryPlatform } from '../delivery/index.js';
 import type { ChatAdapter } from '../types.js';
 import { refusal } from './guard.js';
 import { jobView, TRANSCRIPT_KEY, type TranscriptEntry } from './view.js';
@@ -65,7 +66,17 @@ export interface Playground extends ChatAdapter {
   port: number;
 }
 
-export async function startPlayground(app: App, options: { port?: number; host?: string } = {}): Promise<Playground> {
+/**
+ * Every open page is the playground's one channel: a job's "message" is its view, broadcast on each
+ * change, so there is nothing to store about where it is and no gallery to post (the view has the images).
+ */
+const everywhere = z.object({}).default({});
+
+export async function startPlayground(
+  app: App,
+  /** `delivery`: the process's, shared with the other adapters @default one of its own */
+  options: { port?: number; host?: string; delivery?: Delivery } = {},
+): Promise<Playground> {
   const requester: Requester = {
     tenant: 'playground',
     userId: 'playground-user',
@@ -77,23 +88,19 @@ export async function startPlayground(app: App, options: { port?: number; host?:
     const frame = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
     for (const stream of streams) stream.write(frame);
   };
-  // Progress reaches the page at most every 250 ms per job, always the latest state.
-  const progress = new LatestThrottle<{ event: ProgressEvent; job: Readonly<Job> }>({
-    intervalMs: 250,
-    send: async (_, { job }) => broadcast('job', jobView(job, app)),
-  });
-  const onProgress = (event: ProgressEvent, job: Readonly<Job>) => {
-    if (job.requester.platform === 'playground') progress.push(job.id, { event, job });
+  const show = async (job: Readonly<Job>) => broadcast('job', jobView(job, app));
+  const platform: DeliveryPlatform<Record<string, never>> = {
+    name: 'playground',
+    target: everywhere,
+    // Progress reaches the page at most every 250 ms per job, always the latest state.
+    editIntervalMs: 250,
+    postProgress: async (job) => {
+      await show(job);
+      return {};
+    },
+    editProgress: (_, job) => show(job),
   };
-  const onFinished = (job: Job) => {
-    if (job.requester.platform !== 'playground') return;
-    void progress.flush(job.id).then(() => {
-      progress.forget(job.id);
-      broadcast('job', jobView(job, app));
-    });
-  };
-  app.engine.on('progress', onProgress);
-  app.engine.on('finished', onFinished);
+  const courier = (options.delivery ?? new Delivery(app)).register(platform);
 
   /** Whether a job is the playground's own: only those are shown, reviewed, cancelled or served here. */
   const ours = (job: Readonly<Job> | undefined): job is Job =>
@@ -112,29 +119,25 @@ export async function startPlayground(app: App, options: { port?: number; host?:
     return (await app.keyv.get<TranscriptEntry[]>(TRANSCRIPT_KEY)) ?? [];
   }
 
+  /** One line typed on the page, dispatched through the command registry. */
   async function command(text: string): Promise<{ status: number; body: unknown }> {
     const trimmed = text.trim();
-    const [name] = trimmed.split(/\s+/);
-    const args = trimmed.slice(name?.length ?? 0).trim();
-    if (name === '/jobs') return { status: 200, body: { reply: runJobs({ engine: app.engine, requester }) } };
-    if (name === '/help' || name === 'help' || (name === '/imagine' && (args === 'help' || args === ''))) {
-      return { status: 200, body: { reply: help(app.limits) } };
-    }
-    if (name !== '/imagine') {
-      return { status: 400, body: { error: `Unknown command \`${(name ?? '').slice(0, 40)}\`. Try /imagine, /jobs or /help.` } };
-    }
-    try {
-      const job = await app.engine.submit(parseImagineText(args, app.limits), requester);
-      const entries = [...(await transcript()), { text: trimmed, jobId: job.id, at: new Date().toISOString() }].slice(-TRANSCRIPT_MAX);
-      await app.keyv.set(TRANSCRIPT_KEY, entries);
-      const view = jobView(job, app);
-      broadcast('job', view);
-      return { status: 200, body: { job: view } };
-    } catch (error) {
-      if (isUserError(error)) return { status: 400, body: { error: error.message } };
-      app.logger.error({ err: error }, 'playground command failed');
-      return { status: 500, body: { error: 'Something went wrong on our side; the details are in the log.' } };
-    }
+    const [name = ''] = trimmed.split(/\s+/);
+    if (name === '/help' || name === 'help') return { status: 200, body: { reply: helpText(app.limits) } };
+    const found = name.startsWith('/') ? commandNamed(name.slice(1)) : undefined;
+    if (!found) return { status: 400, body: { error: `Unknown command \`${name.slice(0, 40)}\`. Try ${commandList()} or /help.` } };
+    const input = trimmed.slice(name.length).trim();
+    const result = await answer(found, { engine: app.engine, limits: app.limits, requester, input }, (error) =>
+      app.logger.error({ err: error, command: found.name }, 'playground command failed'),
+    );
+    if (result.kind === 'refused') return { status: 400, body: { error: result.text } };
+    if (result.kind === 'failed') return { status: 500, body: { error: result.text } };
+    if (result.kind === 'text') return { status: 200, body: { reply: result.text } };
+    const { job } = result;
+    const entries = [...(await transcript()), { text: trimmed, jobId: job.id, at: new Date().toISOString() }].slice(-TRANSCRIPT_MAX);
+    await app.keyv.set(TRANSCRIPT_KEY, entries);
+    await courier.follow(job);
+    return { status: 200, body: { job: jobView(job, app) } };
   }
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -209,7 +212,7 @@ export async function startPlayground(app: App, options: { port?: number; host?:
     }
     route(req, res).catch((error: unknown) => {
       app.logger.error({ err: error, url: req.url }, 'playground request failed');
-      if (!res.headersSent) sendJson(res, 500, { error: 'Something went wrong on our side; the details are in the log.' });
+      if (!res.headersSent) sendJson(res, 500, { error: GENERIC_FAILURE });
       else res.end();
     });
   });
@@ -232,8 +235,7 @@ export async function startPlayground(app: App, options: { port?: number; host?:
     healthy: () => server.listening,
     async stop() {
       clearInterval(heartbeat);
-      app.engine.off('progress', onProgress);
-      app.engine.off('finished', onFinished);
+      await courier.stop();
       for (const stream of streams) stream.end();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();

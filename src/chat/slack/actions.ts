@@ -7,22 +7,16 @@
 import type { App as Bolt, BlockAction, webApi } from '@slack/bolt';
 import type { App } from '../../app.js';
 import { decodeAction, GONE, mayAct, REFUSAL } from '../../core/actions.js';
-import { isUserError } from '../../core/errors.js';
+import { GENERIC_FAILURE, isUserError } from '../../core/errors.js';
+import type { Courier } from '../delivery/index.js';
 import { describe } from './errors.js';
-import { GENERIC_FAILURE, type SlackMessages } from './messages.js';
+import type { PageFacts, SlackTarget } from './platform.js';
 import type { Moderators } from './moderators.js';
 import { escapeMrkdwn, NO_UNFURL } from './render.js';
 
-interface Click {
-  value: string | undefined;
-  userId: string;
-  userName: string | undefined;
-  team: string | undefined;
-  channel: string | undefined;
-  threadTs: string | undefined;
-}
+type Click = ReturnType<typeof clickOf>;
 
-function clickOf(body: BlockAction): Click {
+function clickOf(body: BlockAction) {
   const action = body.actions[0];
   const message = body.message as { thread_ts?: string } | undefined;
   return {
@@ -36,7 +30,7 @@ function clickOf(body: BlockAction): Click {
   };
 }
 
-export function registerActions(bolt: Bolt, app: App, messages: SlackMessages, moderators: Moderators): void {
+export function registerActions(bolt: Bolt, app: App, courier: Courier<SlackTarget, PageFacts>, moderators: Moderators): void {
   bolt.action<BlockAction>({ type: 'block_actions' }, async ({ ack, body, client, respond }) => {
     await ack();
     const click = clickOf(body);
@@ -48,22 +42,28 @@ export function registerActions(bolt: Bolt, app: App, messages: SlackMessages, m
         await client.chat.postEphemeral({ channel: click.channel, user: click.userId, text: safe, ...NO_UNFURL, ...(click.threadTs ? { thread_ts: click.threadTs } : {}) });
       } catch (error) {
         await respond({ response_type: 'ephemeral', replace_original: false, text: safe, ...NO_UNFURL }).catch(() =>
-          app.logger.warn({ error: describe(error) }, 'slack: could not answer a click'),
+          app.logger.warn({ err: describe(error) }, 'slack: could not answer a click'),
         );
       }
     };
     try {
-      const answer = await handle(click, client, app, messages, moderators);
+      const answer = await handle(click, client, app, courier, moderators);
       if (answer) await tell(answer);
     } catch (error) {
-      app.logger.error({ error: describe(error), value: click.value }, 'slack: button failed');
+      app.logger.error({ err: describe(error), value: click.value }, 'slack: button failed');
       await tell(GENERIC_FAILURE);
     }
   });
 }
 
 /** Does what the button says; returns a private answer for the clicker, if any. */
-async function handle(click: Click, client: webApi.WebClient, app: App, messages: SlackMessages, moderators: Moderators): Promise<string | undefined> {
+async function handle(
+  click: Click,
+  client: webApi.WebClient,
+  app: App,
+  courier: Courier<SlackTarget, PageFacts>,
+  moderators: Moderators,
+): Promise<string | undefined> {
   const action = click.value ? decodeAction(click.value) : undefined;
   // Page buttons are Discord's; Slack posts every page, so one arriving here is not ours.
   if (!action || action.kind === 'page') return GONE;
@@ -79,7 +79,7 @@ async function handle(click: Click, client: webApi.WebClient, app: App, messages
       return undefined; // the progress message shows it
     }
     const updated = await app.engine.review(action.jobId, action.image, action.status, by);
-    messages.reviewed(updated, action.image);
+    courier.reviewed(updated, action.image);
     return undefined;
   } catch (error) {
     if (isUserError(error)) return error.message;

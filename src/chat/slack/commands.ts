@@ -1,19 +1,20 @@
 /**
- * /imagine and /jobs. Slack wants an answer within 3 s, so the text is validated synchronously and a
- * mistake (or `help`) is answered in the ack itself, ephemerally — no response_url use at all. Only
- * then is the job submitted; what can still go wrong after the ack (a full queue, a channel the bot
- * is not in) is answered once through response_url. A delivery of an /imagine already taken (a replay
- * of the same signed request, or the same trigger_id again) is answered in the ack and starts nothing.
+ * Every command of the registry, run through its `run`. Slack wants an answer within 3 s, so the text
+ * is validated synchronously and a mistake (or `help`) is answered in the ack itself, ephemerally — no
+ * response_url use at all. Only once the command accepts is it acked and the job submitted; what can
+ * still go wrong after the ack (a full queue, a channel the bot is not in) is answered once through
+ * response_url. A second delivery of a command already taken (a replay of the signed request, or the
+ * same trigger_id) is refused where it would be accepted: answered in the ack, it starts nothing.
  */
-import type { App as Bolt, RespondFn } from '@slack/bolt';
-import { help, parseImagineText } from '../../../commands/imagine.js';
-import { run as runJobs } from '../../../commands/jobs.js';
+import type { App as Bolt, RespondFn, SlashCommand } from '@slack/bolt';
+import { answer, commands } from '../../../commands/index.js';
 import type { App } from '../../app.js';
-import { isUserError } from '../../core/errors.js';
-import type { ImagineRequest, Requester } from '../../core/types.js';
+import { UserError } from '../../core/errors.js';
+import type { Requester } from '../../core/types.js';
+import { NoAccess, type Courier } from '../delivery/index.js';
 import { describe } from './errors.js';
-import { GENERIC_FAILURE, type Reply, type SlackMessages } from './messages.js';
-import { escapeMrkdwn, helpText, NO_UNFURL } from './render.js';
+import type { PageFacts, SlackTarget } from './platform.js';
+import { escapeMrkdwn, helpText, inviteHint, NO_UNFURL } from './render.js';
 import type { CommandDelivery, SeenCommands } from './replays.js';
 
 /** The context key under which index.ts's receiver passes X-Slack-Request-Timestamp (seconds). */
@@ -21,17 +22,7 @@ export const REQUEST_TIMESTAMP = 'slackRequestTimestamp';
 
 const ephemeral = (text: string) => ({ response_type: 'ephemeral' as const, text, ...NO_UNFURL });
 
-interface CommandBody {
-  team_id: string;
-  user_id: string;
-  user_name?: string;
-  channel_id: string;
-  command: string;
-  text: string;
-  trigger_id?: string;
-}
-
-function deliveryOf(command: CommandBody, context: Record<string, unknown>): CommandDelivery {
+function deliveryOf(command: SlashCommand, context: Record<string, unknown>): CommandDelivery {
   const timestamp = context[REQUEST_TIMESTAMP];
   return {
     team_id: command.team_id,
@@ -52,7 +43,7 @@ export function alreadyReceived(jobId: string | undefined): string {
   return jobId ? `This command was already received; its job is \`${jobId}\`.` : 'This command was already received; it is not run twice.';
 }
 
-function requesterOf(command: CommandBody): Requester {
+function requesterOf(command: SlashCommand): Requester {
   return {
     tenant: command.team_id,
     userId: command.user_id,
@@ -62,8 +53,8 @@ function requesterOf(command: CommandBody): Requester {
   };
 }
 
-/** A reply through response_url that refuses a second use: Slack allows 5, we never need more than one. */
-function oneReply(respond: RespondFn, app: App): Reply {
+/** Answers privately through response_url, once: Slack allows 5 uses, we never need more than one. */
+function oneReply(respond: RespondFn, app: App): (text: string) => Promise<void> {
   let used = false;
   return async (text) => {
     if (used) {
@@ -71,45 +62,50 @@ function oneReply(respond: RespondFn, app: App): Reply {
       return;
     }
     used = true;
-    await respond({ ...ephemeral(escapeMrkdwn(text)), replace_original: false });
+    await respond({ ...ephemeral(escapeMrkdwn(text)), replace_original: false }).catch((error: unknown) =>
+      app.logger.warn({ err: describe(error) }, 'slack: could not answer the user'),
+    );
   };
 }
 
-export function registerCommands(bolt: Bolt, app: App, messages: SlackMessages, seen: SeenCommands): void {
-  bolt.command('/imagine', async ({ command, ack, respond, context }) => {
-    const text = command.text.trim();
-    if (text === '' || /^(help|--help|-h)$/i.test(text)) {
-      await ack(ephemeral(helpText(help(app.limits))));
-      return;
-    }
-    let request: ImagineRequest;
-    try {
-      request = parseImagineText(text, app.limits);
-    } catch (error) {
-      if (!isUserError(error)) app.logger.error({ error: describe(error) }, 'slack: /imagine could not be read');
-      await ack(ephemeral(isUserError(error) ? escapeMrkdwn(error.message) : GENERIC_FAILURE));
-      return;
-    }
-    // Only a command that would start a job is remembered: help and refusals are harmless to repeat.
-    const delivery = deliveryOf(command, context);
-    const earlier = await seen.claim(delivery);
-    if (earlier) {
-      app.logger.warn({ team: command.team_id, user: command.user_id, job: earlier.jobId }, 'slack: a second delivery of one /imagine was refused');
-      await ack(ephemeral(alreadyReceived(earlier.jobId)));
-      return;
-    }
-    await ack();
-    // After the ack Bolt has answered Slack: startJob answers everything itself and never throws.
-    const jobId = await messages.startJob(request, requesterOf(command), oneReply(respond, app));
-    if (jobId) await seen.started(delivery, jobId);
-  });
-
-  bolt.command('/jobs', async ({ command, ack }) => {
-    try {
-      await ack(ephemeral(escapeMrkdwn(runJobs({ engine: app.engine, requester: requesterOf(command) }))));
-    } catch (error) {
-      app.logger.error({ error: describe(error) }, 'slack: /jobs failed');
-      await ack(ephemeral(GENERIC_FAILURE));
-    }
-  });
+export function registerCommands(bolt: Bolt, app: App, courier: Courier<SlackTarget, PageFacts>, seen: SeenCommands): void {
+  for (const command of commands) {
+    bolt.command(`/${command.name}`, async ({ command: body, ack, respond, context }) => {
+      const delivery = deliveryOf(body, context);
+      let acked = false;
+      const result = await answer(
+        command,
+        {
+          engine: app.engine,
+          limits: app.limits,
+          requester: requesterOf(body),
+          input: body.text,
+          // Only a command that would start a job is remembered: help and refusals are harmless to repeat.
+          accept: async () => {
+            const earlier = await seen.claim(delivery);
+            if (earlier) {
+              app.logger.warn({ team: body.team_id, user: body.user_id, job: earlier.jobId }, 'slack: a second delivery of one command was refused');
+              throw new UserError('duplicate', alreadyReceived(earlier.jobId));
+            }
+            await ack();
+            acked = true;
+          },
+        },
+        (error) => app.logger.error({ err: describe(error), command: command.name }, 'slack: command failed'),
+      );
+      if (!acked) {
+        const text = result.kind === 'text' && result.monospace ? helpText(result.text) : escapeMrkdwn(result.text);
+        return ack(ephemeral(text));
+      }
+      // After the ack Bolt has answered Slack: everything from here answers through response_url, once.
+      const reply = oneReply(respond, app);
+      if (result.kind !== 'job') return reply(result.text);
+      await seen.started(delivery, result.job.id);
+      await courier.follow(result.job).catch((error: unknown) => {
+        if (error instanceof NoAccess) return reply(inviteHint(result.job.id));
+        app.logger.error({ job: result.job.id, err: describe(error) }, 'slack: could not post the progress message');
+        return reply(`Job \`${result.job.id}\` is running, but I could not post its progress here; its gallery will follow when I can.`);
+      });
+    });
+  }
 }

@@ -1,21 +1,23 @@
 /**
  * The Slack adapter: @slack/bolt over HTTP (signed requests on SLACK_PORT, /slack/events), or Socket
  * Mode when SLACK_APP_TOKEN is set. Web API calls go to SLACK_API_URL. Listeners are registered
- * explicitly: /imagine and /jobs (commands.ts), buttons (actions.ts), and member_joined_channel, which
- * releases progress and galleries that were waiting for the bot to be invited. Everything the bot
- * posts is sent with link and media unfurling off (render.ts NO_UNFURL).
+ * explicitly: the registry's commands (commands.ts), buttons (actions.ts), and member_joined_channel,
+ * which releases progress and galleries that were waiting for the bot to be invited. Progress and
+ * galleries go out through delivery (../delivery, platform.ts). Everything the bot posts is sent with
+ * link and media unfurling off (render.ts NO_UNFURL).
  *
  * Start it before engine.resume(): resumed jobs then find their messages through job.chat.slack.
  */
 import type { AddressInfo } from 'node:net';
-import { App as Bolt, HTTPReceiver, LogLevel, webApi, type Logger as BoltLogger } from '@slack/bolt';
+import { App as Bolt, HTTPReceiver, LogLevel, SocketModeReceiver, webApi, type Logger as BoltLogger } from '@slack/bolt';
 import type { App } from '../../app.js';
 import type { ChatAdapter, StartAdapter } from '../types.js';
 import { registerActions } from './actions.js';
 import { REQUEST_TIMESTAMP, registerCommands } from './commands.js';
 import { describe } from './errors.js';
-import { SlackMessages } from './messages.js';
+import { Delivery } from '../delivery/index.js';
 import { Moderators } from './moderators.js';
+import { slackPlatform } from './platform.js';
 import { SeenCommands } from './replays.js';
 
 export interface SlackOptions {
@@ -25,6 +27,62 @@ export interface SlackOptions {
   host?: string;
   /** time between two edits of one message @default 2000 */
   updateIntervalMs?: number;
+  /** the process's delivery, shared with the other adapters @default one of its own */
+  delivery?: Delivery;
+  /** Socket Mode only: how the connection to Slack is kept (tests scale the delays down) */
+  socket?: SocketModeTuning;
+}
+
+export interface SocketModeTuning {
+  /** backoff of apps.connections.open when it fails @default SOCKET_MODE_RETRY */
+  retry?: webApi.RetryOptions;
+  /**
+   * socket-mode's clientPingTimeout: a pong must come back within it, and a reconnect waits this long
+   * times the failures in a row before it asks for a new URL @default 5000 (socket-mode's own)
+   */
+  pingTimeoutMs?: number;
+}
+
+/**
+ * apps.connections.open gets its own retry policy, never the Web API client's `retries: 0`: Slack
+ * refreshes a Socket Mode connection every few hours, socket-mode treats an HTTP error of that call as
+ * unrecoverable, and the rejection escapes its reconnect loop unhandled — one 500 during a refresh
+ * would end the process. So the call is retried here, 1 s doubling to a minute, jittered, for as long
+ * as it takes: the jobs keep running and their edits keep going out over the Web API meanwhile.
+ * (A revoked app token is an `ok: false` answer and is not retried: the bot stops on it, since it
+ * could never connect again.)
+ */
+export const SOCKET_MODE_RETRY: webApi.RetryOptions = {
+  retries: 10,
+  factor: 2,
+  minTimeout: 1_000,
+  maxTimeout: 60_000,
+  randomize: true,
+  forever: true,
+};
+
+/** Bolt's Socket Mode receiver, with a Web API client of its own for apps.connections.open. */
+function socketModeReceiver(
+  app: App,
+  slack: { appToken: string; apiUrl: string },
+  logger: BoltLogger,
+  tuning: SocketModeTuning = {},
+): SocketModeReceiver {
+  // web-api hands retryConfig to p-retry as it is, so p-retry's onFailedAttempt reaches it: each failed
+  // attempt is logged, or a bot that cannot reconnect would look healthy and silent.
+  const retryConfig: webApi.RetryOptions & { onFailedAttempt: (error: Error & { attemptNumber?: number }) => void } = {
+    ...(tuning.retry ?? SOCKET_MODE_RETRY),
+    onFailedAttempt: (error) =>
+      app.logger.warn({ attempt: error.attemptNumber, err: describe(error) }, 'slack: apps.connections.open failed; retrying with backoff'),
+  };
+  return new SocketModeReceiver({
+    appToken: slack.appToken,
+    logger,
+    ...(tuning.pingTimeoutMs !== undefined ? { clientPingTimeout: tuning.pingTimeoutMs } : {}),
+    // Bolt would hand the socket client the bot's clientOptions (retries: 0, and 429s rejected at
+    // once); here a 429 waits for its Retry-After like any other failure of this one call.
+    installerOptions: { clientOptions: { slackApiUrl: slack.apiUrl, retryConfig } },
+  });
 }
 
 export interface SlackAdapter extends ChatAdapter {
@@ -79,8 +137,8 @@ export async function startSlack(app: App, options: SlackOptions = {}): Promise<
     botUserId,
     logger,
     clientOptions,
-    ...(socketMode
-      ? { socketMode: true, appToken: config.appToken }
+    ...(config.appToken
+      ? { receiver: socketModeReceiver(app, { appToken: config.appToken, apiUrl: config.apiUrl }, logger, options.socket) }
       : {
           // Bolt's own HTTP receiver, built here only to pass the signed request timestamp on to the
           // listeners (context[REQUEST_TIMESTAMP]): Bolt keeps no memory of requests, so replays of
@@ -96,32 +154,47 @@ export async function startSlack(app: App, options: SlackOptions = {}): Promise<
         }),
   });
 
-  const messages = new SlackMessages(app, bolt.client, { intervalMs: options.updateIntervalMs });
-  const moderators = new Moderators(new Set(config.reviewers), (userId, error) =>
-    app.logger.warn({ user: userId, error: describe(error) }, 'slack: users.info failed; treated as not a moderator'),
+  // The Web API client works before the receiver starts: delivery can post what a restart cut off.
+  const stopping = new AbortController();
+  const courier = (options.delivery ?? new Delivery(app)).register(
+    slackPlatform({
+      client: bolt.client,
+      jobDir: (jobId) => app.files.jobDir(jobId),
+      signal: stopping.signal,
+      ...(options.updateIntervalMs ? { editIntervalMs: options.updateIntervalMs } : {}),
+    }),
   );
-  registerCommands(bolt, app, messages, new SeenCommands(app.keyv));
-  registerActions(bolt, app, messages, moderators);
+  const moderators = new Moderators(new Set(config.reviewers), (userId, error) =>
+    app.logger.warn({ user: userId, err: describe(error) }, 'slack: users.info failed; treated as not a moderator'),
+  );
+  registerCommands(bolt, app, courier, new SeenCommands(app.keyv));
+  registerActions(bolt, app, courier, moderators);
   bolt.event('member_joined_channel', async ({ event }) => {
     if (event.user !== botUserId) return;
-    await messages.channelOpened(event.channel).catch((error: unknown) =>
-      app.logger.warn({ channel: event.channel, error: describe(error) }, 'slack: could not post what waited for this channel'),
+    // Invited: what waited for this channel (a progress message, a gallery) goes out now.
+    await courier.retry((job) => job.requester.channelId === event.channel).catch((error: unknown) =>
+      app.logger.warn({ channel: event.channel, err: describe(error) }, 'slack: could not post what waited for this channel'),
     );
   });
   bolt.error(async (error) => {
-    app.logger.error({ error: describe(error) }, 'slack: unhandled error in a listener');
+    app.logger.error({ err: describe(error) }, 'slack: unhandled error in a listener');
   });
 
   let port: number | undefined;
   let server: { listening: boolean } | undefined;
-  if (socketMode) {
-    await bolt.start();
-  } else {
-    const listening = await bolt.start({ port: options.port ?? config.port, ...(options.host ? { host: options.host } : {}) });
-    port = (listening.address() as AddressInfo).port;
-    server = listening;
+  try {
+    if (socketMode) {
+      await bolt.start();
+    } else {
+      const listening = await bolt.start({ port: options.port ?? config.port, ...(options.host ? { host: options.host } : {}) });
+      port = (listening.address() as AddressInfo).port;
+      server = listening;
+    }
+  } catch (error) {
+    stopping.abort();
+    await courier.stop();
+    throw error;
   }
-  messages.attach();
   app.logger.info({ mode: socketMode ? 'socket' : 'http', port, botUserId }, 'slack adapter started');
 
   let stopped = false;
@@ -133,8 +206,9 @@ export async function startSlack(app: App, options: SlackOptions = {}): Promise<
     async stop() {
       if (stopped) return;
       stopped = true;
-      await messages.stop();
-      await bolt.stop().catch((error: unknown) => app.logger.warn({ error: describe(error) }, 'slack: stop failed'));
+      stopping.abort();
+      await courier.stop();
+      await bolt.stop().catch((error: unknown) => app.logger.warn({ err: describe(error) }, 'slack: stop failed'));
     },
   };
 }

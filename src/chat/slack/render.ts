@@ -7,8 +7,9 @@
  */
 import type { types } from '@slack/bolt';
 import { encodeAction } from '../../core/actions.js';
-import { ERROR_LINE_MAX, galleryPage, gallerySummary, oneLine, progressView, shorten, STATUS_MARK } from '../../core/views.js';
-import type { ImageRecord, Job, ProgressEvent, ReviewStatus } from '../../core/types.js';
+import { ERROR_LINE_MAX, galleryPage, oneLine, shorten, STATUS_MARK } from '../../core/views.js';
+import type { ImageRecord, Job, ReviewStatus } from '../../core/types.js';
+import { failedBatchLines, failureLines, GALLERY_FAILED, type GalleryState, type ProgressCard } from '../delivery/index.js';
 
 type Block = types.KnownBlock;
 type Button = types.Button;
@@ -56,13 +57,12 @@ function context(text: string): Block {
 }
 
 /** Where the gallery stands, shown under a finished job's progress. */
-export type GalleryState = 'none' | 'posting' | 'posted' | 'blocked';
-
 const GALLERY_NOTE: Record<GalleryState, string> = {
   none: '',
   posting: ' · posting them in the thread…',
   posted: ' · review them in the thread',
   blocked: ' · I can’t post them here yet: invite me with `/invite @Art Factory`',
+  failed: ` · ${GALLERY_FAILED}`,
 };
 
 /**
@@ -70,8 +70,8 @@ const GALLERY_NOTE: Record<GalleryState, string> = {
  * "Batch i/n", queue position, failures, ETA, provider and model) and a Cancel button while it runs;
  * when finished, the review summary in its place.
  */
-export function progressMessage(job: Readonly<Job>, event: ProgressEvent, gallery: GalleryState): Rendered {
-  const view = progressView(job, event);
+export function progressMessage(job: Readonly<Job>, card: ProgressCard): Rendered {
+  const { view, summary } = card;
   const prompt = escapeMrkdwn(view.prompt);
   const lines = view.lines.map(escapeMrkdwn);
   // A failed job's title carries the provider's error ("Failed: all 4 images failed: …").
@@ -80,21 +80,13 @@ export function progressMessage(job: Readonly<Job>, event: ProgressEvent, galler
     section(`*${escapeMrkdwn(title)}*\n>${prompt}`),
     section(`\`${view.bar}\` ${view.percent}%\n${lines.join('\n')}`),
   ];
-  if (view.failures.length > 0 && !view.finished) {
-    // The latest failures matter most while it runs; once finished, the summary lists every one.
-    const shown = view.failures.slice(-5).map((f) => `• ${escapeMrkdwn(errorText(f))}`);
-    if (view.failures.length > 5) shown.unshift(`… and ${view.failures.length - 5} earlier`);
-    blocks.push(context(`:warning: ${shown.join('\n')}`));
-  }
-  if (view.finished) {
-    const summary = gallerySummary(job);
-    const lines = [`${escapeMrkdwn(summary.text)}${job.images.length === 0 ? '' : GALLERY_NOTE[gallery]}`];
-    for (const failed of summary.failed.slice(0, 10)) {
-      const images = `${failed.images} image${failed.images === 1 ? '' : 's'}`;
-      lines.push(`:warning: Batch ${failed.batch}: ${images} not made (${escapeMrkdwn(errorText(failed.reason))})`);
-    }
-    if (summary.failed.length > 10) lines.push(`… and ${summary.failed.length - 10} more failed batches`);
-    blocks.push(section(lines.join('\n')));
+  // The latest failures matter most while it runs; once finished, the summary lists every one.
+  const failures = failureLines(view, escapeMrkdwn);
+  if (failures.length > 0) blocks.push(context(`:warning: ${failures.map((line) => `• ${line}`).join('\n')}`));
+  if (view.finished && summary) {
+    const note = job.images.length === 0 ? '' : GALLERY_NOTE[card.gallery];
+    const batches = failedBatchLines(summary, escapeMrkdwn).map((line) => `:warning: ${line}`);
+    blocks.push(section([`${escapeMrkdwn(summary.text)}${note}`, ...batches].join('\n')));
   }
   blocks.push(context(`Job \`${job.id}\` · requested by <@${escapeMrkdwn(job.requester.userId)}>`));
   if (view.cancellable) {

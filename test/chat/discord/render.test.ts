@@ -79,7 +79,8 @@ describe('Discord rendering', () => {
   });
 
   it('cuts an overlong progress message in its body and keeps the job footer', () => {
-    const j = job([], '*'.repeat(1500));
+    // Running: failure lines are listed while a job runs (once finished, its summary names them).
+    const j = { ...job([], '*'.repeat(1500)), state: 'running' as const };
     const view = progressView(j, {
       jobId: j.id,
       state: 'running',

@@ -1,6 +1,6 @@
-import { Outbox } from '../../../src/chat/outbox.js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ProgressRelay } from '../../../src/chat/discord/progress.js';
+import { Delivery } from '../../../src/chat/delivery/index.js';
+import { discordPlatform } from '../../../src/chat/discord/platform.js';
 import type { MessageBody } from '../../../src/chat/discord/render.js';
 import type { MessageTarget, Transport } from '../../../src/chat/discord/transport.js';
 import type { Job, ProgressEvent } from '../../../src/core/types.js';
@@ -47,10 +47,11 @@ describe('Discord progress edits', () => {
     const transport: Transport = {
       edit: async (target: MessageTarget, body: MessageBody) => void edits.push({ messageId: target.messageId, content: body.content }),
       post: async () => 'unused',
+      useToken: () => undefined,
     };
     vi.useFakeTimers();
-    const relay = new ProgressRelay({ engine: app.engine, outbox: new Outbox(app.keyv, 'discord'), transport, jobDir: (id) => id, log: app.logger, track: () => undefined });
-    relay.attach();
+    // Discord's platform with its default interval, over a transport that records.
+    const courier = new Delivery(app).register(discordPlatform({ transport, jobDir: (id) => id }));
     try {
       const a = discordJob('20250101-aaaaaaaa', '1001');
       const b = discordJob('20250101-bbbbbbbb', '1002');
@@ -75,21 +76,21 @@ describe('Discord progress edits', () => {
       expect(edits).toHaveLength(4);
       expect(edits[2]?.content).toContain('Batch 13/25 · generating');
     } finally {
-      relay.detach();
+      vi.useRealTimers();
+      await courier.stop();
     }
   });
 
   it('edit only messages of Discord jobs', async () => {
     const app = await buildApp();
     const edits: string[] = [];
-    const transport: Transport = { edit: async (_t, body) => void edits.push(body.content), post: async () => 'unused' };
-    const relay = new ProgressRelay({ engine: app.engine, outbox: new Outbox(app.keyv, 'discord'), transport, jobDir: (id) => id, log: app.logger, track: () => undefined });
-    relay.attach();
+    const transport: Transport = { edit: async (_t, body) => void edits.push(body.content), post: async () => 'unused', useToken: () => undefined };
+    const courier = new Delivery(app).register(discordPlatform({ transport, jobDir: (id) => id }));
     const job = { ...discordJob('20250101-cccccccc', '1003'), requester: { tenant: 'playground', userId: 'u', platform: 'playground' as const } };
     app.engine.emit('progress', event(job.id, 1), job);
     app.engine.emit('progress', event('20250101-dddddddd', 7), discordJob('20250101-dddddddd', '1004'));
     await new Promise((resolve) => setImmediate(resolve));
-    relay.detach();
+    await courier.stop();
     expect(edits).toHaveLength(1);
     expect(edits[0]).toContain('7/100 images');
   });

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { progressCard } from '../../../src/chat/delivery/index.js';
 import { ERROR_TEXT_MAX, errorText, escapeMrkdwn, progressMessage } from '../../../src/chat/slack/render.js';
 import type { Batch, Job, ProgressEvent } from '../../../src/core/types.js';
 import { textsOf, unescapeMrkdwn } from './harness.js';
@@ -59,7 +60,7 @@ function shown(line: string): string {
 describe('progressMessage with error texts nobody capped', () => {
   it('a running job’s failure lines are one line each, the error at most 200 characters', () => {
     const job = jobOf({ batches: [batch(0, { state: 'failed', delivered: 0, error: STORED_ERROR }), batch(1, { state: 'submitted', delivered: 0 })] });
-    const rendered = progressMessage(job, eventOf(job, { failures: [`Batch 1: ${STORED_ERROR}`], imagesFailed: 4 }), 'none');
+    const rendered = progressMessage(job, progressCard(job, eventOf(job, { failures: [`Batch 1: ${STORED_ERROR}`], imagesFailed: 4 }), 'none'));
     const lines = errorLines(rendered);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^:warning: • Batch 1: UPSTREAM <b>gateway<\/b> Traceback: at frame at frame .*…$/);
@@ -74,7 +75,7 @@ describe('progressMessage with error texts nobody capped', () => {
       error: `completed with 4 images failed: ${STORED_ERROR}`,
       batches: [batch(0), batch(1, { state: 'failed', delivered: 0, error: STORED_ERROR })],
     });
-    const rendered = progressMessage(job, eventOf(job, { state: 'completed', imagesDone: 4, imagesFailed: 4 }), 'posted');
+    const rendered = progressMessage(job, progressCard(job, eventOf(job, { state: 'completed', imagesDone: 4, imagesFailed: 4 }), 'posted'));
     const lines = errorLines(rendered);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^:warning: Batch 2: 4 images not made \(UPSTREAM .*…\)$/);
@@ -83,7 +84,7 @@ describe('progressMessage with error texts nobody capped', () => {
 
   it('a failed job’s title (and notification text) carries the error on one line of at most 200 characters', () => {
     const job = jobOf({ state: 'failed', error: `all 8 images failed: ${STORED_ERROR}`, batches: [batch(0, { state: 'failed', delivered: 0 }), batch(1, { state: 'failed', delivered: 0 })] });
-    const rendered = progressMessage(job, eventOf(job, { state: 'failed' }), 'none');
+    const rendered = progressMessage(job, progressCard(job, eventOf(job, { state: 'failed' }), 'none'));
     const lines = errorLines(rendered);
     expect(lines.length).toBeGreaterThanOrEqual(2); // the title block and the notification text
     for (const line of lines) {
@@ -98,7 +99,7 @@ describe('progressMessage with error texts nobody capped', () => {
   it('markup in an error stays literal after the cut: no half entity, no live link', () => {
     const error = `${'y'.repeat(190)} <https://evil.example|click> & more`;
     const job = jobOf({ state: 'completed', error: 'x', batches: [batch(0), batch(1, { state: 'failed', delivered: 0, error })] });
-    const rendered = progressMessage(job, eventOf(job, { state: 'completed', imagesDone: 4, imagesFailed: 4 }), 'posted');
+    const rendered = progressMessage(job, progressCard(job, eventOf(job, { state: 'completed', imagesDone: 4, imagesFailed: 4 }), 'posted'));
     const json = JSON.stringify(rendered.blocks);
     // Cut at 200 characters of the text as typed, then escaped.
     expect(json).toContain(`(${'y'.repeat(190)} &lt;https:/…)`);

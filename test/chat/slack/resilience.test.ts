@@ -1,10 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { factsOf } from '../../../src/chat/slack/facts.js';
 import { isJobFinished } from '../../../src/core/engine.js';
 import { pollUntil } from '../../fakes/http.js';
 import { startFakeSlack } from '../../fakes/slack.js';
 import { onCleanup, tempDir } from '../../helpers.js';
-import { slackHarness, textOf } from './harness.js';
+import { factsOf, slackHarness, textOf } from './harness.js';
 
 describe('Slack adapter under trouble', () => {
   it('not_in_channel: tells the user how to invite the bot, once; the job runs and its gallery lands after the invite', async () => {

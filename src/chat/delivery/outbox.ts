@@ -1,16 +1,15 @@
 /**
- * Jobs whose delivery to a chat platform is not complete: the progress message could not be posted
- * (Slack: the bot is not in the channel) or the gallery is not fully posted yet. Kept in the store,
- * because a finished job no longer appears in engine.activeJobs(): without this list a restart in the
- * middle of posting a gallery, or a channel the bot is invited to next week, would lose the images'
- * way to the chat. One list per platform (`<platform>:outbox`).
+ * Jobs whose delivery is not complete (the progress message could not be posted, or the gallery is not
+ * all out), one list of ids per platform in the store (`<platform>:outbox`): a finished job is no longer
+ * among the engine's active jobs, so without it a restart in the middle of a gallery, or a channel the
+ * bot is invited to next week, would lose the images' way to the chat. What is done with an entry is
+ * the courier's policy.
  */
 import type { Keyv } from 'keyv';
 
 export class Outbox {
   /** read-modify-write of one key: one change at a time */
   private chain: Promise<unknown> = Promise.resolve();
-
   private readonly key: string;
 
   constructor(
@@ -24,6 +23,10 @@ export class Outbox {
     await this.chain;
     const ids = await this.keyv.get<string[]>(this.key);
     return Array.isArray(ids) ? ids.filter((id) => typeof id === 'string') : [];
+  }
+
+  async has(jobId: string): Promise<boolean> {
+    return (await this.list()).includes(jobId);
   }
 
   add(jobId: string): Promise<void> {

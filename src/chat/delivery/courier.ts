@@ -1,0 +1,327 @@
+/**
+ * One platform's delivery of its jobs — the lifecycle every platform shares, so that each one only
+ * posts and edits (platform.ts):
+ * - progress: one latest-only throttle slot per message (edits.ts). The message's address is in memory
+ *   once posted, else read back from `job.chat[platform]` (facts.ts): a restart edits the same message.
+ * - finish: the final state at once, then the gallery page by page, each page recorded as it goes out,
+ *   so a restart continues where it stopped instead of posting a page twice.
+ * - outbox: a job is in it from its first post until its gallery is delivered. At start the finished
+ *   ones are delivered; an entry whose job is gone, or finished over 7 days ago, is dropped and logged.
+ * - retries: a gallery is tried 3 times, 2 s then 4 s apart; then its message says so and the next
+ *   start tries again. Without access (NoAccess) it waits for retry() instead.
+ * - stop: no new work, a gallery stops between two pages, work in flight gets a bounded wait; what is
+ *   cut off stays in the outbox.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Keyv } from 'keyv';
+import { isJobFinished, type Engine } from '../../core/engine.js';
+import type { Job, ProgressEvent } from '../../core/types.js';
+import type { Logger } from '../../logger.js';
+import { progressCard } from './card.js';
+import { Edits } from './edits.js';
+import { readFacts, type Facts } from './facts.js';
+import { Outbox } from './outbox.js';
+import { NoAccess, type DeliveryPlatform, type GalleryPoster, type GalleryState, type PlatformName, type ProgressCard } from './platform.js';
+
+export type DeliveryLog = Pick<Logger, 'info' | 'warn' | 'error'>;
+
+export interface CourierOptions {
+  /** tries at a finished job's gallery before it waits for the next start @default 3 */
+  attempts?: number;
+  /** the wait after the first failed try, doubled after each @default 2000 */
+  retryBaseMs?: number;
+  /** how long stop() waits for work in flight @default 5000 */
+  stopTimeoutMs?: number;
+  /** an outbox entry whose job finished this long ago is dropped @default 7 days */
+  maxAgeMs?: number;
+  now?: () => number;
+}
+
+export class Courier<T extends Record<string, unknown>, P = never> {
+  readonly name: PlatformName;
+  /** messages posted or registered by this process, before the job's stored facts can be read */
+  private readonly targets = new Map<string, T>();
+  /** follow() calls in progress: a job that finishes meanwhile waits for its message */
+  private readonly starting = new Map<string, Promise<unknown>>();
+  /** one delivery per job at a time; one asked for meanwhile (access given as a refused try ends) runs after */
+  private readonly delivering = new Set<string>();
+  private readonly again = new Set<string>();
+  /** galleries that wait for access, or for the next start */
+  private readonly trouble = new Map<string, 'blocked' | 'failed'>();
+  private readonly tasks = new Set<Promise<unknown>>();
+  private readonly abort = new AbortController();
+  private readonly edits: Edits;
+  private readonly outbox: Outbox;
+  private readonly log: DeliveryLog;
+  private readonly now: () => number;
+  private stopped = false;
+
+  constructor(
+    private readonly platform: DeliveryPlatform<T, P>,
+    private readonly deps: { engine: Engine; keyv: Keyv; log: DeliveryLog },
+    private readonly options: CourierOptions = {},
+    private readonly onStop: () => void = () => {},
+  ) {
+    this.name = platform.name;
+    this.log = deps.log;
+    this.now = options.now ?? (() => Date.now());
+    this.outbox = new Outbox(deps.keyv, platform.name);
+    this.edits = new Edits({
+      intervalMs: platform.editIntervalMs,
+      now: this.now,
+      onError: (key, error) => this.log.warn({ edit: key, err: this.describe(error) }, `${this.name}: message edit failed`),
+      onGone: (key) => this.log.info({ edit: key }, `${this.name}: the message is gone; no more edits to it`),
+    });
+  }
+
+  /** Delivers what a restart cut off. Called once, when the platform can send. */
+  open(): void {
+    this.track(this.redeliver());
+  }
+
+  /** Engine event: a job of this platform moved. Its final state goes out with its summary, from deliver(). */
+  progress(event: ProgressEvent, job: Readonly<Job>): void {
+    const target = this.stopped || isJobFinished(job) ? undefined : this.targetOf(job);
+    if (target) this.pushProgress(job, target, progressCard(job, event));
+  }
+
+  /** Engine event: a job of this platform finished. */
+  finished(job: Readonly<Job>): void {
+    this.deliver(job.id);
+  }
+
+  /**
+   * Shows a new job: records `target` (a message the platform already has, e.g. Discord's deferred
+   * reply) or posts the progress message, then catches up with what happened meanwhile. Rejects with
+   * the platform's error when the message cannot be posted; the job stays in the outbox and is
+   * delivered once it can be (retry(), or the next start).
+   */
+  async follow(job: Readonly<Job>, target?: T): Promise<void> {
+    if (this.stopped) return;
+    const start = this.start(job, target);
+    const settled = start.catch(() => undefined);
+    this.starting.set(job.id, settled);
+    try {
+      await start;
+    } finally {
+      if (this.starting.get(job.id) === settled) this.starting.delete(job.id);
+    }
+  }
+
+  /** A review changed a job: the summary follows on its progress message, and the image's page is re-rendered. */
+  reviewed(job: Readonly<Job>, image: number): void {
+    const target = this.stopped ? undefined : this.targetOf(job);
+    if (!target) return;
+    this.pushProgress(job, target, this.cardOf(job));
+    const gallery = this.platform.gallery;
+    if (gallery?.edit) this.track(this.editPage(gallery, job, target, image));
+  }
+
+  /** Tries again what waits in the outbox for the jobs `which` picks (e.g. the bot was just given access). */
+  async retry(which: (job: Readonly<Job>) => boolean): Promise<void> {
+    for (const id of await this.outbox.list()) {
+      const job = await this.deps.engine.get(id);
+      if (!job || !which(job)) continue;
+      if (isJobFinished(job)) this.deliver(id);
+      else if (!this.targetOf(job)) {
+        await this.post(job).catch((error: unknown) =>
+          this.log.warn({ job: id, err: this.describe(error) }, `${this.name}: the progress message still cannot be posted`),
+        );
+      }
+    }
+  }
+
+  /** What is stored about a job's messages, read through the platform's schemas. */
+  factsOf(job: Pick<Job, 'chat'>): Facts<T, P> {
+    return readFacts(job.chat?.[this.name], this.platform.target, this.platform.gallery?.page);
+  }
+
+  /** Takes no new work, lets what is in flight finish (bounded), then drops waiting edits. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.onStop();
+    this.abort.abort();
+    const timeout = sleep(this.options.stopTimeoutMs ?? 5000, undefined, { ref: false });
+    await Promise.race([Promise.allSettled([...this.tasks]), timeout]);
+    this.edits.close();
+  }
+
+  private async start(job: Readonly<Job>, given: T | undefined): Promise<void> {
+    await this.outbox.add(job.id);
+    if (given) {
+      this.targets.set(job.id, given);
+      await this.save(job.id, given);
+    } else {
+      await this.post(job);
+    }
+    // Events emitted before the message was known found no target: show the state now.
+    const current = await this.deps.engine.get(job.id);
+    if (!current || this.stopped) return;
+    const target = this.targets.get(job.id);
+    if (isJobFinished(current)) this.deliver(job.id);
+    else if (target) this.pushProgress(current, target, this.cardOf(current));
+  }
+
+  private async post(job: Readonly<Job>): Promise<T> {
+    const card = this.cardOf(job);
+    const target = await this.platform.postProgress(job, card);
+    this.targets.set(job.id, target);
+    this.edits.posted(job.id, JSON.stringify(card));
+    await this.save(job.id, target);
+    return target;
+  }
+
+  private async save(jobId: string, target: T): Promise<void> {
+    // A message that needs no address (the playground's page) has nothing to store.
+    if (Object.keys(target).length === 0) return;
+    // If this fails, the job runs and this process still edits the message; only a restart would lose it.
+    await this.deps.engine.annotate(jobId, this.name, target).catch((error: unknown) =>
+      this.log.error({ job: jobId, err: error }, `${this.name}: where the message is could not be saved`),
+    );
+  }
+
+  private deliver(jobId: string): void {
+    if (this.stopped) return;
+    if (this.delivering.has(jobId)) {
+      this.again.add(jobId);
+      return;
+    }
+    this.delivering.add(jobId);
+    const delivery = this.deliverWithRetries(jobId).finally(() => {
+      this.delivering.delete(jobId);
+      if (this.again.delete(jobId)) this.deliver(jobId);
+    });
+    this.track(delivery);
+  }
+
+  private async deliverWithRetries(jobId: string): Promise<void> {
+    // A job can finish while follow() is still posting the message it must end in.
+    await this.starting.get(jobId);
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.deliverOnce(jobId);
+      } catch (error) {
+        if (this.stopped) return; // stays in the outbox: the next start continues
+        if (error instanceof NoAccess) {
+          this.log.info({ job: jobId, err: this.describe(error) }, `${this.name}: the gallery waits until the bot has access`);
+          return this.showTrouble(jobId, 'blocked');
+        }
+        this.log.warn({ job: jobId, attempt, err: this.describe(error) }, `${this.name}: gallery delivery failed`);
+        if (attempt >= (this.options.attempts ?? 3)) return this.showTrouble(jobId, 'failed');
+        await sleep((this.options.retryBaseMs ?? 2000) * 2 ** (attempt - 1), undefined, { signal: this.abort.signal }).catch(() => undefined);
+      }
+    }
+  }
+
+  private async deliverOnce(jobId: string): Promise<void> {
+    const job = await this.deps.engine.get(jobId);
+    if (!job) return this.outbox.remove(jobId);
+    if (!isJobFinished(job)) return;
+    const facts = this.factsOf(job);
+    let target = this.targets.get(jobId) ?? facts.target;
+    if (target) {
+      this.pushProgress(job, target, this.cardOf(job));
+      await this.edits.flush(jobId);
+    } else {
+      // Never posted (no access then, or a restart between submit and post): its final state is its first
+      // message — but only for a job this platform took on.
+      if (!(await this.outbox.has(jobId))) return;
+      target = await this.post(job);
+    }
+    if (this.platform.gallery && !facts.delivered) {
+      if (job.images.length > 0) await this.postGallery(this.platform.gallery, job, target, facts.pages);
+      await this.deps.engine.annotate(jobId, this.name, { delivered: true });
+    }
+    this.trouble.delete(jobId);
+    await this.outbox.remove(jobId);
+    await this.refresh(jobId); // the message now says where the gallery is
+    this.targets.delete(jobId);
+  }
+
+  private async postGallery(gallery: GalleryPoster<T, P>, first: Readonly<Job>, target: T, earlier: (P | undefined)[]): Promise<void> {
+    let pages = earlier;
+    const save = async (index: number, record: P) => {
+      // A new array each time: the one handed to the engine is the engine's from then on.
+      pages = Array.from({ length: Math.max(pages.length, index + 1) }, (_, i) => (i === index ? record : pages[i]));
+      await this.deps.engine.annotate(first.id, this.name, { pages });
+    };
+    let job = first;
+    for (const layout of await gallery.layout(first, target)) {
+      if (this.stopped) throw new Error('stopped between two pages');
+      const index = layout.page - 1;
+      // Fresh: a review may have changed an image of this page while the earlier ones went out.
+      if (index > 0) job = (await this.deps.engine.get(first.id)) ?? job;
+      const before = pages[index];
+      const record = await gallery.post({ job, target, layout, earlier: before, save: (r) => save(index, r) });
+      if (JSON.stringify(record) !== JSON.stringify(before)) await save(index, record);
+    }
+  }
+
+  private async editPage(gallery: GalleryPoster<T, P>, job: Readonly<Job>, target: T, image: number): Promise<void> {
+    const layout = (await gallery.layout(job, target)).find((l) => l.images.includes(image));
+    const page = layout && this.factsOf(job).pages[layout.page - 1];
+    if (!layout || page === undefined || !gallery.edit) return;
+    const edit = gallery.edit.bind(gallery);
+    const content = JSON.stringify(job.images.filter((i) => layout.images.includes(i.index)).map((i) => i.review));
+    this.edits.push(`${job.id}:${layout.page}`, content, () => edit(target, page, job, layout));
+  }
+
+  private async showTrouble(jobId: string, state: 'blocked' | 'failed'): Promise<void> {
+    this.trouble.set(jobId, state);
+    await this.refresh(jobId);
+  }
+
+  /** Shows the job's current state on its progress message. */
+  private async refresh(jobId: string): Promise<void> {
+    const job = await this.deps.engine.get(jobId);
+    const target = job && this.targetOf(job);
+    if (job && target) this.pushProgress(job, target, this.cardOf(job));
+  }
+
+  /** Galleries a restart cut off, and what the outbox should no longer hold. */
+  private async redeliver(): Promise<void> {
+    const maxAgeMs = this.options.maxAgeMs ?? 7 * 86_400_000;
+    for (const id of await this.outbox.list()) {
+      const job = await this.deps.engine.get(id);
+      const why = !job
+        ? 'the job is no longer in the store'
+        : Date.parse(job.finishedAt ?? '') < this.now() - maxAgeMs
+          ? `still undelivered after ${Math.round(maxAgeMs / 86_400_000)} days`
+          : undefined;
+      if (why) {
+        this.log.warn({ job: id, finishedAt: job?.finishedAt }, `${this.name}: dropped from the outbox: ${why}`);
+        await this.outbox.remove(id);
+      } else if (job && isJobFinished(job)) {
+        this.deliver(id);
+      }
+    }
+  }
+
+  private targetOf(job: Readonly<Job>): T | undefined {
+    return this.targets.get(job.id) ?? this.factsOf(job).target;
+  }
+
+  private cardOf(job: Readonly<Job>): ProgressCard {
+    const gallery: GalleryState = !isJobFinished(job)
+      ? 'none'
+      : !this.platform.gallery || this.factsOf(job).delivered
+        ? 'posted'
+        : (this.trouble.get(job.id) ?? 'posting');
+    return progressCard(job, this.deps.engine.progress(job), gallery);
+  }
+
+  private pushProgress(job: Readonly<Job>, target: T, card: ProgressCard): void {
+    this.edits.push(job.id, JSON.stringify(card), () => this.platform.editProgress(target, job, card));
+  }
+
+  private describe(error: unknown): unknown {
+    return this.platform.describeError ? this.platform.describeError(error) : error;
+  }
+
+  private track(task: Promise<unknown>): void {
+    const settled = task.catch((error: unknown) => this.log.error({ err: this.describe(error) }, `${this.name}: delivery failed`));
+    this.tasks.add(settled);
+    void settled.finally(() => this.tasks.delete(settled));
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * Delivery: everything between the engine's events and a chat platform's messages, written once. One
+ * Delivery listens to the engine (once, however many platforms) and routes each event by
+ * `job.requester.platform` to that platform's courier (courier.ts), which runs the lifecycle over the
+ * small interface the platform implements (platform.ts). The composition root makes one and hands it
+ * to every adapter; an adapter started on its own (tests, tools) makes its own.
+ */
+import type { Keyv } from 'keyv';
+import type { Engine } from '../../core/engine.js';
+import type { Job, ProgressEvent } from '../../core/types.js';
+import { Courier, type CourierOptions, type DeliveryLog } from './courier.js';
+import type { DeliveryPlatform } from './platform.js';
+
+export { failedBatchLines, failureLines, GALLERY_FAILED, progressCard } from './card.js';
+export { Courier, type CourierOptions, type DeliveryLog } from './courier.js';
+export type { Facts } from './facts.js';
+export * from './platform.js';
+
+type Route = Pick<Courier<never, never>, 'progress' | 'finished'>;
+
+export class Delivery {
+  private readonly routes = new Map<string, Route>();
+  private readonly onProgress = (event: ProgressEvent, job: Readonly<Job>) => this.routes.get(job.requester.platform)?.progress(event, job);
+  private readonly onFinished = (job: Job) => this.routes.get(job.requester.platform)?.finished(job);
+
+  constructor(private readonly deps: { engine: Engine; keyv: Keyv; logger: DeliveryLog }) {}
+
+  /** Starts delivering one platform's jobs, and what a restart cut off: call it once the platform can send. */
+  register<T extends Record<string, unknown>, P = never>(platform: DeliveryPlatform<T, P>, options: CourierOptions = {}): Courier<T, P> {
+    if (this.routes.has(platform.name)) throw new Error(`delivery: ${platform.name} is registered already`);
+    const { engine, keyv, logger } = this.deps;
+    const courier: Courier<T, P> = new Courier(platform, { engine, keyv, log: logger }, options, () => {
+      // Its stop(): the last platform to go takes the engine listeners with it.
+      if (this.routes.get(platform.name) === courier) this.routes.delete(platform.name);
+      if (this.routes.size > 0) return;
+      engine.off('progress', this.onProgress);
+      engine.off('finished', this.onFinished);
+    });
+    if (this.routes.size === 0) {
+      engine.on('progress', this.onProgress);
+      engine.on('finished', this.onFinished);
+    }
+    this.routes.set(platform.name, courier);
+    courier.open();
+    return courier;
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * Slack's side of delivery (../delivery). Progress is a channel message (chat.postMessage) edited with
+ * chat.update under the bot token — never through response_url, which allows 5 uses in 30 minutes.
+ * Slack's answers become delivery's: the client is built with `rejectRateLimitedCalls`, so a 429
+ * throws at once; on an edit it is a RetryAfter (only that message waits), a one-off post waits it out
+ * here (obeyRateLimits). A channel the bot may not write in is NoAccess: the gallery waits until the
+ * bot is invited.
+ *
+ * The gallery goes into the thread of the progress message. Hosting: the images are uploaded to Slack
+ * (filesUploadV2: getUploadURLExternal → POST bytes → completeUploadExternal), so they stay visible for
+ * good — no provider URL that expires in an hour, no dependency on this bot being reachable from the
+ * internet (PUBLIC_URL), and Slack's own access rules apply to them. Image blocks pointing at
+ * just-uploaded files (`slack_file`) are flaky, so each page is two thread messages: the upload (up to
+ * PAGE_SIZE pictures, titled "#3 · seed …") and right under it a message of review buttons for the same
+ * numbers, the one re-rendered on a click. Both steps are recorded, so a restart redoes neither.
+ *
+ * Memory: at most one page (PAGE_SIZE ≤ 10 images, each capped at MAX_IMAGE_BYTES when downloaded) is
+ * held at a time; pages are uploaded one after another and their buffers dropped when the page is
+ * done. Streams would not lower that: filesUploadV2 (web-api 8.2, file-upload.js getFileDataAsStream)
+ * reads a stream whole into one Buffer before sending anything — it must declare each file's length
+ * to files.getUploadURLExternal — and it attaches no 'error' listener, so a stream that fails to read
+ * would never settle the upload and would throw as an uncaught 'error' event.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { webApi } from '@slack/bolt';
+import { z } from 'zod';
+import { galleryPage } from '../../core/views.js';
+import { MessageGone, NoAccess, RetryAfter, type DeliveryPlatform } from '../delivery/index.js';
+import { describe, isNoAccess, obeyRateLimits, platformError, retryAfterMs } from './errors.js';
+import { galleryMessage, NO_UNFURL, PAGE_SIZE, progressMessage, uploadName, type Rendered } from './render.js';
+
+/** What is stored in `job.chat.slack` (the layout: ../delivery/facts.ts): the progress message, whose thread holds the gallery… */
+export const slackTarget = z.object({ channel: z.string().min(1), ts: z.string().min(1) });
+export type SlackTarget = z.infer<typeof slackTarget>;
+/** …and per gallery page, its images uploaded into the thread, then its message of review buttons. */
+export const slackPage = z.object({ uploaded: z.literal(true).optional(), ts: z.string().min(1).optional() });
+export type PageFacts = z.infer<typeof slackPage>;
+
+export interface SlackPlatformOptions {
+  client: webApi.WebClient;
+  jobDir: (jobId: string) => string;
+  /** stops waiting out rate limits when the adapter stops */
+  signal: AbortSignal;
+  /** @default 2000 — chat.update is Tier 3 (about 50 a minute); one edit per message per 2 s stays well inside it */
+  editIntervalMs?: number;
+}
+
+export function slackPlatform({ client, jobDir, signal, editIntervalMs }: SlackPlatformOptions): DeliveryPlatform<SlackTarget, PageFacts> {
+  /** A post that must land: rate limits waited out, no access said in delivery's terms. */
+  const call = async <R>(run: () => Promise<R>): Promise<R> => {
+    try {
+      return await obeyRateLimits(run, signal);
+    } catch (error) {
+      throw isNoAccess(error) ? new NoAccess(describe(error)) : error;
+    }
+  };
+  const update = async (channel: string, ts: string, message: Rendered): Promise<void> => {
+    try {
+      await client.chat.update({ channel, ts, text: message.text, blocks: message.blocks, ...NO_UNFURL });
+    } catch (error) {
+      const wait = retryAfterMs(error);
+      if (wait !== undefined) throw new RetryAfter(wait);
+      throw platformError(error) === 'message_not_found' ? new MessageGone(describe(error)) : error;
+    }
+  };
+  const post = async (channel: string, message: Rendered, threadTs?: string): Promise<string> => {
+    const posted = await call(() => client.chat.postMessage({ channel, thread_ts: threadTs, text: message.text, blocks: message.blocks, ...NO_UNFURL }));
+    if (!posted.ts) throw new Error('chat.postMessage answered without a ts');
+    return posted.ts;
+  };
+
+  return {
+    name: 'slack',
+    target: slackTarget,
+    editIntervalMs: editIntervalMs ?? 2000,
+    describeError: describe,
+    async postProgress(job, card) {
+      const channel = job.requester.channelId;
+      if (!channel) throw new Error(`job ${job.id} names no channel to post its progress in`);
+      return { channel, ts: await post(channel, progressMessage(job, card)) };
+    },
+    editProgress: (target, job, card) => update(target.channel, target.ts, progressMessage(job, card)),
+    gallery: {
+      page: slackPage,
+      layout: async (job) =>
+        Array.from({ length: Math.ceil(job.images.length / PAGE_SIZE) }, (_, i) => {
+          const page = galleryPage(job, i + 1, PAGE_SIZE);
+          return { page: page.page, pages: page.pages, images: page.images.map((image) => image.index) };
+        }),
+      async post({ job, target, layout, earlier, save }) {
+        if (earlier?.ts) return earlier;
+        if (!earlier?.uploaded) {
+          const uploads = await Promise.all(
+            galleryPage(job, layout.page, PAGE_SIZE).images.map(async (image) => {
+              const name = uploadName(job, image);
+              const file = await readFile(path.join(jobDir(job.id), image.file));
+              return { file, filename: name.filename, title: name.title, alt_text: name.alt };
+            }),
+          );
+          await call(() => client.filesUploadV2({ channel_id: target.channel, thread_ts: target.ts, file_uploads: uploads }));
+          await save({ uploaded: true });
+        }
+        return { uploaded: true, ts: await post(target.channel, galleryMessage(job, layout.page), target.ts) };
+      },
+      edit: async (target, page, job, layout) => {
+        if (page.ts) await update(target.channel, page.ts, galleryMessage(job, layout.page));
+      },
+    },
+  };
+}
