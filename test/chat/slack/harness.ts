@@ -6,8 +6,9 @@
 import type { AppOverrides } from '../../../src/app.js';
 import { isJobFinished } from '../../../src/core/engine.js';
 import type { Job } from '../../../src/core/types.js';
-import { factsOf, type SlackFacts } from '../../../src/chat/slack/facts.js';
-import { startSlack, type SlackAdapter } from '../../../src/chat/slack/index.js';
+import { readFacts } from '../../../src/chat/delivery/facts.js';
+import { slackPage, slackTarget, type PageFacts, type SlackTarget } from '../../../src/chat/slack/platform.js';
+import { startSlack, type SlackAdapter, type SlackOptions } from '../../../src/chat/slack/index.js';
 import { pollUntil } from '../../fakes/http.js';
 import {
   postBlockAction,
@@ -24,6 +25,17 @@ import { buildApp, onCleanup } from '../../helpers.js';
 
 export const SECRET = 'test-secret';
 
+export interface SlackFacts extends SlackTarget {
+  pages: PageFacts[];
+  delivered: boolean;
+}
+
+/** What Slack's delivery stored about a job's messages (job.chat.slack), once its progress message is posted. */
+export function factsOf(job: Pick<Job, 'chat'>): SlackFacts | undefined {
+  const facts = readFacts(job.chat?.['slack'], slackTarget, slackPage);
+  return facts.target && { ...facts.target, pages: facts.pages.map((page) => page ?? {}), delivered: facts.delivered };
+}
+
 export interface HarnessOptions {
   env?: Record<string, string>;
   fake?: FakeSlack;
@@ -35,6 +47,8 @@ export interface HarnessOptions {
   /** replaces the providers built from config */
   providers?: AppOverrides['providers'];
   logger?: AppOverrides['logger'];
+  /** Socket Mode tuning (with SLACK_APP_TOKEN in `env`): scaled reconnect and retry delays */
+  socket?: SlackOptions['socket'];
 }
 
 export type Harness = Awaited<ReturnType<typeof slackHarness>>;
@@ -56,7 +70,12 @@ export async function slackHarness(options: HarnessOptions = {}) {
     ...(options.logger ? { logger: options.logger } : {}),
   });
   // As the composition root does: the adapter first, then the engine resumes unfinished jobs.
-  const adapter: SlackAdapter = await startSlack(app, { port: 0, host: '127.0.0.1', updateIntervalMs: options.updateIntervalMs ?? 100 });
+  const adapter: SlackAdapter = await startSlack(app, {
+    port: 0,
+    host: '127.0.0.1',
+    updateIntervalMs: options.updateIntervalMs ?? 100,
+    ...(options.socket ? { socket: options.socket } : {}),
+  });
   onCleanup(() => adapter.stop());
   await app.engine.resume();
   const url = `http://127.0.0.1:${adapter.port}/slack/events`;
