@@ -1,6 +1,6 @@
 // A smoke run of the benchmark's machinery (bench/): one tiny catalog through the real core in a child
 // process against the fake. Structural facts only — timings are `npm run bench`'s business.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { idealMakespan, idealStarts, maxInWindow, percentile } from '../bench/ideal.js';
 import { catalog } from '../bench/scenarios.js';
 import { startFakeFal } from './fakes/fal.js';
@@ -33,9 +33,18 @@ describe('bench: the fake fal options it relies on', () => {
     try {
       const submit = () =>
         fetch(`${fake.url}/fal-ai/flux/schnell`, { method: 'POST', body: JSON.stringify({ prompt: 'x', output_format: 'png' }) });
-      const answers = [await submit(), await submit(), await submit()];
+      // The fake's clock stands still while the three submits arrive: the third is told to wait out the
+      // whole window, exactly, however long the machine took to send them.
+      vi.useFakeTimers({ toFake: ['Date'] });
+      let answers: Response[];
+      try {
+        answers = [await submit(), await submit(), await submit()];
+      } finally {
+        vi.useRealTimers();
+      }
       expect(answers.map((r) => r.status)).toEqual([200, 200, 429]);
-      expect(Number(answers[2]!.headers.get('retry-after'))).toBeGreaterThan(59);
+      expect(answers[2]!.headers.get('retry-after')).toBe('60');
+      expect(await answers[2]!.clone().json()).toMatchObject({ retry_after: 60 });
       expect(fake.requests.size).toBe(2);
       expect(fake.submits().map((c) => c.fault ?? 'ok')).toEqual(['ok', 'ok', 'rate-limit']);
       const { request_id: id } = (await answers[0]!.json()) as { request_id: string };
@@ -53,16 +62,39 @@ describe('bench: the fake fal options it relies on', () => {
 });
 
 describe('bench: catalog smoke run', () => {
-  it('makes ceil(n/4) calls, delivers every image to disk and reports finite ratios', async () => {
-    const figures = await catalog({ speed: 50 }, { images: 40 });
-    expect(figures.calls).toBe(10);
-    expect(figures.delivered).toBe(40);
-    expect(figures.files).toBe(40);
+  it('makes ceil(n/4) calls, delivers every image to disk and reports figures within their structural bounds', async () => {
+    const images = 40;
+    const figures = await catalog({ speed: 50 }, { images });
+    expect(figures.callsFloor).toBe(10);
+    expect(figures.calls).toBe(figures.callsFloor);
+    expect(figures.delivered).toBe(images);
+    expect(figures.files).toBe(images);
     expect(figures.rateLimited).toBe(0);
+    // Nothing beats the theoretical minimum; how far above it depends on the machine, so no upper bound.
     expect(Number.isFinite(figures.ratio)).toBe(true);
     expect(figures.ratio).toBeGreaterThanOrEqual(1);
-    expect(figures.store.saves).toBeGreaterThan(0);
-    expect(figures.edits!.sends).toBeGreaterThan(0);
-    expect(figures.maxRssMb).toBeGreaterThan(0);
+    expect(figures.makespanMs).toBeGreaterThanOrEqual(figures.idealMs);
+
+    // Every call's request id is saved at once, so at least one save per call; a save per poll
+    // (about ten per call here) or per progress tick would blow through three per image.
+    expect(figures.store.saves).toBeGreaterThanOrEqual(figures.calls);
+    expect(figures.store.saves).toBeLessThanOrEqual(3 * images);
+    // The job record grows with its images, by well under a kilobyte each (no bytes, no history in it).
+    expect(figures.store.jobKb).toBeGreaterThan(0);
+    expect(figures.store.jobKb / images).toBeLessThan(1);
+
+    // The watched progress: at least one edit while running and the final state flushed at the end;
+    // every batch's completion reached an edit (a lost latest state would make its lag infinite).
+    const edits = figures.edits!;
+    expect(edits.finalFlushes).toBeGreaterThanOrEqual(1);
+    expect(edits.sends).toBeGreaterThan(edits.finalFlushes);
+    expect(Number.isFinite(edits.lagMaxMs)).toBe(true);
+    expect(edits.lagP50Ms).toBeLessThanOrEqual(edits.lagMaxMs);
+
+    // Peak memory is at least the baseline and, for 40 small images, far from a gigabyte.
+    expect(figures.maxRssMb).toBeGreaterThanOrEqual(figures.baselineRssMb);
+    expect(figures.maxRssMb).toBeLessThan(1024);
+    expect(Number.isFinite(figures.cpuMsPerImage)).toBe(true);
+    expect(figures.cpuMsPerImage).toBeGreaterThan(0);
   }, 60_000);
 });

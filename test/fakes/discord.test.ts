@@ -92,7 +92,9 @@ describe('fake Discord with the real discord.js client', () => {
     });
     const interaction = fake.interaction(sent.id);
     expect(interaction?.callbacks.map((c) => c.type)).toEqual([5]);
-    expect(interaction?.callbacks[0]?.sinceDispatchMs).toBeLessThan(3000);
+    // Recorded, not timed: the callback's delay is its arrival minus the dispatch, as the fake saw both.
+    expect(interaction?.callbacks[0]?.sinceDispatchMs).toBe((interaction?.callbacks[0]?.at ?? NaN) - (interaction?.dispatchedAt ?? NaN));
+    expect(interaction?.callbacks[0]?.status).toBe(204);
     const [edit] = fake.callsTo('PATCH /webhooks/:app/:token/messages/:m');
     expect(edit?.path).toBe(`/webhooks/${fake.applicationId}/${sent.token}/messages/@original`);
     expect(edit?.body).toMatchObject({ content: 'hello', allowed_mentions: { parse: [] } });
@@ -392,19 +394,128 @@ describe('fake Discord with the real discord.js client', () => {
     expect(fake.callsTo('POST /channels/:c/messages').map((c) => c.status)).toEqual([502, 502, 200]);
     fake.delayNext({ route: 'POST /channels/:c/messages', ms: 30 });
     const from = fake.calls.length;
+    // Watching before sending: the predicate sees the call the moment it arrives, whatever the machine's speed.
+    const firstSight = fake.waitFor((f) => {
+      const call = f.calls.find((c) => c.index >= from);
+      return call ? { status: call.status } : undefined;
+    });
     const slow = channel.send('slow');
-    const pending = await fake.waitFor((f) => f.calls.find((c) => c.index >= from));
-    expect(pending.status).toBeUndefined();
+    expect((await firstSight).status).toBeUndefined();
     await slow;
     expect(fake.calls[from]?.status).toBe(200);
   });
 
-  it('refuses a wrong token on the gateway and, with strictToken, on REST', async () => {
-    const fake = await startFakeDiscord({ token: TOKEN, strictToken: true });
+  it('refuses a wrong token on the gateway and on REST', async () => {
+    const fake = await startFakeDiscord({ token: TOKEN });
     cleanups.push(() => fake.close());
     const client = new Client({ intents: [GatewayIntentBits.Guilds], rest: { api: fake.apiUrl } });
     cleanups.push(() => client.destroy());
     await expect(client.login('wrong-token')).rejects.toThrow(/token/i);
     expect(fake.callsTo('GET /gateway/bot')[0]?.status).toBe(401);
+    expect(fake.identifies).toHaveLength(0);
+  });
+});
+
+describe('fake Discord is as strict as Discord', () => {
+  /** A raw REST call, so the test controls every header and byte. */
+  const post = (fake: FakeDiscord, route: string, body: unknown, authorization?: string) =>
+    fetch(`${fake.apiUrl}/v10${route}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(authorization !== undefined ? { authorization } : {}) },
+      body: JSON.stringify(body),
+    });
+
+  it('answers a missing or wrong bot token with 401 and Discord’s error body, and creates nothing', async () => {
+    const { fake } = await setup();
+    const route = `/channels/${fake.defaultChannelId}/messages`;
+    for (const authorization of [undefined, 'Bot wrong-token', `Bearer ${TOKEN}`, 'Bot ']) {
+      const answer = await post(fake, route, { content: 'hello' }, authorization);
+      expect(answer.status, String(authorization)).toBe(401);
+      expect(answer.headers.get('content-type')).toBe('application/json');
+      expect(await answer.json()).toEqual({ message: '401: Unauthorized', code: 0 });
+    }
+    expect(fake.callsTo('POST /channels/:c/messages').map((c) => c.authOk)).toEqual([false, false, false, false]);
+    expect(fake.messages(fake.defaultChannelId)).toEqual([]);
+    const ok = await post(fake, route, { content: 'hello' }, `Bot ${TOKEN}`);
+    expect(ok.status).toBe(200);
+    expect(fake.messages(fake.defaultChannelId).map((m) => m.content)).toEqual(['hello']);
+  });
+
+  it('adopts the first token it is shown when none was configured, then holds every call to it', async () => {
+    const fake = await startFakeDiscord();
+    cleanups.push(() => fake.close());
+    const client = new Client({ intents: [GatewayIntentBits.Guilds], rest: { api: fake.apiUrl } });
+    cleanups.push(() => client.destroy());
+    const ready = once(client, Events.ClientReady);
+    await client.login('adopted-token');
+    await ready;
+    expect(fake.callsTo('GET /gateway/bot')[0]?.authOk).toBe(true);
+    expect((await post(fake, `/channels/${fake.defaultChannelId}/messages`, { content: 'x' }, 'Bot another-token')).status).toBe(401);
+  });
+
+  it('with strictToken: false, only records a wrong token', async () => {
+    const { fake } = await setup({ strictToken: false });
+    const answer = await post(fake, `/channels/${fake.defaultChannelId}/messages`, { content: 'hello' }, 'Bot wrong-token');
+    expect(answer.status).toBe(200);
+    expect(fake.callsTo('POST /channels/:c/messages')[0]?.authOk).toBe(false);
+  });
+
+  it('refuses a malformed allowed_mentions with 400 Invalid Form Body (50035) naming the field, and changes nothing', async () => {
+    const { fake, client } = await setup();
+    const channel = client.channels.cache.get(fake.defaultChannelId) as TextChannel;
+    const posted = await channel.send({ content: 'v1', allowedMentions: { parse: [] } });
+    const cases: [unknown, Record<string, unknown>][] = [
+      [{ parse: ['nobody'] }, { parse: { '0': { _errors: [expect.objectContaining({ code: 'BASE_TYPE_CHOICES' })] } } }],
+      [{ parse: 'users' }, { parse: { _errors: [expect.objectContaining({ code: 'LIST_TYPE_CONVERT' })] } }],
+      [{ parse: ['users'], users: ['123456789012345678'] }, { _errors: [expect.objectContaining({ code: 'MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE' })] }],
+      [{ users: ['not-a-snowflake'] }, { users: { '0': { _errors: [expect.objectContaining({ code: 'NUMBER_TYPE_COERCE' })] } } }],
+      [{ replied_user: 'yes' }, { replied_user: { _errors: [expect.objectContaining({ code: 'BASE_TYPE_BOOLEAN' })] } }],
+      ['none', { _errors: [expect.objectContaining({ code: 'DICT_TYPE_CONVERT' })] }],
+    ];
+    for (const [allowed, errors] of cases) {
+      const label = JSON.stringify(allowed);
+      const created = await post(fake, `/channels/${fake.defaultChannelId}/messages`, { content: 'x', allowed_mentions: allowed }, `Bot ${TOKEN}`);
+      expect(created.status, label).toBe(400);
+      expect(await created.json(), label).toEqual({ message: 'Invalid Form Body', code: 50035, errors: { allowed_mentions: errors } });
+      const edit = await client.rest
+        .patch(`/channels/${fake.defaultChannelId}/messages/${posted.id}`, { body: { content: 'v2', allowed_mentions: allowed } })
+        .catch((err: unknown) => err);
+      expect((edit as DiscordAPIError).code, label).toBe(50035);
+    }
+    expect(fake.messages(fake.defaultChannelId).map((m) => m.content)).toEqual(['v1']);
+    expect(fake.messageHistory(posted.id)).toHaveLength(1);
+  });
+
+  it('refuses a malformed allowed_mentions in an interaction response, which then stays unanswered', async () => {
+    const { fake, client } = await setup();
+    const handled = nextInteraction(client, (interaction) =>
+      client.rest
+        .post(`/interactions/${interaction.id}/${interaction.token}/callback`, {
+          body: { type: 4, data: { content: 'hi', allowed_mentions: { parse: ['all'] } } },
+          auth: false,
+        })
+        .catch((err: unknown) => err),
+    );
+    const sent = fake.sendCommand({ name: 'imagine' });
+    expect(((await handled) as DiscordAPIError).code).toBe(50035);
+    expect(fake.interaction(sent.id)).toMatchObject({ acknowledged: false, callbacks: [{ type: 4, status: 400 }] });
+    expect(fake.messages(fake.defaultChannelId)).toEqual([]);
+  });
+
+  it('keeps each request’s allowed_mentions: an edit that sends none is recorded without the earlier one', async () => {
+    const { fake, client } = await setup();
+    const channel = client.channels.cache.get(fake.defaultChannelId) as TextChannel;
+    const posted = await channel.send({ content: 'v1', allowedMentions: { parse: [] } });
+    expect(fake.message(posted.id)?.allowed_mentions).toEqual({ parse: [] });
+    // The client has no default allowedMentions here: this edit sends none.
+    await channel.messages.edit(posted.id, { content: 'v2 <@123456789012345678>' });
+    expect(fake.callsTo('PATCH /channels/:c/messages/:m')[0]?.body).not.toHaveProperty('allowed_mentions');
+    expect(fake.message(posted.id)?.allowed_mentions).toBeNull();
+    await channel.messages.edit(posted.id, { content: 'v3', allowedMentions: { users: ['123456789012345678'] } });
+    expect(fake.messageHistory(posted.id).map((v) => [v.content, v.allowed_mentions])).toEqual([
+      ['v1', { parse: [] }],
+      ['v2 <@123456789012345678>', null],
+      ['v3', { users: ['123456789012345678'] }],
+    ]);
   });
 });

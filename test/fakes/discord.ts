@@ -10,6 +10,13 @@
  * One node:http server carries REST (`/api/v10/...`), attachment downloads (`/attachments/...`) and
  * the gateway (a `ws` server on the same port). Every REST call is recorded in `fake.calls`.
  * Faults: `expireTokensAfter`, `rateLimitNext`, `failNext`, `delayNext`, `disconnectGateway`.
+ *
+ * As strict as Discord where a bug of ours would otherwise pass unseen: a bot-token route without the
+ * right `Authorization: Bot <token>` gets 401 `{ message: '401: Unauthorized', code: 0 }` (discord.js
+ * then drops its token, as it would against Discord, so only a client with a wrong token ever sees
+ * it); a malformed `allowed_mentions` gets 400 Invalid Form Body (50035); and an edit's
+ * `allowed_mentions` applies to that edit only — one that omits it is recorded without it, because
+ * Discord then parses the new content's mentions with its defaults (everyone, roles, users).
  */
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
@@ -40,9 +47,13 @@ export interface FakeGuildInit {
 }
 
 export interface FakeDiscordOptions {
-  /** Expected bot token (IDENTIFY and `Authorization: Bot <token>`). Unset: the first IDENTIFY's token is adopted. */
+  /** Expected bot token (IDENTIFY and `Authorization: Bot <token>`). Unset: the first one presented (REST or IDENTIFY) is adopted. */
   token?: string;
-  /** Answer 401 to REST calls with a wrong bot token (never do this by default: discord.js then drops its token). */
+  /**
+   * Answer 401 to bot-token REST calls whose `Authorization: Bot <token>` is missing or wrong, as Discord
+   * does (discord.js then drops its token). `false` only records the mismatch in `call.authOk`.
+   * @default true
+   */
   strictToken?: boolean;
   /** Application id (= the bot user's id, as on Discord). Default: a fresh snowflake. */
   applicationId?: string;
@@ -57,7 +68,7 @@ export interface FakeDiscordOptions {
   tokenTtlMs?: number;
   /** `attachment_size_limit` sent with interactions and enforced per file (default 10 MiB). */
   attachmentSizeLimit?: number;
-  /** Validate message payloads like Discord does (content length, embeds, attachments, components). Default true. */
+  /** Validate message payloads like Discord does (content length, embeds, attachments, components, allowed_mentions). Default true. */
   validate?: boolean;
   /** Round the Retry-After header up to whole seconds, as discord.com does. Default false (exact, e.g. 0.05). */
   integerRetryAfterHeader?: boolean;
@@ -127,6 +138,11 @@ export interface FakeMessage {
   components: JsonObject[];
   attachments: FakeAttachment[];
   flags: number;
+  /**
+   * What the latest create or edit of this message sent (null: it sent none, so Discord parsed that
+   * content's mentions with its defaults). Never carried over from an earlier edit. Discord itself
+   * does not return this field; it is the fake's record.
+   */
   allowed_mentions?: JsonObject | null;
   timestamp: string;
   edited_timestamp: string | null;
@@ -151,6 +167,8 @@ export interface FakeMessageVersion {
   components: JsonObject[];
   attachments: FakeAttachment[];
   flags: number;
+  /** The `allowed_mentions` the request that made this version sent (null: none). */
+  allowed_mentions: JsonObject | null;
   via: string;
 }
 
@@ -403,6 +421,41 @@ function formError(path: string[], code: string, message: string): JsonObject {
   }
   node['_errors'] = [{ code, message }];
   return root;
+}
+
+const MENTION_TYPES = ['roles', 'users', 'everyone'];
+const SNOWFLAKE = /^\d{17,20}$/;
+
+/**
+ * Discord's checks of `allowed_mentions`, as the Invalid Form Body errors it answers (the first one
+ * found); undefined when it is absent or well formed.
+ */
+export function allowedMentionsErrors(value: unknown): JsonObject | undefined {
+  if (value === undefined || value === null) return undefined;
+  const at = ['allowed_mentions'];
+  if (!isObject(value)) return formError(at, 'DICT_TYPE_CONVERT', 'Only dictionaries may be used in a DictType');
+  const parse = value['parse'];
+  if (parse !== undefined && parse !== null) {
+    if (!Array.isArray(parse)) return formError([...at, 'parse'], 'LIST_TYPE_CONVERT', 'Only iterables may be used in a ListType');
+    const bad = parse.findIndex((p) => typeof p !== 'string' || !MENTION_TYPES.includes(p));
+    if (bad >= 0) return formError([...at, 'parse', String(bad)], 'BASE_TYPE_CHOICES', "Value must be one of ('roles', 'users', 'everyone').");
+  }
+  for (const key of ['users', 'roles']) {
+    const list = value[key];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list)) return formError([...at, key], 'LIST_TYPE_CONVERT', 'Only iterables may be used in a ListType');
+    if (list.length > 100) return formError([...at, key], 'BASE_TYPE_MAX_LENGTH', 'Must be 100 or fewer in length.');
+    const bad = list.findIndex((id) => !SNOWFLAKE.test(String(id)) || (typeof id !== 'string' && typeof id !== 'number'));
+    if (bad >= 0) return formError([...at, key, String(bad)], 'NUMBER_TYPE_COERCE', `Value "${String(list[bad])}" is not snowflake.`);
+    if (Array.isArray(parse) && parse.includes(key) && list.length > 0) {
+      return formError(at, 'MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE', `parse:["${key}"] and ${key}: [ids...] are mutually exclusive.`);
+    }
+  }
+  const replied = value['replied_user'];
+  if (replied !== undefined && replied !== null && typeof replied !== 'boolean') {
+    return formError([...at, 'replied_user'], 'BASE_TYPE_BOOLEAN', 'Must be either true or false.');
+  }
+  return undefined;
 }
 
 function toBitfield(value: bigint | string | number | undefined, fallback: string): string {
@@ -1278,6 +1331,12 @@ class FakeDiscordImpl implements FakeDiscord {
     return result;
   }
 
+  private checkAllowedMentions(body: JsonObject): void {
+    if (this.options.validate === false) return;
+    const errs = allowedMentionsErrors(body['allowed_mentions']);
+    if (errs) throw errors.invalidForm(errs);
+  }
+
   /** Replaces `attachment://name` in embeds and components with the stored attachment's URL. */
   private resolveAttachmentRefs(node: unknown, atts: FakeAttachment[]): void {
     if (Array.isArray(node)) {
@@ -1405,6 +1464,7 @@ class FakeDiscordImpl implements FakeDiscord {
       components: clone(m.components),
       attachments: clone(m.attachments),
       flags: m.flags,
+      allowed_mentions: clone(m.allowed_mentions ?? null),
       via,
     });
     this.events.emit('message', clone(m));
@@ -1421,6 +1481,7 @@ class FakeDiscordImpl implements FakeDiscord {
     ephemeral?: boolean;
   }): StoredMessage {
     const { channelId, body, files } = args;
+    this.checkAllowedMentions(body);
     const channel = this.channels.get(channelId);
     const now = new Date();
     const id = snowflake(now.getTime());
@@ -1440,7 +1501,7 @@ class FakeDiscordImpl implements FakeDiscord {
       components,
       attachments,
       flags,
-      allowed_mentions: (body['allowed_mentions'] as JsonObject | undefined) ?? null,
+      allowed_mentions: clone((body['allowed_mentions'] as JsonObject | undefined) ?? null),
       timestamp: now.toISOString(),
       edited_timestamp: null,
       type: body['message_reference'] ? 19 : args.type,
@@ -1483,12 +1544,14 @@ class FakeDiscordImpl implements FakeDiscord {
   }
 
   private editMessage(stored: StoredMessage, body: JsonObject, files: RecordedFile[], via: string): void {
+    this.checkAllowedMentions(body);
     const current = stored.message;
     const next: FakeMessage = clone(current);
     if ('content' in body) next.content = typeof body['content'] === 'string' ? body['content'] : '';
     if ('embeds' in body) next.embeds = this.normalizeEmbeds(clone(body['embeds']));
     if ('components' in body) next.components = clone((body['components'] as JsonObject[] | null) ?? []);
-    if ('allowed_mentions' in body) next.allowed_mentions = (body['allowed_mentions'] as JsonObject | null) ?? null;
+    // Per request, as on Discord: an edit without allowed_mentions gets the defaults, not the last edit's.
+    next.allowed_mentions = clone((body['allowed_mentions'] as JsonObject | null | undefined) ?? null);
     const wasLoading = (current.flags & MessageFlag.Loading) !== 0;
     let flags = current.flags & ~MessageFlag.Loading;
     if ('flags' in body && body['flags'] !== null && body['flags'] !== undefined) {
@@ -1624,9 +1687,12 @@ class FakeDiscordImpl implements FakeDiscord {
 
   private checkBotAuth(call: RecordedCall): void {
     const header = call.headers['authorization'] ?? '';
-    const ok = header.startsWith('Bot ') && (this.expectedToken === undefined || header.slice(4) === this.expectedToken);
+    const token = header.startsWith('Bot ') && header.length > 4 ? header.slice(4) : undefined;
+    // No token configured: the first one a client presents is the bot's (IDENTIFY adopts it alike).
+    if (token !== undefined) this.expectedToken ??= token;
+    const ok = token !== undefined && token === this.expectedToken;
     call.authOk = ok;
-    if (!ok && this.options.strictToken) throw errors.unauthorized();
+    if (!ok && this.options.strictToken !== false) throw errors.unauthorized();
   }
 
   private async applyDelay(call: RecordedCall): Promise<void> {

@@ -428,7 +428,8 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
       const waitMs = limiter?.admit(Date.now()) ?? 0;
       if (waitMs > 0) {
         call.fault = 'rate-limit';
-        const { body, headers } = falErrors.rateLimited(Math.ceil(waitMs) / 1000, 'both');
+        call.retryAfterSeconds = Math.ceil(waitMs) / 1000;
+        const { body, headers } = falErrors.rateLimited(call.retryAfterSeconds, 'both');
         return sendJson(res, 429, body, headers);
       }
       return submit(core, req, res, call);

@@ -34,8 +34,11 @@ export interface RecordedCall {
   query: Record<string, string>;
   headers: Record<string, string>;
   body: unknown;
+  /** Epoch ms when the request arrived. */
   at: number;
   fault?: Fault['kind'];
+  /** The wait a 429 told the client (in Retry-After and/or the body), in seconds: what tests hold the client to. */
+  retryAfterSeconds?: number;
 }
 
 export interface FakeOptions {
@@ -339,6 +342,7 @@ export async function startCore(options: FakeOptions | undefined, handler: Handl
           return sendJson(res, status, dialect.serverError(status));
         }
         case 'rate-limit': {
+          call.retryAfterSeconds = fault.retryAfterSeconds;
           const { body, headers } = dialect.rateLimited(fault.retryAfterSeconds, fault.where ?? 'both');
           return sendJson(res, 429, body, headers);
         }

@@ -471,12 +471,12 @@ describe('the fake on its own', () => {
 
     const raw = await fetch(`${fake.apiUrl}chat.postMessage`, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json; charset=utf-8', Authorization: 'Bearer xoxb-other' },
+      headers: { 'Content-Type': 'application/json; charset=utf-8', Authorization: 'Bearer xoxb-test' },
       body: JSON.stringify({ channel: 'C5', blocks: [{ type: 'divider' }] }),
     });
     expect(raw.status).toBe(200);
     expect(await raw.json()).toMatchObject({ ok: true, channel: 'C5' });
-    expect(fake.calls('chat.postMessage').at(-1)).toMatchObject({ token: 'xoxb-other', args: { channel: 'C5' } });
+    expect(fake.calls('chat.postMessage').at(-1)).toMatchObject({ token: 'xoxb-test', args: { channel: 'C5' } });
 
     const anon = await fetch(`${fake.apiUrl}auth.test`, { method: 'POST' });
     expect(await anon.json()).toEqual({ ok: false, error: 'not_authed' });
@@ -539,18 +539,68 @@ describe('the fake on its own', () => {
     );
   });
 
-  it('delay() holds a call back; the client sees it arrive late', async () => {
+  it('delay() holds a call back until its time or release(); the client sees it arrive late', async () => {
     const { app } = await startBolt(() => {});
-    fake.delay('chat.postMessage', 100);
+    // Far longer than the test: only release() can end the wait, so nothing here depends on timing.
+    const held = fake.delay('chat.postMessage', 60_000);
     let done = false;
     const pending = app.client.chat.postMessage({ channel: 'C1', text: 'slow' }).then((r) => {
       done = true;
       return r;
     });
-    await new Promise((r) => setTimeout(r, 20));
+    while (held.held === 0) await new Promise((r) => setImmediate(r));
     expect(done).toBe(false);
     expect(fake.calls('chat.postMessage')).toHaveLength(0); // recorded when answered
+    held.release();
     expect((await pending).ok).toBe(true);
+    expect(held.held).toBe(0);
+    expect(fake.calls('chat.postMessage')).toHaveLength(1);
+  });
+
+  it('refuses an unknown or missing token and a JSON body that does not parse, and changes nothing', async () => {
+    const call = (method: string, init: { token?: string; type?: string; body?: string }) =>
+      fetch(`${fake.apiUrl}${method}`, {
+        method: 'POST',
+        headers: {
+          'Content-Type': init.type ?? 'application/json; charset=utf-8',
+          ...(init.token !== undefined ? { Authorization: `Bearer ${init.token}` } : {}),
+        },
+        body: init.body ?? JSON.stringify({ channel: 'C1', text: 'hello' }),
+      }).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown }));
+
+    expect(await call('chat.postMessage', { token: 'xoxb-other' })).toEqual({ status: 200, body: { ok: false, error: 'invalid_auth' } });
+    expect(await call('chat.postMessage', {})).toEqual({ status: 200, body: { ok: false, error: 'not_authed' } });
+    // A token inside a JSON body is not read, as on Slack: only the Authorization header counts.
+    expect(await call('chat.postMessage', { body: JSON.stringify({ token: 'xoxb-test', channel: 'C1', text: 'hello' }) })).toEqual({
+      status: 200,
+      body: { ok: false, error: 'not_authed' },
+    });
+    expect(await call('chat.postMessage', { token: 'xoxb-test', body: '{"channel": "C1", "text": "hel' })).toEqual({
+      status: 200,
+      body: { ok: false, error: 'invalid_json' },
+    });
+    // A form body may carry its token as a field.
+    expect(await call('auth.test', { type: 'application/x-www-form-urlencoded', body: 'token=xoxb-other' })).toEqual({
+      status: 200,
+      body: { ok: false, error: 'invalid_auth' },
+    });
+    expect(fake.messages('C1')).toEqual([]);
+    expect(fake.calls().map((c) => c.error)).toEqual(['invalid_auth', 'not_authed', 'not_authed', 'invalid_json', 'invalid_auth']);
+
+    expect(await call('chat.postMessage', { token: 'xoxb-test' })).toMatchObject({ status: 200, body: { ok: true, channel: 'C1' } });
+    expect(fake.messages('C1').map((m) => m.text)).toEqual(['hello']);
+  });
+
+  it('accepts the tokens it is told instead of the default', async () => {
+    const strict = await startFakeSlack({ tokens: ['xoxb-the-right-one'] });
+    try {
+      const client = new webApi.WebClient('xoxb-test', { slackApiUrl: strict.apiUrl, retryConfig: { retries: 0 } });
+      await expect(client.auth.test()).rejects.toMatchObject({ data: { ok: false, error: 'invalid_auth' } });
+      const right = new webApi.WebClient('xoxb-the-right-one', { slackApiUrl: strict.apiUrl, retryConfig: { retries: 0 } });
+      expect((await right.auth.test()).user_id).toBe('U0BOT');
+    } finally {
+      await strict.close();
+    }
   });
 
   it('signSlackRequest agrees with Bolt, and blockActionPayload has the real shape', () => {

@@ -15,6 +15,9 @@
  *
  * What the fake answers like Slack does (web-api 8.2 reads these exactly):
  * - every Web API answer is HTTP 200 JSON `{ ok: true, ... }` or `{ ok: false, error }`;
+ * - no token is `not_authed`, a token it does not know is `invalid_auth` (it knows `xoxb-test`
+ *   unless told `tokens`); a JSON body must carry its token in `Authorization: Bearer` (a `token`
+ *   inside JSON counts as none, as on Slack), and a JSON body that does not parse is `invalid_json`;
  * - a rate limit is HTTP 429 with a `Retry-After` header (seconds) and `{ ok: false, error: 'ratelimited' }`;
  * - `chat.update` without `blocks` keeps the message's previous blocks (`blocks: []` removes them),
  *   the same for `attachments`;
@@ -72,7 +75,7 @@ export interface FakeSlackOptions {
   strictUsers?: boolean;
   /** Known channels. When given, other channel ids answer `channel_not_found`; when absent, every channel exists. */
   channels?: Record<string, FakeSlackChannelInit>;
-  /** Accepted bot tokens. When given, any other token answers `invalid_auth`. A missing token is always `not_authed`. */
+  /** Accepted bot tokens; any other token answers `invalid_auth`, a missing one `not_authed`. @default DEFAULT_TOKENS */
   tokens?: string[];
   /** Enforce Block Kit limits with `invalid_blocks`. Default true. */
   validateBlocks?: boolean;
@@ -220,8 +223,11 @@ export interface FakeSlack {
   failNext(method: string, error: string, times?: number): void;
   /** Next `times` (default 1) calls of `method` ('*' = any; 'upload' for the upload URL) answer HTTP `status` (default 500). */
   serverError(method: string, opts?: { status?: number; times?: number }): void;
-  /** Next `times` (default 1) calls of `method` wait `ms` before being handled (a slow or hanging API). */
-  delay(method: string, ms: number, opts?: { times?: number }): void;
+  /**
+   * Next `times` (default 1) calls of `method` wait `ms` before being handled (a slow or hanging API).
+   * The handle tells how many calls are being held now and lets them go at once.
+   */
+  delay(method: string, ms: number, opts?: { times?: number }): DelayHandle;
   /** postMessage / update / postEphemeral / delete / file shares in this channel answer `not_in_channel`
    * until cleared (the returned function, `clearNotInChannel`, or `conversations.join`). */
   notInChannel(channelId: string): () => void;
@@ -244,6 +250,16 @@ export interface FakeSlack {
   close(): Promise<void>;
 }
 
+export interface DelayHandle {
+  /** Calls of this rule that arrived and are waiting now. */
+  readonly held: number;
+  /** Lets every held call through now (the rule still delays later calls it has left). */
+  release(): void;
+}
+
+/** The bot tokens a fake accepts unless told `tokens`. */
+export const DEFAULT_TOKENS: readonly string[] = ['xoxb-test'];
+
 // ---------------------------------------------------------------------------------------------
 // Internals
 // ---------------------------------------------------------------------------------------------
@@ -257,6 +273,8 @@ interface DelayRule {
   method: string;
   remaining: number;
   ms: number;
+  /** releases of the calls waiting on this rule */
+  waiting: Set<() => void>;
 }
 
 interface StoredMessage {
@@ -486,6 +504,7 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
     name: options.bot?.name ?? 'art-factory',
   };
   const validate = options.validateBlocks ?? true;
+  const tokens = options.tokens ?? DEFAULT_TOKENS;
   const maxUses = options.responseUrlMaxUses ?? 5;
   const ttlMs = options.responseUrlTtlMs ?? 30 * 60 * 1000;
   const startTs = options.startTs ?? 1_700_000_000;
@@ -505,6 +524,8 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
   let files = new Map<string, FakeSlackFile>();
   let responseUrls = new Map<string, ResponseUrlState>();
   const waiters = new Set<Waiter>();
+  /** every call a delay rule holds now, released by close() so no timer outlives the fake */
+  const held = new Set<() => void>();
   let port = 0;
 
   const nextTs = (): string => {
@@ -551,12 +572,23 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
     faults = faults.filter((f) => f.remaining > 0);
     return fault;
   };
-  const takeDelay = (method: string): number => {
+  /** Waits as the first matching delay rule says (nothing when none matches). */
+  const applyDelay = async (method: string): Promise<void> => {
     const rule = delays.find((d) => d.remaining > 0 && (d.method === method || d.method === '*'));
-    if (!rule) return 0;
+    if (!rule) return;
     rule.remaining -= 1;
     delays = delays.filter((d) => d.remaining > 0);
-    return rule.ms;
+    await new Promise<void>((resolve) => {
+      const release = (): void => {
+        clearTimeout(timer);
+        rule.waiting.delete(release);
+        held.delete(release);
+        resolve();
+      };
+      const timer = setTimeout(release, rule.ms);
+      rule.waiting.add(release);
+      held.add(release);
+    });
   };
   const faultResult = (fault: Fault): ApiResult => {
     switch (fault.kind) {
@@ -645,8 +677,9 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
       status: 200,
       body: { ok: false, error, ...extra },
     });
+    if (args.__invalid_json !== undefined) return fail('invalid_json');
     if (token === undefined || token === '') return fail('not_authed');
-    if (options.tokens && !options.tokens.includes(token)) return fail('invalid_auth');
+    if (!tokens.includes(token)) return fail('invalid_auth');
     if (CHANNEL_METHODS.has(method)) {
       const channelError = checkChannel(str(args.channel));
       if (channelError) return channelError;
@@ -886,9 +919,10 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
     const raw = await readBody(req);
     const contentType = req.headers['content-type'];
     const args = decodeArgs(raw, contentType, url.searchParams);
-    const token = bearer(req) ?? str(args.token);
-    const wait = takeDelay(method);
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    // Slack reads a JSON body's token from the Authorization header only.
+    const json = (contentType ?? '').toLowerCase().startsWith('application/json');
+    const token = bearer(req) ?? (json ? undefined : str(args.token));
+    await applyDelay(method);
     const fault = takeFault(method);
     // seq of this call: the record() below takes seq + 1; handlers run synchronously before it.
     const result = fault ? faultResult(fault) : handleApi(method, args, token, () => seq + 1);
@@ -913,8 +947,7 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
     }
     const args: Record<string, unknown> = { file_id: fileId, length: bytes.length };
     if (partName !== undefined) args.filename = partName;
-    const wait = takeDelay('upload');
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    await applyDelay('upload');
     const fault = takeFault('upload');
     let status = 200;
     let text = `OK - ${bytes.length}`;
@@ -1124,7 +1157,16 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
       faults.push({ kind: 'http', method, remaining: opts.times ?? 1, status: opts.status ?? 500 });
     },
     delay(method, ms, opts = {}) {
-      delays.push({ method, ms, remaining: opts.times ?? 1 });
+      const rule: DelayRule = { method, ms, remaining: opts.times ?? 1, waiting: new Set() };
+      delays.push(rule);
+      return {
+        get held() {
+          return rule.waiting.size;
+        },
+        release() {
+          for (const release of [...rule.waiting]) release();
+        },
+      };
     },
     notInChannel(channelId) {
       notIn.add(channelId);
@@ -1195,6 +1237,7 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
         waiter.reject(new Error('fakeSlack closed while waiting'));
       }
       waiters.clear();
+      for (const release of [...held]) release();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

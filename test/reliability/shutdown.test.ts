@@ -41,12 +41,40 @@ describe('graceful shutdown', () => {
     const bot = await startBotProcess(env);
     const answer = await bot.post('/api/command', { text: '/imagine a patient fox --count 12' });
     const { job } = (await answer.json()) as { job: { id: string } };
-    await new Promise((r) => setTimeout(r, 600));
+    // Mid-job: the first of three calls (one at a time, 400 ms each) has delivered, the others have not.
+    const seen = await until(async () => {
+      const current = await bot.job(job.id);
+      return current && current.images.length >= 4 ? current : false;
+    }, 'the first batch');
+    expect(seen.state).not.toBe('completed');
+    expect(seen.images.length).toBeLessThan(12);
     // The bot's own guard exits with 1 after 10 s; 0 means it shut down cleanly before that.
     expect(await bot.kill('SIGTERM')).toBe(0);
 
+    // What the stopped bot left behind: the job unfinished, with what it had delivered saved.
+    const stored = await storedJob(dir, job.id);
+    expect(['queued', 'running']).toContain(stored.state);
+    expect(stored.images.length).toBeGreaterThanOrEqual(seen.images.length);
+    expect(stored.images.length).toBeLessThan(12);
+
     const again = await startBotProcess(env);
-    await until(async () => (await again.job(job.id))?.state === 'completed', 'the resumed job to complete');
+    const done = await until(async () => {
+      const current = await again.job(job.id);
+      return current?.state === 'completed' ? current : false;
+    }, 'the resumed job to complete');
+    expect(done.images.map((i) => i.index)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
     expect(await again.kill('SIGTERM')).toBe(0);
   });
 });
+
+/** The job as the bot's store holds it (read with the bot stopped, over the same folder as botEnv's). */
+async function storedJob(dir: string, jobId: string) {
+  const app = await buildApp({ env: { STORE_URL: `sqlite://${dir}/store.sqlite`, OUTPUT_DIR: `${dir}/out` } });
+  try {
+    const job = await app.jobs.get(jobId);
+    if (!job) throw new Error(`job ${jobId} is not in the store`);
+    return job;
+  } finally {
+    await app.close();
+  }
+}

@@ -1,6 +1,8 @@
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { startPlayground } from '../../../src/chat/playground/index.js';
-import { buildApp, onCleanup } from '../../helpers.js';
+import { buildApp, filesIn, onCleanup } from '../../helpers.js';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 
@@ -68,11 +70,37 @@ describe('playground server', () => {
   });
 
   it('refuses a review with a bad status or of an unknown job, and changes nothing', async () => {
-    const { pg } = await playground();
+    const { app, pg, command } = await playground({ LOCAL_LATENCY_MS: '0' });
     const post = (path: string, body: unknown) => fetch(`${pg.url}${path}`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify(body) });
-    expect((await post('/api/jobs/20990101-deadbeef/images/1/review', { status: 'approved' })).status).toBe(404);
-    const bad = await post('/api/jobs/20990101-deadbeef/images/1/review', { status: 'maybe' });
-    expect(bad.status).toBe(400);
-    expect(await bad.json()).toEqual({ error: 'Expected `status` to be approved, rejected or pending.' });
+    const { body } = await command('/imagine a red fox --count 2');
+    const jobId: string = body.job.id;
+    await app.engine.waitFor(jobId);
+    /** Everything a review could change: the record, the manifest on disk and the files. */
+    const snapshot = async () => ({
+      job: await app.engine.get(jobId),
+      manifest: await readFile(path.join(app.files.jobDir(jobId), 'manifest.json'), 'utf8'),
+      files: await Promise.all(['pending-review', 'approved', 'rejected'].map((folder) => filesIn(app, jobId, folder))),
+    });
+    const before = await snapshot();
+    expect(before.files).toEqual([['001.png', '002.png'], [], []]);
+
+    for (const status of ['maybe', 'APPROVED', 1, null, undefined]) {
+      const bad = await post(`/api/jobs/${jobId}/images/1/review`, { status });
+      expect(bad.status, String(status)).toBe(400);
+      expect(await bad.json()).toEqual({ error: 'Expected `status` to be approved, rejected or pending.' });
+    }
+    const unknownJob = await post('/api/jobs/20990101-deadbeef/images/1/review', { status: 'approved' });
+    expect(unknownJob.status).toBe(404);
+    expect(await unknownJob.json()).toEqual({ error: 'Not found' });
+    const unknownImage = await post(`/api/jobs/${jobId}/images/9/review`, { status: 'approved' });
+    expect(unknownImage.status).toBe(404);
+    expect(await unknownImage.json()).toEqual({ error: `Image 9 is not part of job ${jobId}.` });
+
+    expect(await snapshot()).toEqual(before);
+    expect(await app.engine.get('20990101-deadbeef')).toBeUndefined();
+    expect(await readdir(path.dirname(app.files.jobDir(jobId)))).toEqual([jobId]);
+    // The same request with a good status does change it: the refusals above were the status's doing.
+    expect((await post(`/api/jobs/${jobId}/images/1/review`, { status: 'approved' })).status).toBe(200);
+    expect(await filesIn(app, jobId, 'approved')).toEqual(['001.png']);
   });
 });

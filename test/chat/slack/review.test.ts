@@ -33,8 +33,12 @@ describe('reviewing a Slack gallery', () => {
     expect(button(page(), 'Undo', 2)).toBeDefined();
     expect(await filesIn(h.app, jobId, 'approved')).toEqual(['002.png']);
     expect(await filesIn(h.app, jobId, 'pending-review')).toEqual(['001.png', '003.png']);
+    // The folder tells who approved which image, and when, without the store.
     const manifest = await readManifest(h.app, jobId);
-    expect(JSON.stringify(manifest)).toContain('"approved"');
+    expect(manifest.images[1]).toMatchObject({ index: 2, file: 'approved/002.png', review: { status: 'approved', reviewedBy: 'name-U1' } });
+    expect(manifest.images[1]!.review.reviewedAt).toMatch(/^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/);
+    expect(manifest.images.map((i) => i.review.status)).toEqual(['pending', 'approved', 'pending']);
+    expect(manifest.summary).toMatchObject({ approved: 1, rejected: 0, pending: 2 });
 
     await h.fake.waitFor((c) => c.method === 'chat.update' && c.args.ts === ts && textOf({ blocks: c.args.blocks as unknown[] }).includes('✅ 1 approved'), { since });
     expect(h.fake.ephemerals()).toEqual([]);
