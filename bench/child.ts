@@ -114,7 +114,7 @@ export async function runCore(spec: CoreSpec): Promise<CoreResult> {
       finished.set(job.id, job);
       if (throttle && job.requester.userId === watchedUser) void throttle.flush(job.id).then(() => throttle.forget(job.id));
       const stopAfter = spec.stopWhenFinished;
-      if (stopAfter && !stopping && stopAfter.every((r) => outcomes[r]!.jobId && finished.has(outcomes[r]!.jobId!))) {
+      if (stopAfter && !stopping && stopAfter.every((r) => outcomes[r]!.jobId && finished.has(outcomes[r]!.jobId))) {
         stopping = true;
         for (const active of engine.activeJobs()) void engine.cancel(active.id, { id: 'bench' }).catch(() => {});
       }

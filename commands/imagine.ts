@@ -6,7 +6,6 @@ import { z } from 'zod';
 import {
   formatHelp,
   parseInlineFlags,
-  truncate,
   type Command,
   type CommandContext,
   type CommandDefinition,
@@ -14,6 +13,7 @@ import {
   type CommandResult,
   type RawOptions,
 } from '../src/core/command.js';
+import { truncate } from '../src/core/text.js';
 import { UserError } from '../src/core/errors.js';
 import { ASPECT_RATIOS, PROVIDER_NAMES, type ImagineRequest, type ProviderName } from '../src/core/types.js';
 

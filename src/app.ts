@@ -4,7 +4,7 @@
  */
 import type { ImagineLimits } from '../commands/imagine.js';
 import { configuredProviders, DEFAULT_MODELS, type Config } from './config.js';
-import { Engine, type Logger as EngineLogger } from './core/engine.js';
+import { Engine } from './core/engine.js';
 import type { Provider } from './core/provider.js';
 import type { ProviderName } from './core/types.js';
 import { createLogger, type Logger } from './logger.js';
@@ -73,7 +73,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     jobs,
     files,
     providers,
-    logger: logger as EngineLogger,
+    logger: logger,
     settings: {
       lanes: {
         ...(config.fal ? { fal: lane(config.fal) } : {}),

@@ -51,10 +51,9 @@ function usage(): string {
 }
 export const USAGE = usage();
 
-const GENERATE_OPTIONS: ParseArgsConfig['options'] = Object.fromEntries([
-  ...IMAGINE.options.flatMap((o) => o.flags.map((flag) => [flag, { type: 'string' as const }])),
-  ...OWN_OPTIONS.map((o) => [o.flag, { type: 'string' as const }]),
-]);
+const GENERATE_OPTIONS: ParseArgsConfig['options'] = Object.fromEntries(
+  [...IMAGINE.options.flatMap((o) => o.flags), ...OWN_OPTIONS.map((o) => o.flag)].map((flag) => [flag, { type: 'string' as const }]),
+);
 
 class CliError extends Error {
   constructor(

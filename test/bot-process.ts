@@ -40,7 +40,7 @@ export async function startBotProcess(env: Record<string, string>): Promise<BotP
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   let out = '';
   const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
+    child.stdout.on('data', (chunk: Buffer) => {
       out += String(chunk);
       const match = /playground: (http:\/\/\S+)/.exec(out);
       if (match) resolve(match[1]!);

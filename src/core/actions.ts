@@ -7,8 +7,7 @@ import type { Job, ReviewStatus } from './types.js';
 
 export type Action =
   | { kind: 'review'; jobId: string; image: number; status: ReviewStatus }
-  | { kind: 'cancel'; jobId: string }
-  | { kind: 'page'; jobId: string; page: number };
+  | { kind: 'cancel'; jobId: string };
 
 const PREFIX = 'af';
 const JOB_ID = /^[0-9]{8}-[0-9a-f]{8}$/;
@@ -21,8 +20,6 @@ export function encodeAction(action: Action): string {
       return `${PREFIX}:${CODE_OF[action.status]}:${action.jobId}:${action.image}`;
     case 'cancel':
       return `${PREFIX}:x:${action.jobId}`;
-    case 'page':
-      return `${PREFIX}:p:${action.jobId}:${action.page}`;
   }
 }
 
@@ -33,7 +30,6 @@ export function decodeAction(value: string): Action | undefined {
   if (prefix !== PREFIX || !code || !jobId || !JOB_ID.test(jobId) || rest.length > 0) return undefined;
   const n = number !== undefined && /^[1-9][0-9]{0,4}$/.test(number) ? Number(number) : undefined;
   if (code === 'x') return number === undefined ? { kind: 'cancel', jobId } : undefined;
-  if (code === 'p') return n !== undefined ? { kind: 'page', jobId, page: n } : undefined;
   const status = REVIEW_CODES[code];
   return status && n !== undefined ? { kind: 'review', jobId, image: n, status } : undefined;
 }

@@ -6,6 +6,7 @@
 import { UserError } from './errors.js';
 import type { JobRepository } from './ports.js';
 import type { Job, Requester } from './types.js';
+import { plural } from './text.js';
 
 export interface AdmissionLimits {
   tenantMaxRunningJobs: number;
@@ -19,10 +20,6 @@ export interface AdmissionLimits {
 }
 
 export type Placement = 'admit' | 'wait';
-
-export function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
-}
 
 function formatWait(ms: number): string {
   const minutes = Math.max(1, Math.ceil(ms / 60_000));

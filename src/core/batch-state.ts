@@ -20,7 +20,7 @@ import { seedAt } from './planner.js';
 import { FINAL_BATCH } from './progress.js';
 import { ProviderError, RETRY_AFTER_CAP_MS, type CallStatus } from './provider.js';
 import type { Batch, ImageRecord } from './types.js';
-import { oneLine } from './views.js';
+import { oneLine } from './text.js';
 
 /** 429s a batch may meet, as a multiple of the attempt limit, before it gives up */
 export const THROTTLE_ALLOWANCE = 4;

@@ -7,6 +7,7 @@
 import type { Engine } from './engine.js';
 import { UserError } from './errors.js';
 import type { Job, ProviderName, Requester } from './types.js';
+import { truncate } from './text.js';
 
 /** What the deployment allows; comes from config through the composition root. */
 export interface CommandLimits {
@@ -131,11 +132,6 @@ function example(option: CommandOption): string {
   if (option.choices?.length) return option.choices[0]!;
   if (option.type === 'integer') return String(option.minValue ?? 1);
   return '…';
-}
-
-export function truncate(text: string, max: number): string {
-  const chars = Array.from(text);
-  return chars.length <= max ? text : `${chars.slice(0, max - 1).join('')}…`;
 }
 
 /** Plain-text help for text-based platforms: usage line and one line per option. */

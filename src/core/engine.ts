@@ -217,7 +217,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   async annotate(jobId: string, platform: string, facts: Record<string, unknown>): Promise<void> {
     await this.ledger.edit(jobId, (job) => {
       const chat = (job.chat ??= {});
-      chat[platform] = { ...((chat[platform] as Record<string, unknown> | undefined) ?? {}), ...facts };
+      chat[platform] = { ...((chat[platform]) ?? {}), ...facts };
     });
   }
 

@@ -4,7 +4,7 @@
  * changing the one it was given: the engine hands its records out, so they must not move under a
  * reader's feet.
  */
-import { plural } from './admission.js';
+import { plural } from './text.js';
 import { transition, type BatchEvent, type Decision, type StepContext } from './batch-state.js';
 import { FINAL_BATCH } from './progress.js';
 import type { Job } from './types.js';

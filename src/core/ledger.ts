@@ -22,7 +22,7 @@ export type Update = (job: Readonly<Job>) => Job | Readonly<Job> | undefined | P
 
 /** A copy the caller may keep and change. */
 export function copy(job: Readonly<Job>): Job {
-  return structuredClone(job) as Job;
+  return structuredClone(job);
 }
 
 export class JobLedger {

@@ -21,9 +21,3 @@ export function parseRate(text: string | undefined): Rate | undefined {
   }
   return { limit, intervalMs: unit };
 }
-
-export function formatRate(rate: Rate | undefined): string {
-  if (!rate) return 'none';
-  const unit = Object.entries(UNITS).find(([, ms]) => ms === rate.intervalMs)?.[0];
-  return unit ? `${rate.limit}/${unit}` : `${rate.limit}/${rate.intervalMs}ms`;
-}

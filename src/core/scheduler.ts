@@ -155,7 +155,7 @@ export class FairScheduler {
     for (let wait = lane.pausedUntil - this.now(); wait > 0; wait = lane.pausedUntil - this.now()) {
       await delay(wait, signal);
     }
-    return lane.gate.add(request, signal ? { signal } : {}) as Promise<T>;
+    return lane.gate.add<T>(request, signal ? { signal } : {});
   }
 
   /** Stops starting calls on a lane for `ms` (a 429's Retry-After). Calls already sent go on. */

@@ -2,6 +2,8 @@
  * View models: what a progress message and a gallery say, decided once for every platform. Adapters
  * turn these into Discord components, Block Kit or HTML, and escape text their own way.
  */
+import { isJobFinished } from './progress.js';
+import { plural, shorten } from './text.js';
 import type { ImageRecord, Job, ProgressEvent, ReviewStatus } from './types.js';
 
 export const STATUS_MARK: Record<ReviewStatus, string> = { approved: '✅', rejected: '❌', pending: '⏳' };
@@ -43,26 +45,6 @@ export interface ProgressView {
   cancellable: boolean;
 }
 
-/** The longest error text shown to users: one line, so a provider cannot fill a message with its page. */
-export const ERROR_LINE_MAX = 200;
-
-/**
- * Any text from outside (a provider's or image host's error) as one line of at most `max` characters,
- * ending in "…" when cut. Line breaks, other control characters and bidi overrides become spaces, so
- * the text cannot start lines of its own or turn itself around. Adapters escape after this: cutting
- * an escaped text could split an entity.
- */
-export function oneLine(text: string, max = ERROR_LINE_MAX): string {
-  const flat = text.replace(/[\s\p{Cc}\u200e\u200f\u202a-\u202e\u2066-\u2069]+/gu, ' ').trim();
-  const chars = Array.from(flat);
-  return chars.length <= max ? flat : `${chars.slice(0, max - 1).join('').trimEnd()}…`;
-}
-
-export function shorten(text: string, max: number): string {
-  const chars = Array.from(text.replace(/\s+/g, ' ').trim());
-  return chars.length <= max ? chars.join('') : `${chars.slice(0, max - 1).join('')}…`;
-}
-
 /** `est. $0.12`, `free`, or `cost unknown` (a model missing from the price table is never shown as $0). */
 export function costLabel(job: Pick<Job, 'estimatedCostUsd'>): string {
   if (job.estimatedCostUsd === undefined) return 'cost unknown';
@@ -72,7 +54,7 @@ export function costLabel(job: Pick<Job, 'estimatedCostUsd'>): string {
 
 export function progressView(job: Pick<Job, 'id' | 'request' | 'state' | 'error' | 'estimatedCostUsd'>, event: ProgressEvent): ProgressView {
   const { imagesDone, imagesTotal } = event;
-  const finished = job.state === 'completed' || job.state === 'failed' || job.state === 'canceled';
+  const finished = isJobFinished(job);
   const lines: string[] = [];
   if (event.state === 'queued' && event.queuePosition !== undefined) lines.push(`Queued · position ${event.queuePosition}`);
   if (event.currentBatch && !finished) {
@@ -88,7 +70,7 @@ export function progressView(job: Pick<Job, 'id' | 'request' | 'state' | 'error'
     ? job.state === 'completed'
       ? job.error
         ? `Done, with failures: ${imagesDone} of ${imagesTotal} images`
-        : `Done: ${imagesDone} images`
+        : `Done: ${plural(imagesDone, 'image')}`
       : job.state === 'canceled'
         ? `Canceled: ${imagesDone} of ${imagesTotal} images`
         : `Failed: ${job.error ?? 'no image could be made'}`

@@ -215,7 +215,7 @@ function send(
   stop: AbortSignal,
 ): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
-    if (stop.aborted) return reject(stop.reason);
+    if (stop.aborted) return reject(stop.reason instanceof Error ? stop.reason : new Error('aborted'));
     const request = (target.protocol === 'https:' ? https : http).request({
       method: 'GET',
       hostname: host,

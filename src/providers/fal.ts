@@ -5,6 +5,7 @@
  */
 import { ApiError, createFalClient, type FalClient } from '@fal-ai/client';
 import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
+import { textOf } from '../core/text.js';
 import type { AspectRatio } from '../core/types.js';
 import type { Downloader } from './download.js';
 import { strictFetch, type Fetch } from './http.js';
@@ -93,7 +94,7 @@ export class FalProvider implements Provider {
     );
     const error = (status as { error?: unknown }).error;
     if (status.status === 'COMPLETED') {
-      return error ? { state: 'failed', error: String(error) } : { state: 'succeeded' };
+      return error ? { state: 'failed', error: textOf(error) } : { state: 'succeeded' };
     }
     if (status.status === 'IN_QUEUE') return { state: 'queued', queuePosition: status.queue_position };
     if (status.status === 'IN_PROGRESS') return { state: 'running' };

@@ -31,7 +31,7 @@ export function retryAfterMs(headers: Headers, body: unknown, now = Date.now()):
     if (!Number.isNaN(date)) return cappedWait(date - now);
   }
   if (body && typeof body === 'object' && 'retry_after' in body) {
-    const seconds = Number((body as { retry_after: unknown }).retry_after);
+    const seconds = Number(body.retry_after);
     if (Number.isFinite(seconds)) return cappedWait(seconds * 1000);
   }
   return undefined;
@@ -39,7 +39,7 @@ export function retryAfterMs(headers: Headers, body: unknown, now = Date.now()):
 
 function detailOf(body: unknown, fallback: string): string {
   if (body && typeof body === 'object' && 'detail' in body) {
-    const detail = (body as { detail: unknown }).detail;
+    const detail = body.detail;
     if (typeof detail === 'string') return detail;
     if (detail !== undefined) return JSON.stringify(detail).slice(0, 300);
   }
@@ -97,7 +97,7 @@ export function strictFetch(options: StrictFetchOptions): Fetch {
     const failure = await errorFromResponse(response, options.provider);
     if (failure) throw failure;
     return response;
-  }) as Fetch;
+  });
 }
 
 /**
@@ -107,6 +107,7 @@ export function strictFetch(options: StrictFetchOptions): Fetch {
 export function oneShot(fetchImpl: Fetch): Fetch {
   let failure: unknown;
   return (async (input: Parameters<Fetch>[0], init?: Parameters<Fetch>[1]) => {
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- replays exactly what the first try threw
     if (failure) throw failure;
     try {
       return await fetchImpl(input, init);
@@ -114,5 +115,5 @@ export function oneShot(fetchImpl: Fetch): Fetch {
       failure = error;
       throw error;
     }
-  }) as Fetch;
+  });
 }

@@ -5,6 +5,7 @@
  */
 import Replicate, { type Prediction } from 'replicate';
 import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
+import { textOf } from '../core/text.js';
 import type { Downloader } from './download.js';
 import { oneShot, strictFetch, type Fetch } from './http.js';
 
@@ -74,7 +75,7 @@ export class ReplicateProvider implements Provider {
       case 'canceled':
         return { state: 'canceled' };
       case 'failed':
-        return { state: 'failed', error: String(prediction.error ?? 'the prediction failed') };
+        return { state: 'failed', error: textOf(prediction.error ?? 'the prediction failed') };
       default:
         // `aborted` and anything newer: an end, never something to wait on for ever.
         return { state: 'failed', error: `the prediction ended as "${String(prediction.status)}"` };

@@ -9,16 +9,13 @@
  * busy is written once or twice, never out of order.
  */
 import type { Keyv } from 'keyv';
+import { isJobFinished } from '../core/progress.js';
 import type { Job } from '../core/types.js';
 
 const ACTIVE_INDEX = 'jobs:active';
 const REVIEW_JOURNAL = 'reviews:open';
 /** Tallies are kept two days: long enough for a job that runs across midnight to give images back. */
 const USAGE_TTL_MS = 2 * 86_400_000;
-
-export function isFinished(job: Pick<Job, 'state'>): boolean {
-  return job.state === 'completed' || job.state === 'failed' || job.state === 'canceled';
-}
 
 interface PendingWrite {
   value: unknown;
@@ -88,7 +85,7 @@ export class JobStore {
 
   /** Persists a job and keeps the unfinished-jobs index in step with its state, in one batch. */
   async save(job: Job): Promise<void> {
-    const finished = isFinished(job);
+    const finished = isJobFinished(job);
     if (finished || !this.indexed.has(job.id)) this.indexChanges.set(job.id, !finished);
     if (finished) this.indexed.delete(job.id);
     else this.indexed.add(job.id);

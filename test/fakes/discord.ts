@@ -1910,7 +1910,7 @@ class FakeDiscordImpl implements FakeDiscord {
       const c = channelOf(ctx);
       const stored = this.createMessage({
         channelId: c.id,
-        body: (ctx.body ?? {}) as JsonObject,
+        body: (ctx.body ?? {}),
         files: ctx.files,
         type: 0,
         via: 'POST /channels/:c/messages',
@@ -1927,7 +1927,7 @@ class FakeDiscordImpl implements FakeDiscord {
     add('PATCH', '/channels/:channel/messages/:message', 'bot', (ctx) => {
       const stored = botMessage(ctx);
       if (stored.message.author['id'] !== this.botUser.id) throw errors.otherAuthor();
-      this.editMessage(stored, (ctx.body ?? {}) as JsonObject, ctx.files, 'PATCH /channels/:c/messages/:m');
+      this.editMessage(stored, (ctx.body ?? {}), ctx.files, 'PATCH /channels/:c/messages/:m');
       return { status: 200, body: clone(stored.message) };
     });
     add('DELETE', '/channels/:channel/messages/:message', 'bot', (ctx) => {
@@ -1979,7 +1979,7 @@ class FakeDiscordImpl implements FakeDiscord {
     add('PATCH', '/webhooks/:app/:token/messages/:message', 'none', (ctx) => {
       const i = webhookInteraction(ctx);
       const stored = webhookMessage(ctx, i);
-      this.editMessage(stored, (ctx.body ?? {}) as JsonObject, ctx.files, 'PATCH /webhooks/:app/:token/messages/:m');
+      this.editMessage(stored, (ctx.body ?? {}), ctx.files, 'PATCH /webhooks/:app/:token/messages/:m');
       return { status: 200, body: clone(stored.message) };
     });
     add('DELETE', '/webhooks/:app/:token/messages/:message', 'none', (ctx) => {

@@ -566,7 +566,7 @@ describe('the fake on its own', () => {
           ...(init.token !== undefined ? { Authorization: `Bearer ${init.token}` } : {}),
         },
         body: init.body ?? JSON.stringify({ channel: 'C1', text: 'hello' }),
-      }).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown }));
+      }).then(async (r) => ({ status: r.status, body: await r.json() }));
 
     expect(await call('chat.postMessage', { token: 'xoxb-other' })).toEqual({ status: 200, body: { ok: false, error: 'invalid_auth' } });
     expect(await call('chat.postMessage', {})).toEqual({ status: 200, body: { ok: false, error: 'not_authed' } });

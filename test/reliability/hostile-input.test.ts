@@ -73,7 +73,7 @@ describe('hostile input', () => {
       fc.property(
         fc.record({ prompt: fc.anything(), count: fc.anything(), ar: fc.anything(), seed: fc.anything(), provider: fc.anything(), model: fc.anything(), negative: fc.anything() }, { requiredKeys: [] }),
         (raw) => {
-          answer(() => parseImagine(raw as Record<string, unknown>, limits));
+          answer(() => parseImagine(raw, limits));
         },
       ),
       { numRuns: 3000, seed: 7 },

@@ -27,7 +27,7 @@ async function open(dir: string) {
   keyv.setMany = (async (entries: Parameters<typeof setMany>[0]) => {
     calls.setMany += 1;
     return setMany(entries);
-  }) as typeof keyv.setMany;
+  });
   return { store: new JobStore(keyv), calls };
 }
 

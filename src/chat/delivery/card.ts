@@ -6,7 +6,8 @@
  * the platform escapes it: cutting an escaped text could split an entity.
  */
 import type { Job, ProgressEvent } from '../../core/types.js';
-import { gallerySummary, oneLine, progressView, type GallerySummary, type ProgressView } from '../../core/views.js';
+import { oneLine } from '../../core/text.js';
+import { gallerySummary, progressView, type GallerySummary, type ProgressView } from '../../core/views.js';
 import type { GalleryState, ProgressCard } from './platform.js';
 
 /** Failures listed while a job runs (the latest), and failed batches named once it is finished. */

@@ -35,7 +35,7 @@ export interface PageStep<T, P> {
   /** what an earlier attempt recorded for this page (a restart in the middle of it) */
   earlier: P | undefined;
   /** records a step inside the page (e.g. its upload), so a restart does not redo it */
-  save(record: P): Promise<void>;
+  save: (record: P) => Promise<void>;
 }
 
 export interface GalleryPoster<T, P> {

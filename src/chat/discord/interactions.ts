@@ -129,7 +129,7 @@ async function command(interaction: ChatInputCommandInteraction, deps: Interacti
 async function button(interaction: ButtonInteraction, deps: InteractionDeps): Promise<void> {
   const { app, courier } = deps;
   const action = decodeAction(interaction.customId);
-  if (!action || action.kind === 'page') return answerPrivately(interaction, GONE);
+  if (!action) return answerPrivately(interaction, GONE);
   const job = await app.engine.get(action.jobId);
   if (!job) return answerPrivately(interaction, GONE);
   const actor = {

@@ -7,7 +7,8 @@
  */
 import { ActionRowBuilder, ButtonBuilder, ButtonStyle, MessageFlags, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent } from 'discord.js';
 import { encodeAction } from '../../core/actions.js';
-import { STATUS_MARK, oneLine, shorten, type GallerySummary, type ProgressView } from '../../core/views.js';
+import { oneLine, shorten, truncateUnits } from '../../core/text.js';
+import { STATUS_MARK, type GallerySummary, type ProgressView } from '../../core/views.js';
 import type { ImageRecord, Job } from '../../core/types.js';
 import { failedBatchLines, failureLines, GALLERY_FAILED, type GalleryState, type PageLayout } from '../delivery/index.js';
 
@@ -64,9 +65,7 @@ export function safeText(text: string): string {
 function fit(lines: string[], footer: string): string {
   const text = lines.join('\n');
   const room = CONTENT_MAX - footer.length - 1;
-  // A cut between the halves of a surrogate pair would send an invalid character.
-  const body = text.length <= room ? text : `${text.slice(0, room - 1).replace(/[\uD800-\uDBFF]$/, '')}…`;
-  return `${body}\n${footer}`;
+  return `${truncateUnits(text, room)}\n${footer}`;
 }
 
 /**

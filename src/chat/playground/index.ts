@@ -19,6 +19,7 @@ import { answer, commandList, commandNamed, helpText } from '../../../commands/i
 import type { App } from '../../app.js';
 import { GENERIC_FAILURE, isUserError } from '../../core/errors.js';
 import type { Job, Requester } from '../../core/types.js';
+import { oneLine, textOf, truncate } from '../../core/text.js';
 import { Delivery, type DeliveryPlatform } from '../delivery/index.js';
 import type { ChatAdapter } from '../types.js';
 import { refusal } from './guard.js';
@@ -171,7 +172,8 @@ export async function startPlayground(
       const body = await readJson(req);
       const status = body?.status;
       if (status !== 'approved' && status !== 'rejected' && status !== 'pending') {
-        return sendJson(res, 400, { error: 'Expected `status` to be approved, rejected or pending.' });
+        const given = status === undefined ? 'nothing' : `\`${truncate(oneLine(textOf(status)).replace(/`/g, "'"), 40)}\``;
+        return sendJson(res, 400, { error: `Expected \`status\` to be approved, rejected or pending, got ${given}.` });
       }
       if (await refuseForeign(res, review[1]!)) return;
       return answerJob(res, app.engine.review(review[1]!, Number(review[2]), status, { id: requester.userId, name: requester.userName }));

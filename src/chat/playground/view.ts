@@ -12,7 +12,7 @@ export interface TranscriptEntry {
 }
 
 export function jobView(job: Readonly<Job>, app: App) {
-  const progress = progressView(job, app.engine.progress(job as Job));
+  const progress = progressView(job, app.engine.progress(job));
   return {
     id: job.id,
     state: job.state,

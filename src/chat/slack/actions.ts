@@ -25,7 +25,7 @@ function clickOf(body: BlockAction) {
     userName: body.user.username ?? body.user.name,
     // The workspace the click came from: a button value naming another team's job is refused.
     team: body.team?.id ?? body.user.team_id,
-    channel: body.channel?.id ?? body.container?.channel_id,
+    channel: body.channel?.id ?? (body.container as { channel_id?: string } | undefined)?.channel_id,
     threadTs: message?.thread_ts,
   };
 }
@@ -66,7 +66,7 @@ async function handle(
 ): Promise<string | undefined> {
   const action = click.value ? decodeAction(click.value) : undefined;
   // Page buttons are Discord's; Slack posts every page, so one arriving here is not ours.
-  if (!action || action.kind === 'page') return GONE;
+  if (!action) return GONE;
   const job = await app.engine.get(action.jobId);
   if (!job) return GONE;
   if (!click.team || job.requester.tenant !== click.team) return REFUSAL;

@@ -5,6 +5,7 @@
  * ahead to the latest state.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { textOf } from '../../core/text.js';
 
 const RATE_LIMITED = 'slack_webapi_rate_limited_error';
 const PLATFORM = 'slack_webapi_platform_error';
@@ -19,7 +20,7 @@ interface CodedError {
 }
 
 function coded(error: unknown): CodedError {
-  return typeof error === 'object' && error !== null ? (error as CodedError) : {};
+  return typeof error === 'object' && error !== null ? error : {};
 }
 
 /** The `error` string of a Slack platform answer (`{ ok: false, error }`), if that is what this is. */
@@ -45,7 +46,7 @@ export function isNoAccess(error: unknown): boolean {
 export function describe(error: unknown): string {
   const code = platformError(error);
   if (code) return code;
-  if (error instanceof Error) return `${coded(error).code ?? error.name}: ${error.message}`;
+  if (error instanceof Error) return `${textOf(coded(error).code ?? error.name)}: ${error.message}`;
   return String(error);
 }
 

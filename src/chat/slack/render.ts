@@ -7,7 +7,8 @@
  */
 import type { types } from '@slack/bolt';
 import { encodeAction } from '../../core/actions.js';
-import { ERROR_LINE_MAX, galleryPage, oneLine, shorten, STATUS_MARK } from '../../core/views.js';
+import { ERROR_LINE_MAX, oneLine, shorten, truncate } from '../../core/text.js';
+import { galleryPage, STATUS_MARK } from '../../core/views.js';
 import type { ImageRecord, Job, ReviewStatus } from '../../core/types.js';
 import { failedBatchLines, failureLines, GALLERY_FAILED, type GalleryState, type ProgressCard } from '../delivery/index.js';
 
@@ -44,9 +45,7 @@ export function escapeMrkdwn(text: string): string {
 export const errorText = oneLine;
 
 /** Section text is limited to 3000 characters. */
-function clip(text: string, max = 2900): string {
-  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
-}
+const clip = (text: string) => truncate(text, 2900);
 
 function section(text: string): Block {
   return { type: 'section', text: { type: 'mrkdwn', text: clip(text) } };

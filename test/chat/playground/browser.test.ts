@@ -110,10 +110,10 @@ describe.skipIf(!('run' in plan))('playground in Chromium', () => {
     expect(await page.evaluate(`document.documentElement.scrollWidth <= window.innerWidth`)).toBe(true);
     // The feed scrolls on its own, so a card wider than its column is clipped without the page
     // scrolling: measure the buttons against their card and the viewport instead.
-    const boxes = (await page.evaluate(`[...document.querySelectorAll('.card')].map((card) => {
+    const boxes = await page.evaluate<{ card: Box; approve: Box; reject: Box }[]>(`[...document.querySelectorAll('.card')].map((card) => {
       const box = (el) => { const r = el.getBoundingClientRect(); return { left: r.left, right: r.right, top: r.top, bottom: r.bottom }; };
       return { card: box(card), approve: box(card.querySelector('.approve')), reject: box(card.querySelector('.reject')) };
-    })`)) as { card: Box; approve: Box; reject: Box }[];
+    })`);
     expect(boxes).toHaveLength(4);
     const problems = boxes.flatMap(({ card, approve, reject }, i) =>
       Object.entries({ approve, reject }).flatMap(([name, button]) => {

@@ -84,10 +84,10 @@ describe('playground server', () => {
     const before = await snapshot();
     expect(before.files).toEqual([['001.png', '002.png'], [], []]);
 
-    for (const status of ['maybe', 'APPROVED', 1, null, undefined]) {
+    for (const [status, given] of [['maybe', '`maybe`'], ['APPROVED', '`APPROVED`'], [1, '`1`'], [null, '`null`'], [undefined, 'nothing']] as const) {
       const bad = await post(`/api/jobs/${jobId}/images/1/review`, { status });
       expect(bad.status, String(status)).toBe(400);
-      expect(await bad.json()).toEqual({ error: 'Expected `status` to be approved, rejected or pending.' });
+      expect(await bad.json()).toEqual({ error: `Expected \`status\` to be approved, rejected or pending, got ${given}.` });
     }
     const unknownJob = await post('/api/jobs/20990101-deadbeef/images/1/review', { status: 'approved' });
     expect(unknownJob.status).toBe(404);

@@ -109,7 +109,7 @@ export async function slackHarness(options: HarnessOptions = {}) {
       const facts = factsOf(value!)!;
       if (!waitForNote) return { job: value!, facts };
       await pollUntil(
-        async () => fake.message(facts.channel, facts.ts!),
+        async () => fake.message(facts.channel, facts.ts),
         (message) => JSON.stringify(message?.blocks).includes('review them in the thread'),
         { timeoutMs: 10_000, intervalMs: 20 },
       );

@@ -12,7 +12,7 @@ async function galleryOf(h: Harness) {
   await h.imagine('a fox --count 2');
   const { jobId } = await h.progressPost();
   const { facts } = await h.delivered(jobId);
-  const pageTs = facts.pages![0]!.ts!;
+  const pageTs = facts.pages[0]!.ts!;
   return { jobId, pageTs, page: () => h.fake.message('C1', pageTs)! };
 }
 

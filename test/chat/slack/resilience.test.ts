@@ -30,7 +30,7 @@ describe('Slack adapter under trouble', () => {
     expect((await h.botJoined('C2')).status).toBe(200);
     const { facts } = await h.delivered(jobId!);
     expect(facts.channel).toBe('C2');
-    expect(textOf(h.fake.message('C2', facts.ts!))).toContain('Done: 2 images');
+    expect(textOf(h.fake.message('C2', facts.ts))).toContain('Done: 2 images');
     expect(h.fake.files().filter((f) => f.shares.some((s) => s.channel_id === 'C2' && s.thread_ts === facts.ts))).toHaveLength(2);
     // response_url was used exactly once for this command.
     expect(h.fake.responses('nic')).toHaveLength(1);

@@ -8,7 +8,7 @@ async function galleryOf(h: Harness, text = 'a red fox --count 3') {
   await h.imagine(text);
   const { ts, jobId } = await h.progressPost();
   const { facts } = await h.delivered(jobId);
-  const pageTs = facts.pages![0]!.ts!;
+  const pageTs = facts.pages[0]!.ts!;
   return { jobId, ts, pageTs, page: () => h.fake.message('C1', pageTs)! };
 }
 

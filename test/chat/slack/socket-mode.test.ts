@@ -92,7 +92,7 @@ describe('Slack in Socket Mode', () => {
     await h.imagine('a lighthouse --count 3');
     const { jobId } = await h.progressPost();
     const { facts } = await h.delivered(jobId);
-    const pageTs = facts.pages![0]!.ts!;
+    const pageTs = facts.pages[0]!.ts!;
     const page = () => h.fake.message('C1', pageTs)!;
 
     const since = h.fake.lastSeq;
@@ -122,7 +122,7 @@ describe('Slack in Socket Mode', () => {
     expect(textOf(h.fake.message('C1', first.ts))).toContain('Done: 12 images');
 
     // A review and a new command sent after the reconnect are handled, on the new connection.
-    const pageTs = facts.pages![0]!.ts!;
+    const pageTs = facts.pages[0]!.ts!;
     const page = () => h.fake.message('C1', pageTs)!;
     const since = h.fake.lastSeq;
     expect((await h.click(page(), button(page(), 'Approve', 1))).connection).toBe(second.id);
