@@ -24,6 +24,7 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Serv
 import type { AddressInfo } from 'node:net';
 import { deflateSync } from 'node:zlib';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { buffer as readBody } from 'node:stream/consumers';
 
 // ---------------------------------------------------------------------------------------------
 // Public types
@@ -572,14 +573,6 @@ export function imageSize(bytes: Buffer): { width: number; height: number } | un
   return undefined;
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
 
 async function parseBody(
   headers: IncomingHttpHeaders,

@@ -35,6 +35,7 @@ import { createHmac } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parse as parseQuery } from 'node:querystring';
+import { buffer as readBody } from 'node:stream/consumers';
 
 // ---------------------------------------------------------------------------------------------
 // Public types
@@ -357,14 +358,6 @@ export function parseMultipart(body: Buffer, contentType: string): MultipartPart
   return parts;
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
 
 function decodeField(key: string, value: unknown): unknown {
   if (typeof value === 'string' && JSON_FIELDS.has(key)) {
@@ -935,7 +928,7 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
     const contentType = req.headers['content-type'];
     const token = bearer(req);
     const file = files.get(fileId);
-    let bytes = raw;
+    let bytes: Buffer = raw;
     let partType = contentType;
     let partName: string | undefined;
     if ((contentType ?? '').toLowerCase().startsWith('multipart/form-data')) {
