@@ -94,7 +94,8 @@ The limit is used in full (${c.rateLimited} 429s when told; the busiest window s
 so the excess is what each call costs on top of the provider's ${PROVIDER.callMs / 1000} s, paid once per round in the last window,
 where the 50 remaining calls run as 5 rounds of 10. Per call, in real time: up to one poll interval before
 the provider's "done" is seen (polls are a tenth of a call apart, ${callRealMs / 10} ms at 1:${r.catalogScale}: ~${callRealMs / 20} ms on average), then the
-result, four ~1 MB downloads streamed to disk with their dimensions read back (sharp), and the batch's save
+result, four ~1 MB downloads streamed to disk, each checked (format from its bytes, dimensions, then decoded to its
+last row with sharp, since provider output is untrusted), and the batch's save
 (${c.store.saves} job saves in the run, ${c.store.msPerSave.toFixed(1)} ms on average, group-committed). That is ~0.1 s of real time per call:
 ~10 % of a call at 1:${r.catalogScale}, but ~2 % of a real 5 s call — the scale multiplies our fixed cost by ${r.catalogScale}, not the
 provider's. The scheduler itself adds ~1 % (its rate window is 1 % longer than the provider's, to absorb

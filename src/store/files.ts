@@ -106,10 +106,13 @@ export class ImageFiles {
       if (meta.width * meta.height > this.maxPixels) {
         throw new UnreadableImageError(`the image is larger than ${Math.round(this.maxPixels / 1e6)} megapixels`);
       }
-      // Then decoded whole (libvips streams it, so memory stays small): a truncated or corrupt body
-      // whose header looks right is refused here, not shown in a gallery.
-      await sharp(temp, { limitInputPixels: this.maxPixels, failOn: 'warning' })
-        .stats()
+      // Then decoded whole: reading its last row in sequential mode makes the decoder go through every
+      // row before it (a truncated or corrupt body whose header looks right is refused here, not shown
+      // in a gallery), while memory holds a few rows, not the picture.
+      await sharp(temp, { limitInputPixels: this.maxPixels, failOn: 'warning', sequentialRead: true })
+        .extract({ left: 0, top: meta.height - 1, width: 1, height: 1 })
+        .raw()
+        .toBuffer()
         .catch(() => {
           throw new UnreadableImageError('the image is damaged or incomplete');
         });

@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { startFakeFal, type FakeFal, type FakeFalOptions } from '../fakes/fal.js';
-import { solidImage } from '../fakes/png.js';
+import { noisePng, solidImage } from '../fakes/png.js';
 import { buildApp, filesIn, onCleanup, readManifest, requester } from '../helpers.js';
 
 async function fakeFal(options: FakeFalOptions = {}): Promise<FakeFal> {
@@ -117,6 +117,16 @@ describe('provider output URLs', () => {
     expect(done.state).toBe('failed');
     expect(done.batches[0]!.error).toBe('1 of 1 images refused: the image is larger than 67 megapixels');
     expect(fake.submits()).toHaveLength(1);
+  });
+
+  it('refuses a PNG cut short, whose header alone looks right', async () => {
+    const whole = await noisePng(256, 256, 5);
+    const fake = await fakeFal({ fileBody: () => ({ bytes: whole.subarray(0, Math.floor(whole.length / 2)), contentType: 'image/png' }) });
+    const app = await buildApp({ env: falEnv(fake) });
+    const done = await app.engine.waitFor((await app.engine.submit(request(1), requester())).id);
+    expect(done.state).toBe('failed');
+    expect(done.batches[0]!.error).toBe('1 of 1 images refused: the image is damaged or incomplete');
+    expect(await filesIn(app, done.id, 'pending-review')).toEqual([]);
   });
 
   it('refuses a 40 MB image against a 25 MiB cap without saving any of it', async () => {
