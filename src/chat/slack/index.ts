@@ -81,7 +81,8 @@ function socketModeReceiver(
     ...(tuning.pingTimeoutMs !== undefined ? { clientPingTimeout: tuning.pingTimeoutMs } : {}),
     // Bolt would hand the socket client the bot's clientOptions (retries: 0, and 429s rejected at
     // once); here a 429 waits for its Retry-After like any other failure of this one call.
-    installerOptions: { clientOptions: { slackApiUrl: slack.apiUrl, retryConfig } },
+    // A hung apps.connections.open would hold a reconnect for ever: after 30 s it is a failure, retried.
+    installerOptions: { clientOptions: { slackApiUrl: slack.apiUrl, retryConfig, timeout: 30_000 } },
   });
 }
 
@@ -131,14 +132,21 @@ export async function startSlack(app: App, options: SlackOptions = {}): Promise<
   const botUserId = identity.user_id;
 
   const socketMode = Boolean(config.appToken);
+  const socket = config.appToken
+    ? socketModeReceiver(app, { appToken: config.appToken, apiUrl: config.apiUrl }, logger, options.socket)
+    : undefined;
+  // In Socket Mode the bot is healthy while its socket is open, not while it is reconnecting.
+  let socketOpen = false;
+  socket?.client.on('connected', () => void (socketOpen = true));
+  for (const state of ['close', 'disconnected', 'reconnecting'] as const) socket?.client.on(state, () => void (socketOpen = false));
   const bolt = new Bolt({
     token: config.botToken,
     botId: identity.bot_id,
     botUserId,
     logger,
     clientOptions,
-    ...(config.appToken
-      ? { receiver: socketModeReceiver(app, { appToken: config.appToken, apiUrl: config.apiUrl }, logger, options.socket) }
+    ...(socket
+      ? { receiver: socket }
       : {
           // Bolt's own HTTP receiver, built here only to pass the signed request timestamp on to the
           // listeners (context[REQUEST_TIMESTAMP]): Bolt keeps no memory of requests, so replays of
@@ -202,7 +210,7 @@ export async function startSlack(app: App, options: SlackOptions = {}): Promise<
     name: 'slack',
     port,
     botUserId,
-    healthy: () => !stopped && (server ? server.listening : true),
+    healthy: () => !stopped && (server ? server.listening : socketOpen),
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -136,6 +136,17 @@ describe('Slack in Socket Mode', () => {
     expectCleanProtocol(h.socket);
   });
 
+  it('reports unhealthy while its socket is down and healthy again once it reconnects', async () => {
+    const h = await socketHarness();
+    expect(h.adapter.healthy()).toBe(true);
+    h.socket.failOpen({ status: 500, times: 5 });
+    await h.socket.disconnect('refresh_requested');
+    // down for at least the reconnect delay (500 ms here) and the five refused opens
+    await expect.poll(() => h.adapter.healthy(), { interval: 5 }).toBe(false);
+    await h.socket.waitForConnection(2);
+    await expect.poll(() => h.adapter.healthy()).toBe(true);
+  });
+
   it('one HTTP 500 from apps.connections.open during a refresh is retried: the bot keeps running and takes the next command', async () => {
     const unhandled: unknown[] = [];
     const record = (reason: unknown) => void unhandled.push(reason);
@@ -150,7 +161,7 @@ describe('Slack in Socket Mode', () => {
     await h.socket.waitForConnection(2);
     expect(h.socket.opens().map((o) => o.status)).toEqual([200, 500, 200]);
     expect(unhandled).toEqual([]);
-    expect(h.adapter.healthy()).toBe(true);
+    await expect.poll(() => h.adapter.healthy()).toBe(true);
 
     await h.imagine('after a failed refresh --count 2');
     const { jobId } = await h.progressPost();
