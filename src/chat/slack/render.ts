@@ -2,12 +2,12 @@
  * Core view models → Block Kit. Everything the user typed is escaped for mrkdwn (&, <, >) so a prompt
  * cannot mention @channel or forge a link, and every message goes out with unfurling off (NO_UNFURL),
  * so a URL in a prompt never grows a preview. Error texts from providers and image hosts are shown as
- * one line of at most ERROR_TEXT_MAX characters. Limits kept here: 50 blocks per message, ≤ 25
+ * one line of at most ERROR_LINE_MAX characters. Limits kept here: 50 blocks per message, ≤ 25
  * elements per actions block, action_id ≤ 255 chars (encodeAction ids are < 30), section text ≤ 3000.
  */
 import type { types } from '@slack/bolt';
 import { encodeAction } from '../../core/actions.js';
-import { ERROR_LINE_MAX, oneLine, shorten, truncate } from '../../core/text.js';
+import { oneLine, shorten, truncate } from '../../core/text.js';
 import { galleryPage, STATUS_MARK } from '../../core/views.js';
 import type { ImageRecord, Job, ReviewStatus } from '../../core/types.js';
 import { failedBatchLines, failureLines, GALLERY_FAILED, type GalleryState, type ProgressCard } from '../delivery/index.js';
@@ -35,14 +35,9 @@ export const PAGE_SIZE = 10;
 export const NO_UNFURL = { unfurl_links: false, unfurl_media: false } as const;
 
 /** The longest provider or image-host error text a user is shown. */
-export const ERROR_TEXT_MAX = ERROR_LINE_MAX;
-
 export function escapeMrkdwn(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
-
-/** One line of at most ERROR_LINE_MAX characters (the core's rule); apply it before escapeMrkdwn. */
-export const errorText = oneLine;
 
 /** Section text is limited to 3000 characters. */
 const clip = (text: string) => truncate(text, 2900);
@@ -74,7 +69,7 @@ export function progressMessage(job: Readonly<Job>, card: ProgressCard): Rendere
   const prompt = escapeMrkdwn(view.prompt);
   const lines = view.lines.map(escapeMrkdwn);
   // A failed job's title carries the provider's error ("Failed: all 4 images failed: …").
-  const title = errorText(view.title);
+  const title = oneLine(view.title);
   const blocks: Block[] = [
     section(`*${escapeMrkdwn(title)}*\n>${prompt}`),
     section(`\`${view.bar}\` ${view.percent}%\n${lines.join('\n')}`),

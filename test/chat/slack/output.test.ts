@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ERROR_TEXT_MAX } from '../../../src/chat/slack/render.js';
+import { ERROR_LINE_MAX as ERROR_TEXT_MAX } from '../../../src/core/text.js';
 import { ProviderError, type BatchCall } from '../../../src/core/provider.js';
 import { LocalProvider } from '../../../src/providers/local.js';
 import { pollUntil } from '../../fakes/http.js';

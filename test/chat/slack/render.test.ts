@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { progressCard } from '../../../src/chat/delivery/index.js';
-import { ERROR_TEXT_MAX, errorText, escapeMrkdwn, progressMessage } from '../../../src/chat/slack/render.js';
+import { escapeMrkdwn, progressMessage } from '../../../src/chat/slack/render.js';
+import { ERROR_LINE_MAX as ERROR_TEXT_MAX, oneLine as errorText } from '../../../src/core/text.js';
 import type { Batch, Job, ProgressEvent } from '../../../src/core/types.js';
 import { textsOf, unescapeMrkdwn } from './harness.js';
 
