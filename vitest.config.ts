@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: 'forks',
+    // Starts a loopback redis-server for the distributed-mode tests (skipped, with a line, without one).
+    globalSetup: ['test/redis/global-setup.ts'],
   },
 });

@@ -58,7 +58,16 @@ export interface Config {
   playground: { enabled: boolean; port: number };
   publicUrl?: string;
   logLevel: string;
+  /** distributed mode: store, queues and limits in this Redis; undefined = one process on SQLite */
+  redisUrl?: string;
+  /** what this process does: everything, chat only (commands, buttons, rendering), or batches only */
+  role: Role;
+  /** Discord sharding: the total (`auto` = as Discord advises) and the shards this process runs */
+  discordShards?: { count: number | 'auto'; ids?: number[] };
 }
+
+export const ROLES = ['all', 'edge', 'worker'] as const;
+export type Role = (typeof ROLES)[number];
 
 /**
  * The built-in price table (USD per image), by provider. Its models are also what a user may pick
@@ -208,6 +217,11 @@ export function loadConfig(env: Env = process.env): Config {
     concurrency: int(env, 'REPLICATE_CONCURRENCY', 1, 1000, 10),
   };
 
+  const redisUrl = read(env, 'REDIS_URL', z.string().regex(/^rediss?:\/\/\S+$/).optional(), 'redis://HOST:PORT (or rediss://)', true);
+  const role = read(env, 'ROLE', z.enum(ROLES).optional(), `one of ${ROLES.join(', ')}`) ?? 'all';
+  if (role !== 'all' && !redisUrl) throw new ConfigError(`ROLE: "${role}" needs REDIS_URL (edge and worker processes share work through Redis)`);
+  const discordShards = shards(env);
+
   return {
     discord: discordToken && discordAppId ? { token: discordToken, appId: discordAppId, ...discord } : undefined,
     slack: slackToken && slackSecret ? { botToken: slackToken, signingSecret: slackSecret, ...slack } : undefined,
@@ -246,7 +260,32 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel:
       read(env, 'LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(), 'a pino level') ??
       'info',
+    ...(redisUrl ? { redisUrl } : {}),
+    role,
+    ...(discordShards ? { discordShards } : {}),
   };
+}
+
+/** `DISCORD_SHARDS=auto|N` and `DISCORD_SHARD_IDS=0,2` or `0-3` (each below N). */
+function shards(env: Env): Config['discordShards'] {
+  const count = read(env, 'DISCORD_SHARDS', z.union([z.literal('auto'), z.coerce.number().int().min(1).max(10_000)]).optional(), 'auto or a shard count from 1');
+  const rawIds = read(env, 'DISCORD_SHARD_IDS', z.string().regex(/^\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*$/).optional(), 'shard ids such as 0,1 or 0-3');
+  if (count === undefined) {
+    if (rawIds !== undefined) throw new ConfigError('DISCORD_SHARD_IDS: needs DISCORD_SHARDS (the total shard count) to be set');
+    return undefined;
+  }
+  if (rawIds === undefined) return { count };
+  if (count === 'auto') throw new ConfigError('DISCORD_SHARD_IDS: needs a numeric DISCORD_SHARDS, got "auto" (each process must know the total)');
+  const ids = new Set<number>();
+  for (const part of rawIds.split(',')) {
+    const [from, to = from] = part.trim().split('-').map(Number) as [number, number?];
+    if (to < from) throw new ConfigError(`DISCORD_SHARD_IDS: expected ranges low-high, got "${part.trim()}"`);
+    for (let id = from; id <= to; id += 1) {
+      if (id >= count) throw new ConfigError(`DISCORD_SHARD_IDS: expected ids from 0 to ${count - 1} (DISCORD_SHARDS=${count}), got ${id}`);
+      ids.add(id);
+    }
+  }
+  return { count, ids: [...ids].sort((a, b) => a - b) };
 }
 
 function safeJson(text: string): unknown {

@@ -59,3 +59,56 @@ export interface CallRecord {
   kind?: string;
   status?: number;
 }
+
+/**
+ * One job changed by one process at a time. In one process the ledger's own queue is enough
+ * (`undefined`); in distributed mode a Redis lock wraps each change, so two processes recording two
+ * batches of one job, or a review beside a batch, never overwrite each other.
+ */
+export interface JobLocks {
+  /** Runs `work` holding the job's lock; waits for it while another process holds it. */
+  run<T>(jobId: string, work: () => Promise<T>): Promise<T>;
+}
+
+export type Placement = 'admit' | 'wait';
+
+/** Who is placed where, by one atomic step of the admission book. */
+export type PlaceResult =
+  | { placement: Placement }
+  /** the person has `mine` unfinished jobs here already (at or over their limit) */
+  | { refused: 'person'; mine: number }
+  /** `running` jobs hold every slot and `waiting` fill the queue */
+  | { refused: 'full'; running: number; waiting: number };
+
+/** A job as the admission book knows it. */
+export interface AdmissionEntry {
+  tenant: string;
+  userId: string;
+  jobId: string;
+}
+
+export interface AdmissionCaps {
+  /** jobs of one tenant running at once */
+  maxRunning: number;
+  /** jobs of one tenant waiting behind them */
+  maxWaiting: number;
+  /** unfinished jobs of one person in one tenant; undefined = no limit */
+  maxPerPerson?: number;
+}
+
+/**
+ * Per tenant, the jobs running (their batches queued at a provider) and the jobs waiting for a running
+ * slot; per person, their unfinished jobs. Every method is one atomic step, so that two processes
+ * taking commands at once can never both take the last place. In memory in one process
+ * (core/admission.ts), in Redis in distributed mode.
+ */
+export interface AdmissionBook {
+  /** Refuses a person at their limit; else admits if a running slot is free; else queues if there is room; else refuses. Records what it placed. */
+  place(entry: AdmissionEntry, caps: AdmissionCaps): Promise<PlaceResult>;
+  /** A resumed job: running if it was running or a slot is free, else waiting. Idempotent. */
+  readmit(entry: AdmissionEntry, wasRunning: boolean, caps: AdmissionCaps): Promise<Placement>;
+  /** Forgets a job; moves waiting jobs into the freed running slots and returns their ids, oldest first. */
+  remove(entry: AdmissionEntry, caps: AdmissionCaps): Promise<string[]>;
+  /** Position among the tenant's waiting jobs (0-based), -1 when not waiting or not known here. */
+  waitingIndex(tenant: string, jobId: string): number;
+}
