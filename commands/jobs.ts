@@ -11,7 +11,7 @@ export function definition(): CommandDefinition {
 
 /** One line per job, or a sentence saying there are none. */
 async function run(context: CommandContext): Promise<CommandResult> {
-  const jobs = context.engine.listJobs(context.requester.tenant, context.requester.userId);
+  const jobs = await context.engine.listJobs(context.requester.tenant, context.requester.userId);
   if (jobs.length === 0) return { kind: 'text', text: 'You have no queued or running jobs here.' };
   const lines = jobs.map(({ job, progress }) => `• ${jobLine(job, progress)}`);
   return { kind: 'text', text: [`Your jobs (${jobs.length}):`, ...lines].join('\n') };

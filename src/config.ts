@@ -60,6 +60,8 @@ export interface Config {
   logLevel: string;
   /** distributed mode: store, queues and limits in this Redis; undefined = one process on SQLite */
   redisUrl?: string;
+  /** start of every key this bot keeps in Redis, so several bots (or tests) can share one server */
+  redisPrefix: string;
   /** what this process does: everything, chat only (commands, buttons, rendering), or batches only */
   role: Role;
   /** Discord sharding: the total (`auto` = as Discord advises) and the shards this process runs */
@@ -261,6 +263,7 @@ export function loadConfig(env: Env = process.env): Config {
       read(env, 'LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(), 'a pino level') ??
       'info',
     ...(redisUrl ? { redisUrl } : {}),
+    redisPrefix: read(env, 'REDIS_PREFIX', z.string().regex(/^[A-Za-z0-9_-]{1,32}$/).optional(), 'letters, digits, _ or - (at most 32)') ?? 'af',
     role,
     ...(discordShards ? { discordShards } : {}),
   };

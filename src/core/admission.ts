@@ -4,7 +4,7 @@
  * images. Every refusal says what the limit is and when to try again.
  */
 import { UserError } from './errors.js';
-import type { JobRepository } from './ports.js';
+import type { AdmissionBook, AdmissionCaps, AdmissionEntry, JobRepository, Placement, PlaceResult } from './ports.js';
 import type { Job, Requester } from './types.js';
 import { plural } from './text.js';
 
@@ -19,50 +19,141 @@ export interface AdmissionLimits {
   userMaxActiveJobs?: number;
 }
 
-export type Placement = 'admit' | 'wait';
+export type { Placement } from './ports.js';
 
 function formatWait(ms: number): string {
   const minutes = Math.max(1, Math.ceil(ms / 60_000));
   return minutes < 60 ? `${minutes} min` : `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
-export class Admission {
+/** The admission book of one process: in memory, each step synchronous, so atomic by itself. */
+export class LocalAdmissionBook implements AdmissionBook {
   /** per tenant: jobs whose batches are in the scheduler, and jobs waiting for a running slot */
   private readonly running = new Map<string, Set<string>>();
   private readonly waiting = new Map<string, string[]>();
+  /** per tenant and person: their unfinished jobs */
+  private readonly people = new Map<string, Set<string>>();
 
-  constructor(
-    private readonly limits: AdmissionLimits,
-    private readonly jobs: JobRepository,
-  ) {}
+  private of<V>(map: Map<string, V>, key: string, empty: () => V): V {
+    let value = map.get(key);
+    if (value === undefined) map.set(key, (value = empty()));
+    return value;
+  }
 
   private runningOf(tenant: string): Set<string> {
-    let set = this.running.get(tenant);
-    if (!set) this.running.set(tenant, (set = new Set()));
-    return set;
+    return this.of(this.running, tenant, () => new Set());
   }
 
   private waitingOf(tenant: string): string[] {
-    let list = this.waiting.get(tenant);
-    if (!list) this.waiting.set(tenant, (list = []));
-    return list;
+    return this.of(this.waiting, tenant, () => []);
   }
 
-  /** Refuses a person who already has the most unfinished jobs allowed here. */
-  checkPerson(requester: Requester, unfinished: Iterable<Readonly<Job>>): void {
-    const max = this.limits.userMaxActiveJobs;
-    if (max === undefined) return;
-    let mine = 0;
-    for (const job of unfinished) {
-      if (job.requester.tenant === requester.tenant && job.requester.userId === requester.userId) mine += 1;
+  private personOf(entry: AdmissionEntry): Set<string> {
+    return this.of(this.people, `${entry.tenant}\n${entry.userId}`, () => new Set());
+  }
+
+  place(entry: AdmissionEntry, caps: AdmissionCaps): Promise<PlaceResult> {
+    const mine = this.personOf(entry);
+    if (caps.maxPerPerson !== undefined && mine.size >= caps.maxPerPerson) return Promise.resolve({ refused: 'person', mine: mine.size });
+    const running = this.runningOf(entry.tenant);
+    const waiting = this.waitingOf(entry.tenant);
+    let placement: Placement;
+    if (running.size < caps.maxRunning) {
+      running.add(entry.jobId);
+      placement = 'admit';
+    } else if (waiting.length < caps.maxWaiting) {
+      waiting.push(entry.jobId);
+      placement = 'wait';
+    } else {
+      return Promise.resolve({ refused: 'full', running: running.size, waiting: waiting.length });
     }
-    if (mine >= max) {
+    mine.add(entry.jobId);
+    return Promise.resolve({ placement });
+  }
+
+  readmit(entry: AdmissionEntry, wasRunning: boolean, caps: AdmissionCaps): Promise<Placement> {
+    const running = this.runningOf(entry.tenant);
+    const waiting = this.waitingOf(entry.tenant);
+    this.personOf(entry).add(entry.jobId);
+    if (running.has(entry.jobId)) return Promise.resolve('admit');
+    if (waiting.includes(entry.jobId)) return Promise.resolve('wait');
+    if (wasRunning || running.size < caps.maxRunning) {
+      running.add(entry.jobId);
+      return Promise.resolve('admit');
+    }
+    waiting.push(entry.jobId);
+    return Promise.resolve('wait');
+  }
+
+  remove(entry: AdmissionEntry, caps: AdmissionCaps): Promise<string[]> {
+    this.personOf(entry).delete(entry.jobId);
+    const running = this.runningOf(entry.tenant);
+    running.delete(entry.jobId);
+    const waiting = this.waitingOf(entry.tenant);
+    if (waiting.includes(entry.jobId)) waiting.splice(waiting.indexOf(entry.jobId), 1);
+    const next: string[] = [];
+    while (waiting.length > 0 && running.size < caps.maxRunning) {
+      const id = waiting.shift()!;
+      running.add(id);
+      next.push(id);
+    }
+    return Promise.resolve(next);
+  }
+
+  waitingIndex(tenant: string, jobId: string): number {
+    return this.waiting.get(tenant)?.indexOf(jobId) ?? -1;
+  }
+}
+
+export class Admission {
+  constructor(
+    private readonly limits: AdmissionLimits,
+    private readonly jobs: JobRepository,
+    private readonly book: AdmissionBook = new LocalAdmissionBook(),
+  ) {}
+
+  private get slots(): AdmissionCaps {
+    const { tenantMaxRunningJobs, tenantMaxQueuedJobs, userMaxActiveJobs } = this.limits;
+    return { maxRunning: tenantMaxRunningJobs, maxWaiting: tenantMaxQueuedJobs, ...(userMaxActiveJobs !== undefined ? { maxPerPerson: userMaxActiveJobs } : {}) };
+  }
+
+  /**
+   * Places a new job in one atomic step of the book: running if a slot is free, else waiting if
+   * there is room; refuses a person at their limit, or a full queue, saying what the limit is.
+   */
+  async place(requester: Requester, jobId: string): Promise<Placement> {
+    const result = await this.book.place({ tenant: requester.tenant, userId: requester.userId, jobId }, this.slots);
+    if ('placement' in result) return result.placement;
+    if (result.refused === 'person') {
       throw new UserError(
         'quota',
-        `You already have ${plural(mine, 'job')} queued or running here (the most one person may have is ${max}). ` +
+        `You already have ${plural(result.mine, 'job')} queued or running here (the most one person may have is ${this.limits.userMaxActiveJobs}). ` +
           'Try again when one finishes; /jobs shows them.',
       );
     }
+    const { tenantMaxRunningJobs, tenantMaxQueuedJobs } = this.limits;
+    throw new UserError(
+      'queue_full',
+      `The queue is full here: ${plural(result.running, 'job')} running and ${result.waiting} waiting (the most allowed is ` +
+        `${tenantMaxRunningJobs} + ${tenantMaxQueuedJobs}). Try again when one finishes.`,
+    );
+  }
+
+  /** A resumed job: running if a slot is free or it was already running, else waiting. */
+  readmit(job: Readonly<Job>): Promise<Placement> {
+    const { tenant, userId } = job.requester;
+    return this.book.readmit({ tenant, userId, jobId: job.id }, job.state === 'running', this.slots);
+  }
+
+  /** Position among the tenant's waiting jobs (0-based), or -1 when not waiting. */
+  waitingIndex(tenant: string, jobId: string): number {
+    return this.book.waitingIndex(tenant, jobId);
+  }
+
+  /** Forgets a finished job; returns the waiting jobs that may now run. */
+  remove(job: Readonly<Job>): Promise<string[]> {
+    const { tenant, userId } = job.requester;
+    return this.book.remove({ tenant, userId, jobId: job.id }, this.slots);
   }
 
   /**
@@ -108,50 +199,5 @@ export class Admission {
         : []),
       ...(globalDailyImages !== undefined ? [{ key: '*', cap: globalDailyImages, whose: 'on this bot for everyone' }] : []),
     ];
-  }
-
-  /** Running if a slot is free, else waiting if there is room; "queue full" otherwise. Synchronous. */
-  place(tenant: string): Placement {
-    const { tenantMaxRunningJobs, tenantMaxQueuedJobs } = this.limits;
-    const running = this.runningOf(tenant).size;
-    const waiting = this.waitingOf(tenant).length;
-    if (running < tenantMaxRunningJobs) return 'admit';
-    if (waiting < tenantMaxQueuedJobs) return 'wait';
-    throw new UserError(
-      'queue_full',
-      `The queue is full here: ${plural(running, 'job')} running and ${waiting} waiting (the most allowed is ` +
-        `${tenantMaxRunningJobs} + ${tenantMaxQueuedJobs}). Try again when one finishes.`,
-    );
-  }
-
-  add(tenant: string, jobId: string, placement: Placement): void {
-    if (placement === 'admit') this.runningOf(tenant).add(jobId);
-    else this.waitingOf(tenant).push(jobId);
-  }
-
-  /** A resumed job: running if a slot is free or it was already running, else waiting. */
-  readmit(tenant: string, jobId: string, wasRunning: boolean): Placement {
-    const placement = wasRunning || this.runningOf(tenant).size < this.limits.tenantMaxRunningJobs ? 'admit' : 'wait';
-    this.add(tenant, jobId, placement);
-    return placement;
-  }
-
-  /** Position among the tenant's waiting jobs (0-based), or -1 when not waiting. */
-  waitingIndex(tenant: string, jobId: string): number {
-    return this.waitingOf(tenant).indexOf(jobId);
-  }
-
-  /** Forgets a job; returns the waiting jobs that may now run. */
-  remove(tenant: string, jobId: string): string[] {
-    this.runningOf(tenant).delete(jobId);
-    const waiting = this.waitingOf(tenant);
-    if (waiting.includes(jobId)) waiting.splice(waiting.indexOf(jobId), 1);
-    const next: string[] = [];
-    while (waiting.length > 0 && this.runningOf(tenant).size < this.limits.tenantMaxRunningJobs) {
-      const id = waiting.shift()!;
-      this.runningOf(tenant).add(id);
-      next.push(id);
-    }
-    return next;
   }
 }

@@ -8,13 +8,14 @@ import { afterStatus, afterStatusError, type BatchEvent, type Decision, type Pol
 import { delay } from './delay.js';
 import type { CallRecord, ImageStorage, Logger } from './ports.js';
 import { asImageError, asProviderError, type BatchCall, type OutputImage, type Provider } from './provider.js';
-import type { FairScheduler } from './scheduler.js';
+import type { Dispatcher } from './dispatch.js';
+import { isJobFinished } from './progress.js';
 import type { Job, ProviderName } from './types.js';
 
 /** What the runner needs from whoever owns the jobs (the engine): read a job, record what happened. */
 export interface BatchRecorder {
   /** the job as it stands: a read-only snapshot, or undefined once it is gone */
-  job(jobId: string): Readonly<Job> | undefined;
+  job(jobId: string): Promise<Readonly<Job> | undefined>;
   /** applies what happened to a batch under the job's lock, and answers what to do next */
   record(jobId: string, batchIndex: number, event: BatchEvent): Promise<Decision>;
   /** one provider request, for the metrics */
@@ -26,7 +27,7 @@ export interface RunnerDeps {
   providers: Partial<Record<ProviderName, Provider>>;
   files: ImageStorage;
   /** the provider's gate: submits wait here for a pause to end and a place in the rate window */
-  gate: Pick<FairScheduler, 'throttle'>;
+  gate: Pick<Dispatcher, 'throttle'>;
   settings: RetrySettings;
   log: Logger;
   now: () => number;
@@ -63,8 +64,8 @@ export class BatchRunner {
 
   /** One try of a batch; settles its own failures (each is recorded, and maybe retried). */
   async run(jobId: string, batchIndex: number, signal: AbortSignal): Promise<void> {
-    const job = this.deps.recorder.job(jobId);
-    if (!job || signal.aborted) return;
+    const job = await this.deps.recorder.job(jobId);
+    if (!job || isJobFinished(job) || signal.aborted) return;
     const provider = this.deps.providers[job.request.provider]!;
     const run: Run = { jobId, batchIndex, job, provider, signal, outputs: [] };
     const started = this.deps.now();

@@ -11,18 +11,30 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { Admission, type AdmissionLimits } from './admission.js';
+import type { BatchTicket, Dispatcher } from './dispatch.js';
 import { BatchRunner } from './batch-runner.js';
 import { backoff, restart, type BatchEvent, type Decision, type RetrySettings } from './batch-state.js';
 import { delay } from './delay.js';
 import { UserError } from './errors.js';
 import { advance, cancelJob, failJob, finishJob, readyToFinish } from './job-state.js';
 import { copy, JobLedger, type ChangeOptions } from './ledger.js';
+import { freeze } from './snapshot.js';
 import { planBatches, randomSeed } from './planner.js';
-import { silentLogger, type CallRecord, type ImageStorage, type JobRepository, type Logger, type Reviewer } from './ports.js';
+import {
+  silentLogger,
+  type AdmissionBook,
+  type CallRecord,
+  type ImageStorage,
+  type JobLocks,
+  type JobRepository,
+  type Logger,
+  type Placement,
+  type Reviewer,
+} from './ports.js';
 import { computeProgress, isJobFinished } from './progress.js';
 import type { Provider } from './provider.js';
 import type { Rate } from './rate.js';
-import { FairScheduler, type LaneOptions } from './scheduler.js';
+import { LocalDispatcher, type LaneOptions } from './scheduler.js';
 import type { ImagineRequest, Job, ProgressEvent, ProviderName, Requester, ReviewStatus } from './types.js';
 
 export type { CallRecord, ImageStorage, JobRepository, Logger, Reviewer } from './ports.js';
@@ -44,7 +56,19 @@ export interface EngineDeps {
   logger?: Logger;
   now?: () => number;
   random?: () => number;
+  /**
+   * Distributed mode: where batches queue and run (BullMQ), the lock that orders changes to one job
+   * across processes, and the shared admission book. Unset: this process alone, in memory.
+   */
+  dispatcher?: Dispatcher;
+  locks?: JobLocks;
+  book?: AdmissionBook;
 }
+
+/** How long a process that promotes a waiting job looks for it while its submit is still saving it. */
+const PROMOTE_LOOKUPS = 40;
+/** How often waitFor reads a job another process may finish (distributed mode). */
+const SHARED_WAIT_POLL_MS = 250;
 
 type EngineEvents = {
   call: [CallRecord];
@@ -73,7 +97,9 @@ function newJobId(now: number): string {
 }
 
 export class Engine extends EventEmitter<EngineEvents> {
-  private readonly scheduler: FairScheduler;
+  private readonly dispatcher: Dispatcher;
+  /** resolves once the dispatcher takes tickets */
+  private readonly started: Promise<void>;
   private readonly log: Logger;
   private readonly now: () => number;
   private readonly random: () => number;
@@ -95,31 +121,35 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.log = deps.logger ?? silentLogger;
     this.now = deps.now ?? Date.now;
     this.random = deps.random ?? Math.random;
-    this.ledger = new JobLedger({ jobs: deps.jobs, files: deps.files, log: this.log, now: this.now });
+    this.ledger = new JobLedger({ jobs: deps.jobs, files: deps.files, log: this.log, now: this.now, ...(deps.locks ? { locks: deps.locks } : {}) });
     const lanes: Record<string, LaneOptions> = {};
     for (const name of Object.keys(deps.providers) as ProviderName[]) {
       lanes[name] = deps.settings.lanes[name] ?? { concurrency: 4 };
     }
-    this.scheduler = new FairScheduler({
-      lanes,
-      tenantRate: deps.settings.tenantRate,
-      now: this.now,
-      onTaskError: (error, task) => this.log.error({ err: error, task: task.key }, 'batch task failed unexpectedly'),
-    });
-    this.admission = new Admission(deps.settings, deps.jobs);
+    this.dispatcher =
+      deps.dispatcher ??
+      new LocalDispatcher({
+        lanes,
+        tenantRate: deps.settings.tenantRate,
+        now: this.now,
+        onTaskError: (error, task) => this.log.error({ err: error, task: task.key }, 'batch task failed unexpectedly'),
+      });
+    this.admission = new Admission(deps.settings, deps.jobs, deps.book);
     this.runner = new BatchRunner({
       recorder: {
-        job: (id) => this.ledger.current(id),
+        job: async (id) => this.ledger.current(id) ?? (this.ledger.shared ? await this.ledger.find(id) : undefined),
         record: (id, batchIndex, event) => this.record(id, batchIndex, event),
         call: (record) => void this.emit('call', record),
       },
       providers: deps.providers,
       files: deps.files,
-      gate: this.scheduler,
+      gate: this.dispatcher,
       settings: deps.settings,
       log: this.log,
       now: this.now,
     });
+    this.started = this.dispatcher.start((ticket, signal) => this.runTask(ticket, signal));
+    this.started.catch((error: unknown) => this.log.error({ err: error }, 'the batch dispatcher did not start'));
   }
 
   get providerNames(): ProviderName[] {
@@ -138,23 +168,11 @@ export class Engine extends EventEmitter<EngineEvents> {
         `Provider \`${request.provider}\` is not configured on this bot; available: ${this.providerNames.join(', ')}.`,
       );
     }
-    this.admission.checkPerson(requester, this.ledger.all());
     const now = this.now();
-    await this.admission.reserveImages(requester.tenant, request.count, now);
-    // From here to the job's registration nothing awaits, so two requests arriving together cannot
-    // both take the last place.
-    let placement: 'admit' | 'wait';
-    try {
-      this.admission.checkPerson(requester, this.ledger.all());
-      placement = this.admission.place(requester.tenant);
-    } catch (error) {
-      await this.admission.releaseImages(requester.tenant, new Date(now).toISOString(), request.count);
-      throw error;
-    }
     const id = newJobId(now);
     const seed = request.seed ?? randomSeed(this.random);
     const price = this.deps.settings.prices[request.model];
-    const job = this.ledger.hold({
+    const job = freeze<Job>({
       id,
       createdAt: new Date(now).toISOString(),
       updatedAt: new Date(now).toISOString(),
@@ -166,11 +184,25 @@ export class Engine extends EventEmitter<EngineEvents> {
       ...(price !== undefined ? { estimatedCostUsd: round(request.count * price, 4) } : {}),
       outputDir: this.deps.files.outputDir,
     });
-    this.admission.add(requester.tenant, id, placement);
-    const saved = await this.ledger.change(job.id, (j) => j);
-    if (placement === 'admit') this.enqueueBatches(saved);
+    await this.admission.reserveImages(requester.tenant, request.count, now);
+    // Held before it is placed: a job finishing meanwhile may promote this one, and must find it.
+    this.ledger.hold(job);
+    let placement: Placement | undefined;
+    let saved: Readonly<Job>;
+    try {
+      // One atomic step of the book (across processes in distributed mode): two requests arriving
+      // together cannot both take the last place.
+      placement = await this.admission.place(requester, id);
+      saved = await this.ledger.create(job);
+    } catch (error) {
+      this.ledger.release(id);
+      if (placement !== undefined) await this.admission.remove(job).catch(() => []);
+      await this.admission.releaseImages(requester.tenant, job.createdAt, request.count);
+      throw error;
+    }
     this.log.info({ job: id, tenant: requester.tenant, count: request.count, provider: request.provider, placement }, 'job accepted');
     this.emitProgress(saved);
+    if (placement === 'admit') await this.enqueueBatches(saved);
     return copy(saved);
   }
 
@@ -181,7 +213,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     // Queued on the job's lock before anything is aborted: what an aborted call reports is applied
     // after it, and so taken for a cancellation, not a failure.
     const marked = this.ledger.change(jobId, (j) => (isJobFinished(j) ? undefined : cancelJob(j, by.name ?? by.id, this.now())));
-    this.scheduler.cancelJob(jobId);
+    await this.dispatcher.cancelJob(jobId);
     await marked;
     this.log.info({ job: jobId, by: by.id }, 'job canceled');
     await this.maybeFinish(jobId);
@@ -228,7 +260,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Provider calls waiting to start on a provider (for metrics). */
   queueDepth(provider: ProviderName): number {
-    return this.deps.providers[provider] ? this.scheduler.depth(provider) : 0;
+    return this.deps.providers[provider] ? this.dispatcher.depth(provider) : 0;
   }
 
   /**
@@ -245,9 +277,13 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   /** A tenant's unfinished jobs (optionally one user's), oldest first, with their progress. */
-  listJobs(tenant: string, userId?: string): { job: Job; progress: ProgressEvent }[] {
-    return this.ledger
-      .all()
+  async listJobs(tenant: string, userId?: string): Promise<{ job: Job; progress: ProgressEvent }[]> {
+    let unfinished = this.ledger.all();
+    if (this.ledger.shared) {
+      const found = await Promise.all((await this.deps.jobs.activeIds()).map((id) => this.deps.jobs.get(id)));
+      unfinished = found.filter((job): job is Job => job !== undefined && !isJobFinished(job));
+    }
+    return unfinished
       .filter((job) => job.requester.tenant === tenant && (!userId || job.requester.userId === userId))
       .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
       .map((job) => ({ job: copy(job), progress: this.progress(job) }));
@@ -257,11 +293,27 @@ export class Engine extends EventEmitter<EngineEvents> {
   async waitFor(jobId: string): Promise<Job> {
     const job = await this.ledger.load(jobId);
     if (isJobFinished(job)) return copy(job);
-    return new Promise((resolve) => {
+    const here = new Promise<Job>((resolve) => {
       const waiting = this.waiters.get(jobId) ?? [];
       waiting.push(resolve);
       this.waiters.set(jobId, waiting);
     });
+    if (!this.ledger.shared) return here;
+    // Another process may finish it: read it now and then too.
+    let done = false;
+    const elsewhere = (async () => {
+      while (!done) {
+        await delay(SHARED_WAIT_POLL_MS);
+        const stored = await this.deps.jobs.get(jobId).catch(() => undefined);
+        if (stored && isJobFinished(stored)) return stored;
+      }
+      return new Promise<Job>(() => {});
+    })();
+    try {
+      return await Promise.race([here, elsewhere]);
+    } finally {
+      done = true;
+    }
   }
 
   // ── lifecycle ─────────────────────────────────────────────────────────────────────────────
@@ -279,15 +331,18 @@ export class Engine extends EventEmitter<EngineEvents> {
         await this.failJob(id, `provider ${job.request.provider} is no longer configured`);
         continue;
       }
-      await this.deps.files.sweep(id);
+      // Shared: another process may be writing into this folder right now.
+      if (!this.ledger.shared) await this.deps.files.sweep(id);
       this.ledger.hold(job);
       resumed += 1;
       if (readyToFinish(job)) {
-        await this.maybeFinish(id);
+        await this.maybeFinish(id, job);
         continue;
       }
-      // Resumed jobs keep their place even past the running limit: they were accepted already.
-      if (this.admission.readmit(job.requester.tenant, id, job.state === 'running') === 'admit') this.enqueueBatches(job);
+      // Resumed jobs keep their place even past the running limit: they were accepted already. In
+      // distributed mode a job another process runs is queued again too: its tickets are named by
+      // batch and try, so the queue keeps one of each.
+      if ((await this.admission.readmit(job)) === 'admit') await this.enqueueBatches(job);
       this.emitProgress(job);
     }
     if (resumed > 0) this.log.info({ jobs: resumed }, 'resumed unfinished jobs');
@@ -312,40 +367,51 @@ export class Engine extends EventEmitter<EngineEvents> {
    */
   async stop(timeoutMs = 8_000): Promise<void> {
     this.stopping = true;
-    this.scheduler.halt();
+    this.dispatcher.halt();
     const deadline = this.now() + timeoutMs;
     while (this.runner.submitsInFlight() > 0 && this.now() < deadline - 2_000) await delay(10);
-    this.scheduler.abortAll();
+    this.dispatcher.abortAll();
     while ([...this.running.values()].some((n) => n > 0) && this.now() < deadline) await delay(10);
     await this.ledger.settled();
+    await this.dispatcher.close();
   }
 
   // ── running batches ───────────────────────────────────────────────────────────────────────
 
   /** Queues a job's unfinished batches; one waiting to retry keeps its wait (also across a restart). */
-  private enqueueBatches(job: Readonly<Job>): void {
+  private async enqueueBatches(job: Readonly<Job>): Promise<void> {
     const now = this.now();
+    const queued: Promise<void>[] = [];
     for (const batch of job.batches) {
       const decision = restart(batch, now, this.deps.settings);
-      if (decision.kind !== 'stop') this.schedule(job, batch.index, decision.kind === 'retry' ? decision.delayMs : 0);
+      if (decision.kind !== 'stop') queued.push(this.schedule(job, batch.index, decision.kind === 'retry' ? decision.delayMs : 0));
+    }
+    await Promise.all(queued);
+  }
+
+  /**
+   * Queues a batch's next try. A ticket that cannot be queued (Redis down) leaves the batch as saved:
+   * the next start of any process queues it again.
+   */
+  private async schedule(job: Readonly<Job>, batchIndex: number, delayMs = 0, front = false): Promise<void> {
+    const batch = job.batches[batchIndex]!;
+    const ticket: BatchTicket = {
+      jobId: job.id,
+      batchIndex,
+      tenant: job.requester.tenant,
+      provider: job.request.provider,
+      attempt: batch.failures + (batch.throttled ?? 0),
+    };
+    try {
+      await this.started;
+      await this.dispatcher.enqueue(ticket, { ...(delayMs > 0 ? { delayMs } : {}), front });
+    } catch (error) {
+      this.log.error({ err: error, job: job.id, batch: batchIndex }, 'queueing a batch failed; it is queued again on the next start');
     }
   }
 
-  private schedule(job: Readonly<Job>, batchIndex: number, delayMs = 0, front = false): void {
-    this.scheduler.enqueue(
-      job.request.provider,
-      {
-        key: `${job.id}:${batchIndex}`,
-        jobId: job.id,
-        tenant: job.requester.tenant,
-        notBefore: delayMs > 0 ? this.now() + delayMs : undefined,
-        run: (signal) => this.runTask(job.id, batchIndex, signal),
-      },
-      { front },
-    );
-  }
-
-  private async runTask(jobId: string, batchIndex: number, signal: AbortSignal): Promise<void> {
+  private async runTask(ticket: BatchTicket, signal: AbortSignal): Promise<void> {
+    const { jobId, batchIndex } = ticket;
     this.running.set(jobId, (this.running.get(jobId) ?? 0) + 1);
     try {
       await this.runner.run(jobId, batchIndex, signal);
@@ -355,17 +421,34 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
   }
 
-  private async maybeFinish(jobId: string): Promise<void> {
-    const job = this.ledger.current(jobId);
-    if (!job || isJobFinished(job) || (this.running.get(jobId) ?? 0) > 0 || this.finishing.has(jobId)) return;
-    if (!readyToFinish(job)) return;
+  /**
+   * Ends a job whose batches are all over. In distributed mode the last two batches may end in two
+   * processes at once: the change is made under the job's lock, and only the process that made it
+   * tells the listeners and frees the job's place.
+   */
+  private async maybeFinish(jobId: string, known?: Readonly<Job>): Promise<void> {
+    if ((this.running.get(jobId) ?? 0) > 0 || this.finishing.has(jobId)) return;
+    const job = known ?? this.ledger.current(jobId) ?? (this.ledger.shared ? await this.ledger.find(jobId) : undefined);
+    if (!job || isJobFinished(job) || !readyToFinish(job)) return;
+    if (this.finishing.has(jobId)) return;
     this.finishing.add(jobId);
     let done: Readonly<Job>;
+    let finishedHere = false;
     // A store or disk error here must not leave the job "finishing" until a restart: it is retried
     // with the normal backoff, and /healthz reports it meanwhile. Stopping leaves it to the next start.
     for (let attempt = 1; ; attempt += 1) {
       try {
-        done = await this.ledger.change(jobId, (j) => finishJob(j, this.now()), { manifest: true });
+        done = await this.ledger.change(
+          jobId,
+          (j) => {
+            // Ours, but its save failed: saved again (the record held here may show it finished already).
+            if (finishedHere) return isJobFinished(j) ? { ...j } : finishJob(j, this.now());
+            if (isJobFinished(j) || !readyToFinish(j)) return undefined;
+            finishedHere = true;
+            return finishJob(j, this.now());
+          },
+          () => (finishedHere ? { manifest: true } : {}),
+        );
         break;
       } catch (error) {
         this.unsaved.set(jobId, { attempts: attempt, error: error instanceof Error ? error.message : String(error) });
@@ -378,21 +461,37 @@ export class Engine extends EventEmitter<EngineEvents> {
       }
     }
     this.unsaved.delete(jobId);
+    if (!finishedHere) {
+      // Another process finished it (or it was not ready after all).
+      this.finishing.delete(jobId);
+      return;
+    }
     await this.admission.releaseImages(done.requester.tenant, done.createdAt, done.request.count - done.images.length);
     this.ledger.release(jobId);
     this.finishing.delete(jobId);
-    const next = this.admission.remove(done.requester.tenant, jobId);
+    const next = await this.admission.remove(done);
     this.log.info({ job: jobId, state: done.state, images: done.images.length, error: done.error }, 'job finished');
     this.emitProgress(done);
     this.emit('finished', copy(done));
     for (const resolve of this.waiters.get(jobId) ?? []) resolve(copy(done));
     this.waiters.delete(jobId);
-    for (const id of next) {
-      const waiting = this.ledger.current(id);
-      if (!waiting) continue;
-      this.enqueueBatches(waiting);
-      this.emitProgress(waiting);
+    for (const id of next) await this.promote(id);
+  }
+
+  /** A waiting job given a running slot: its batches are queued. */
+  private async promote(jobId: string): Promise<void> {
+    // Its submit may still be saving it (in this process or another): look again for a moment.
+    for (let look = 0; look < PROMOTE_LOOKUPS; look += 1) {
+      const waiting = await this.ledger.find(jobId);
+      if (waiting) {
+        if (isJobFinished(waiting)) return;
+        await this.enqueueBatches(waiting);
+        this.emitProgress(waiting);
+        return;
+      }
+      await delay(50);
     }
+    this.log.error({ job: jobId }, 'a promoted job was not found; it is queued on the next start');
   }
 
   /** Ends a job that can no longer run, telling the adapters like any other finish. */
@@ -419,7 +518,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         changed = next.job !== undefined;
         // At once, inside the lock: a 429 stops the whole lane before another submit can pass its gate.
         const pause = decision.kind === 'retry' || decision.kind === 'fail' ? decision.pauseLaneMs : undefined;
-        if (pause !== undefined) this.scheduler.pause(current.request.provider, pause);
+        if (pause !== undefined) this.dispatcher.pause(current.request.provider, pause);
         return next.job;
       },
       () => saving(event, decision),
@@ -432,7 +531,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     // Once the step is saved (a step the store refused must not be retried as if it were), and in
     // the tenant's front: a retry keeps its turn once its delay is over.
-    if (decision.kind === 'retry') this.schedule(job, batchIndex, decision.delayMs, true);
+    if (decision.kind === 'retry') void this.schedule(job, batchIndex, decision.delayMs, true);
     if (event.type === 'saved' && changed) this.emit('images', { provider: job.request.provider, count: 1 });
     if (changed) this.emitProgress(job);
     return decision;
@@ -452,7 +551,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (job.state === 'queued' && provider) {
       const waitingIndex = this.admission.waitingIndex(job.requester.tenant, job.id);
       queuePosition =
-        waitingIndex >= 0 ? this.scheduler.depth(provider.name) + waitingIndex + 1 : this.scheduler.queuePosition(provider.name, job.id);
+        waitingIndex >= 0 ? this.dispatcher.depth(provider.name) + waitingIndex + 1 : this.dispatcher.queuePosition(provider.name, job.id);
     }
     const callMs = this.runner.recentCallMs(job.request.provider) ?? provider?.typicalCallMs ?? 5000;
     return computeProgress(job, { lane, queuePosition, callMs });

@@ -3,10 +3,14 @@
  * job changes. A change runs under the job's lock (one at a time, in the order they were asked for),
  * turns the current record into a new one — records are never edited in place — freezes it, makes
  * it current and saves it. What the engine hands out is therefore a snapshot that stays as it was.
+ *
+ * Shared (distributed mode): other processes change the same jobs, so nothing is held here; every
+ * change reads the job from the store under the job's lock in Redis (`locks`), and writes it back
+ * before the lock is let go.
  */
 import { UserError } from './errors.js';
 import { buildManifest } from './manifest.js';
-import type { ImageStorage, JobRepository, Logger } from './ports.js';
+import type { ImageStorage, JobLocks, JobRepository, Logger } from './ports.js';
 import { freeze } from './snapshot.js';
 import type { Job } from './types.js';
 
@@ -28,9 +32,23 @@ export function copy(job: Readonly<Job>): Job {
 export class JobLedger {
   /** unfinished jobs: the current record of each, frozen */
   private readonly active = new Map<string, Readonly<Job>>();
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly chains = new Map<string, Promise<unknown>>();
 
-  constructor(private readonly deps: { jobs: JobRepository; files: ImageStorage; log: Logger; now: () => number }) {}
+  constructor(
+    private readonly deps: {
+      jobs: JobRepository;
+      files: ImageStorage;
+      log: Logger;
+      now: () => number;
+      /** the lock other processes respect; undefined in one process */
+      locks?: JobLocks;
+    },
+  ) {}
+
+  /** Whether other processes change these jobs too (then nothing is held, and changes are locked in the store). */
+  get shared(): boolean {
+    return this.deps.locks !== undefined;
+  }
 
   /** The current record of an unfinished job of this process. */
   current(jobId: string): Readonly<Job> | undefined {
@@ -45,7 +63,14 @@ export class JobLedger {
   /** Takes a job in (accepted, or resumed from the store): its record is current here from now on. */
   hold(job: Readonly<Job>): Readonly<Job> {
     const held = freeze(job);
-    this.active.set(job.id, held);
+    if (!this.shared) this.active.set(job.id, held);
+    return held;
+  }
+
+  /** Saves a new job (nobody else knows its id yet) and holds it. */
+  async create(job: Readonly<Job>): Promise<Readonly<Job>> {
+    const held = this.hold(job);
+    await this.deps.jobs.save(held);
     return held;
   }
 
@@ -74,8 +99,9 @@ export class JobLedger {
    * becomes current at once and is saved. `options` may depend on what `update` found.
    */
   change(jobId: string, update: Update, options: ChangeOptions | (() => ChangeOptions) = {}): Promise<Readonly<Job>> {
-    const previous = this.locks.get(jobId) ?? Promise.resolve();
-    const next = previous.then(async () => {
+    const { locks } = this.deps;
+    const previous = this.chains.get(jobId) ?? Promise.resolve();
+    const apply = async () => {
       const current = await this.load(jobId);
       const updated = await update(current);
       if (!updated) return current;
@@ -86,18 +112,20 @@ export class JobLedger {
       // resuming) is the one behind, and redoing the change rewrites both.
       if (manifest) await this.deps.files.writeManifest(jobId, buildManifest(job));
       const saved = this.deps.jobs.save(job);
-      if (durable === false) {
+      if (durable === false && !locks) {
         // Not needed for a correct restart (it is redone or recomputed): written with the next save.
         saved.catch((error: unknown) => this.deps.log.error({ err: error, job: jobId }, 'saving a job failed'));
       } else {
         await saved;
       }
       return job;
-    });
+    };
+    // Shared: a save that is not waited for could land after the lock is let go, so every one is.
+    const next = previous.then(() => (locks ? locks.run(jobId, apply) : apply()));
     const settled = next.catch(() => undefined);
-    this.locks.set(jobId, settled);
+    this.chains.set(jobId, settled);
     void settled.then(() => {
-      if (this.locks.get(jobId) === settled) this.locks.delete(jobId);
+      if (this.chains.get(jobId) === settled) this.chains.delete(jobId);
     });
     return next;
   }
@@ -117,6 +145,6 @@ export class JobLedger {
 
   /** Resolves once every change asked for so far has settled. */
   async settled(): Promise<void> {
-    await Promise.all([...this.locks.values()]);
+    await Promise.all([...this.chains.values()]);
   }
 }

@@ -12,13 +12,12 @@
  */
 import PQueue from 'p-queue';
 import { delay } from './delay.js';
+import type { BatchTicket, Dispatcher, EnqueueOptions, LaneOptions, TicketRunner } from './dispatch.js';
 import type { Rate } from './rate.js';
 import { MAX_TIMER_MS, RETRY_AFTER_CAP_MS } from './provider.js';
+import type { ProviderName } from './types.js';
 
-export interface LaneOptions {
-  concurrency: number;
-  rateLimit?: Rate;
-}
+export type { LaneOptions } from './dispatch.js';
 
 export interface ScheduledTask {
   /** unique per task, e.g. `<jobId>:<batchIndex>` */
@@ -312,5 +311,72 @@ export class FairScheduler {
       }
     }).catch((error: unknown) => this.options.onTaskError?.(error, task));
     lane.running.set(task.key, controller);
+  }
+}
+
+/** The one-process dispatcher: the fair scheduler above, running tickets in this process. */
+export class LocalDispatcher implements Dispatcher {
+  readonly scheduler: FairScheduler;
+  private run: TicketRunner | undefined;
+  private readonly now: () => number;
+
+  constructor(options: SchedulerOptions) {
+    this.scheduler = new FairScheduler(options);
+    this.now = options.now ?? Date.now;
+  }
+
+  start(run: TicketRunner): Promise<void> {
+    this.run = run;
+    return Promise.resolve();
+  }
+
+  enqueue(ticket: BatchTicket, options: EnqueueOptions = {}): Promise<void> {
+    const run = this.run;
+    if (!run) throw new Error('dispatcher: enqueue before start');
+    this.scheduler.enqueue(
+      ticket.provider,
+      {
+        key: `${ticket.jobId}:${ticket.batchIndex}`,
+        jobId: ticket.jobId,
+        tenant: ticket.tenant,
+        notBefore: options.delayMs !== undefined && options.delayMs > 0 ? this.now() + options.delayMs : undefined,
+        run: (signal) => run(ticket, signal),
+      },
+      { front: options.front ?? false },
+    );
+    return Promise.resolve();
+  }
+
+  cancelJob(jobId: string): Promise<void> {
+    this.scheduler.cancelJob(jobId);
+    return Promise.resolve();
+  }
+
+  throttle<T>(provider: ProviderName, request: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.scheduler.throttle(provider, request, signal);
+  }
+
+  pause(provider: ProviderName, ms: number): void {
+    this.scheduler.pause(provider, ms);
+  }
+
+  queuePosition(provider: ProviderName, jobId: string): number | undefined {
+    return this.scheduler.queuePosition(provider, jobId);
+  }
+
+  depth(provider: ProviderName): number {
+    return this.scheduler.depth(provider);
+  }
+
+  halt(): void {
+    this.scheduler.halt();
+  }
+
+  abortAll(): void {
+    this.scheduler.abortAll();
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
   }
 }

@@ -111,17 +111,17 @@ describe('imagine.run', () => {
       throw new UserError('duplicate', 'This command was already received.');
     }), () => undefined);
     expect(replayed).toEqual({ kind: 'refused', text: 'This command was already received.' });
-    expect(app.engine.listJobs('guild-1')).toEqual([]);
+    expect(await app.engine.listJobs('guild-1')).toEqual([]);
 
     const started = await answer(imagine, ctx('a fox --count 2', async () => {
-      steps.push(`accept with ${app.engine.listJobs('guild-1').length} jobs`);
+      steps.push(`accept with ${(await app.engine.listJobs('guild-1')).length} jobs`);
     }), () => undefined);
     expect(steps).toEqual(['accept with 0 jobs']);
     expect(started.kind).toBe('job');
     if (started.kind !== 'job') return;
     expect(started.job).toMatchObject({ requester: person, request: { prompt: 'a fox', count: 2 } });
     expect(started.text).toBe(`Job ${started.job.id}: 2 images from local (local) in 1 call`);
-    expect(app.engine.listJobs('guild-1').map((j) => j.job.id)).toEqual([started.job.id]);
+    expect((await app.engine.listJobs('guild-1')).map((j) => j.job.id)).toEqual([started.job.id]);
   });
 
   it('answers an empty text or `help` with its help, monospaced, and never accepts', async () => {

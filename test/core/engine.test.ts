@@ -149,17 +149,17 @@ describe('Engine on in-memory ports', () => {
     const { engine } = memoryCore({ provider, settings: { lanes: { fal: { concurrency: 1 } } } });
     const a = await engine.submit(memoryRequest(8), memoryRequester('g', 'u1'));
     const b = await engine.submit(memoryRequest(4), memoryRequester('g', 'u2'));
-    const listed = engine.listJobs('g');
+    const listed = (await engine.listJobs('g'));
     expect(listed.map((l) => l.job.id)).toEqual([a.id, b.id]);
-    expect(engine.listJobs('g', 'u2').map((l) => l.job.id)).toEqual([b.id]);
+    expect((await engine.listJobs('g', 'u2')).map((l) => l.job.id)).toEqual([b.id]);
     // a's first call runs; a's second waits before b's only one
     expect(listed[1]!.progress.queuePosition).toBe(2);
     await vi.advanceTimersByTimeAsync(1_000);
-    expect(engine.listJobs('g', 'u2')[0]!.progress.queuePosition).toBe(1);
+    expect((await engine.listJobs('g', 'u2'))[0]!.progress.queuePosition).toBe(1);
     await vi.advanceTimersByTimeAsync(1_000);
-    expect(engine.listJobs('g', 'u2')[0]!.progress).toMatchObject({ state: 'running' });
-    expect(engine.listJobs('g', 'u2')[0]!.progress.queuePosition).toBeUndefined();
+    expect((await engine.listJobs('g', 'u2'))[0]!.progress).toMatchObject({ state: 'running' });
+    expect((await engine.listJobs('g', 'u2'))[0]!.progress.queuePosition).toBeUndefined();
     await settle(Promise.all([engine.waitFor(a.id), engine.waitFor(b.id)]));
-    expect(engine.listJobs('g')).toEqual([]);
+    expect(await engine.listJobs('g')).toEqual([]);
   });
 });

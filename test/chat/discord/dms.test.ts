@@ -15,7 +15,7 @@ describe('Discord DMs', () => {
     expect(DMS_OFF).toContain('DISCORD_DMS=off');
     expect(DMS_OFF).not.toContain('\n');
     expect(app.engine.activeJobs()).toHaveLength(0);
-    expect(app.engine.listJobs(`dm:${fake.defaultUser.id}`)).toHaveLength(0);
+    expect(await app.engine.listJobs(`dm:${fake.defaultUser.id}`)).toHaveLength(0);
     expect(fake.messages(sent.channelId).filter((m) => (m.flags & MessageFlag.Ephemeral) === 0)).toEqual([]);
   });
 

@@ -85,7 +85,7 @@ describe('playground server guard', () => {
     const answer = await post('/api/command', { text: '/imagine a stolen fox --count 100' }, { origin: 'https://evil.example' });
     expect(answer.status).toBe(403);
     expect(answer.json().error).toMatch(/^Forbidden: Origin `https:\/\/evil.example` is not this playground/);
-    expect(playgroundJobs()).toEqual([]);
+    expect(await playgroundJobs()).toEqual([]);
     expect((await send('GET', '/api/state')).json().entries).toEqual([]);
   });
 
@@ -99,7 +99,7 @@ describe('playground server guard', () => {
     }
     const answer = await send('POST', '/api/command', { 'content-type': 'text/plain' }, JSON.stringify({ text: '/imagine a fox' }));
     expect(answer.json()).toEqual({ error: 'Forbidden: POST needs Content-Type `application/json`, got `text/plain`' });
-    expect(playgroundJobs()).toEqual([]);
+    expect(await playgroundJobs()).toEqual([]);
   });
 
   it('refuses a foreign Host (DNS rebinding) and shows it no prompt', async () => {
@@ -131,7 +131,7 @@ describe('playground server guard', () => {
     });
     expect(viaLocalhost.status).toBe(200);
     expect((await app.engine.get(viaLocalhost.json().job.id))?.request.prompt).toBe('a second fox');
-    expect(playgroundJobs().map(({ job }) => job.request.prompt).sort()).toEqual(['a second fox', 'a welcome fox']);
+    expect((await playgroundJobs()).map(({ job }) => job.request.prompt).sort()).toEqual(['a second fox', 'a welcome fox']);
   });
 
   it('refuses a cross-site review of its own job and leaves the image pending', async () => {

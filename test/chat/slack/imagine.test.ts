@@ -113,7 +113,7 @@ describe('/imagine on Slack', () => {
     expect(JSON.parse(res.body)).toEqual({ response_type: 'ephemeral', text: 'Expected `count` to be an integer from 1 to 100, got `0`.', unfurl_links: false, unfurl_media: false });
     const unknown = JSON.parse((await h.imagine('a fox --colour red')).body) as { text: string };
     expect(unknown.text).toMatch(/^Unknown option `--colour`/);
-    expect(h.app.engine.listJobs('T1')).toEqual([]);
+    expect(await h.app.engine.listJobs('T1')).toEqual([]);
     expect(h.fake.calls('chat.postMessage')).toEqual([]);
     expect(h.fake.responses('bad')).toEqual([]);
   });
@@ -127,7 +127,7 @@ describe('/imagine on Slack', () => {
     const responses = h.fake.responses('second');
     expect(responses).toHaveLength(1);
     expect(responses[0]?.body).toMatchObject({ response_type: 'ephemeral', text: expect.stringContaining('You already have 1 job') });
-    expect(h.app.engine.listJobs('T1')).toHaveLength(1);
+    expect(await h.app.engine.listJobs('T1')).toHaveLength(1);
   });
 
   it('/jobs lists the caller’s running jobs, ephemerally, in the ack', async () => {
@@ -147,11 +147,11 @@ describe('/imagine on Slack', () => {
     const bad = await postSlashCommand(h.url, SECRET, { text: 'an evil fox' }, { badSignature: true });
     const old = await postSlashCommand(h.url, SECRET, { text: 'a stale fox' }, { timestamp: stale });
     expect([bad.status, old.status]).toEqual([401, 401]);
-    expect(h.app.engine.listJobs('T1')).toEqual([]);
+    expect(await h.app.engine.listJobs('T1')).toEqual([]);
     expect(h.fake.calls().map((c) => c.method)).toEqual(['auth.test']);
     // The same request, signed properly and on time, is taken.
     expect((await postSlashCommand(h.url, SECRET, { text: 'a fair fox --count 1' })).status).toBe(200);
     await h.progressPost();
-    expect(h.app.engine.listJobs('T1').map((j) => j.job.request.prompt)).toEqual(['a fair fox']);
+    expect((await h.app.engine.listJobs('T1')).map((j) => j.job.request.prompt)).toEqual(['a fair fox']);
   });
 });

@@ -130,7 +130,7 @@ describe('a slash command delivered twice starts one job', () => {
     const twice = ackOf(await postSigned(h.url, SECRET, body, { timestamp }));
     expect(once?.text).toBe('Expected `count` to be an integer from 1 to 100, got `0`.');
     expect(twice).toEqual(once);
-    expect(h.app.engine.listJobs('T1')).toEqual([]);
+    expect(await h.app.engine.listJobs('T1')).toEqual([]);
   });
 });
 
