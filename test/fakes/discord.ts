@@ -9,6 +9,8 @@
  *
  * One node:http server carries REST (`/api/v10/...`), attachment downloads (`/attachments/...`) and
  * the gateway (a `ws` server on the same port). Every REST call is recorded in `fake.calls`.
+ * The gateway takes any number of sessions, each IDENTIFYing as a shard `[id, count]`, and sends each
+ * only its shard's guilds and interactions (`fake.interaction(id).deliveries` says on which session).
  * Faults: `expireTokensAfter`, `rateLimitNext`, `failNext`, `delayNext`, `disconnectGateway`.
  *
  * As strict as Discord where a bug of ours would otherwise pass unseen: a bot-token route without the
@@ -63,6 +65,20 @@ export interface FakeDiscordOptions {
   guilds?: FakeGuildInit[];
   /** HELLO heartbeat_interval in ms (default 41250; discord.js sends its first beat after interval × random). */
   heartbeatIntervalMs?: number;
+  /**
+   * The shard count `GET /gateway/bot` recommends (what discord.js runs with `shards: 'auto'`).
+   * Whatever count a session identifies with, it receives the events of the guilds its `[id, count]`
+   * owns: `(guild_id >> 22) % count === id`; DMs go to shard 0.
+   * @default 1
+   */
+  shards?: number;
+  /**
+   * `session_start_limit.max_concurrency`: how many shards may IDENTIFY in the same 5 s. discord.js
+   * waits 5 s between the IDENTIFYs of one bucket (`shard id % max_concurrency`), so tests that start
+   * several shards in one client raise it to their count.
+   * @default 1
+   */
+  maxConcurrency?: number;
   /** Time an interaction may take to be acknowledged (callback) before 404 Unknown interaction (default 3000). */
   ackWindowMs?: number;
   /** Lifetime of interaction tokens for webhook calls (default 15 min); see also expireTokensAfter(). */
@@ -212,6 +228,15 @@ export interface FakeInteraction {
   originalMessageId?: string;
   followUpIds: string[];
   forceExpired: boolean;
+  /** The gateway sessions INTERACTION_CREATE was sent on: those whose shard owns the guild (shard 0 for a DM). */
+  deliveries: GatewayDelivery[];
+}
+
+/** One gateway session as the fake sees it. */
+export interface GatewayDelivery {
+  sessionId: string;
+  /** `[shard id, shard count]` from the session's IDENTIFY. */
+  shard: [number, number];
 }
 
 export interface DispatchedInteraction {
@@ -221,6 +246,8 @@ export interface DispatchedInteraction {
   channelId: string;
   guildId: string | null;
   payload: JsonObject;
+  /** The gateway sessions it was sent on. */
+  deliveries: GatewayDelivery[];
 }
 
 export type CommandOptionValue = string | number | boolean;
@@ -329,12 +356,17 @@ export interface FakeDiscord {
 
   sendCommand(options: SendCommandOptions): DispatchedInteraction;
   pressButton(options: PressButtonOptions): DispatchedInteraction;
-  /** Sends any dispatch (op 0) to every identified gateway session. */
+  /**
+   * Sends any dispatch (op 0): to the sessions whose shard owns `d.guild_id`, or to every identified
+   * session when it names no guild.
+   */
   dispatch(t: string, d: unknown): void;
   /** Closes every gateway socket with `code` (default 4000, resumable); discord.js reconnects and RESUMEs. */
   disconnectGateway(code?: number): void;
-  /** Whether at least one gateway session has identified (or resumed) and is open. */
-  hasSession(): boolean;
+  /** Whether a gateway session has identified (or resumed) and is open; with `shardId`, one running that shard. */
+  hasSession(shardId?: number): boolean;
+  /** The open, identified gateway sessions, in the order they identified. */
+  sessions(): GatewayDelivery[];
 
   expireTokensAfter(ms: number): void;
   expireToken(idOrToken: string): void;
@@ -383,6 +415,17 @@ let snowflakeIncrement = 0n;
 export function snowflake(at: number = Date.now()): string {
   snowflakeIncrement = (snowflakeIncrement + 1n) & 0xfffn;
   return (((BigInt(at) - DISCORD_EPOCH) << 22n) | (1n << 17n) | snowflakeIncrement).toString();
+}
+
+/** The shard that receives a guild's events, as Discord computes it. */
+export function shardOf(guildId: string, shardCount: number): number {
+  return Number((BigInt(guildId) >> 22n) % BigInt(shardCount));
+}
+
+/** A fresh snowflake that `shardOf` puts on `shardId` of `shardCount` (its timestamp moved back a little). */
+export function snowflakeOnShard(shardId: number, shardCount: number, at: number = Date.now()): string {
+  const off = (shardOf(snowflake(at), shardCount) - shardId + shardCount) % shardCount;
+  return snowflake(at - off);
 }
 
 class ApiError extends Error {
@@ -462,6 +505,16 @@ export function allowedMentionsErrors(value: unknown): JsonObject | undefined {
 function toBitfield(value: bigint | string | number | undefined, fallback: string): string {
   if (value === undefined) return fallback;
   return BigInt(value).toString();
+}
+
+/** IDENTIFY's `shard` (absent: `[0, 1]`), or undefined when Discord would close with 4010 Invalid shard. */
+function parseShard(value: unknown): [number, number] | undefined {
+  if (value === undefined || value === null) return [0, 1];
+  if (!Array.isArray(value) || value.length !== 2) return undefined;
+  const [id, count] = value as unknown[];
+  if (!Number.isInteger(id) || !Number.isInteger(count)) return undefined;
+  const [i, n] = [id as number, count as number];
+  return n >= 1 && i >= 0 && i < n ? [i, n] : undefined;
 }
 
 function isObject(value: unknown): value is JsonObject {
@@ -640,6 +693,8 @@ interface GatewayConn {
   sessionId?: string;
   identified: boolean;
   compress: boolean;
+  /** `[id, count]` from IDENTIFY (or the resumed session's). */
+  shard: [number, number];
 }
 
 interface HandlerCtx {
@@ -693,7 +748,7 @@ class FakeDiscordImpl implements FakeDiscord {
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private readonly conns = new Set<GatewayConn>();
-  private readonly sessions = new Map<string, { seq: number }>();
+  private readonly sessionState = new Map<string, { seq: number; shard: [number, number] }>();
   private readonly guilds: GuildState[];
   private readonly channels = new Map<string, FakeChannel>();
   private readonly dmChannels = new Map<string, string>();
@@ -929,7 +984,7 @@ class FakeDiscordImpl implements FakeDiscord {
   private dispatchTo(conn: GatewayConn, t: string, d: unknown): void {
     conn.seq++;
     if (conn.sessionId) {
-      const session = this.sessions.get(conn.sessionId);
+      const session = this.sessionState.get(conn.sessionId);
       if (session) session.seq = conn.seq;
     }
     this.gatewaySend(conn, { op: 0, t, s: conn.seq, d });
@@ -938,7 +993,7 @@ class FakeDiscordImpl implements FakeDiscord {
   }
 
   private onGatewayConnection(ws: WebSocket): void {
-    const conn: GatewayConn = { ws, seq: 0, identified: false, compress: false };
+    const conn: GatewayConn = { ws, seq: 0, identified: false, compress: false, shard: [0, 1] };
     this.conns.add(conn);
     ws.on('close', () => {
       this.conns.delete(conn);
@@ -987,10 +1042,18 @@ class FakeDiscordImpl implements FakeDiscord {
           conn.ws.close(4004, 'Authentication failed.');
           return;
         }
+        const shard = parseShard(d?.['shard']);
+        if (!shard) {
+          this.log(`gateway: IDENTIFY with shard ${JSON.stringify(d?.['shard'])}, closing 4010`);
+          conn.ws.close(4010, 'Invalid shard.');
+          return;
+        }
         conn.identified = true;
         conn.compress = d?.['compress'] === true;
+        conn.shard = shard;
         conn.sessionId = randomBytes(16).toString('hex');
-        this.sessions.set(conn.sessionId, { seq: 0 });
+        this.sessionState.set(conn.sessionId, { seq: 0, shard });
+        const guilds = this.guilds.filter((g) => shardOf(g.id, shard[1]) === shard[0]);
         this.dispatchTo(conn, 'READY', {
           v: 10,
           user: { ...this.botUser, verified: true, mfa_enabled: false, flags: 0, email: null },
@@ -998,19 +1061,19 @@ class FakeDiscordImpl implements FakeDiscord {
           session_id: conn.sessionId,
           session_type: 'normal',
           resume_gateway_url: this.gatewayUrl,
-          guilds: this.guilds.map((g) => ({ id: g.id, unavailable: true })),
+          guilds: guilds.map((g) => ({ id: g.id, unavailable: true })),
           private_channels: [],
           relationships: [],
           presences: [],
           guild_join_requests: [],
           geo_ordered_rtc_regions: [],
           user_settings: {},
-          shard: [0, 1],
+          shard,
           _trace: ['["fake-gateway",{}]'],
         });
         // Separate frames, a little later, as on Discord: discord.js must have handled READY first.
         const timer = setTimeout(() => {
-          for (const g of this.guilds) this.dispatchTo(conn, 'GUILD_CREATE', this.guildCreatePayload(g));
+          for (const g of guilds) this.dispatchTo(conn, 'GUILD_CREATE', this.guildCreatePayload(g));
           this.changed();
         }, 15);
         timer.unref();
@@ -1020,7 +1083,7 @@ class FakeDiscordImpl implements FakeDiscord {
       case 6: {
         // resume
         const sessionId = String(d?.['session_id'] ?? '');
-        const session = this.sessions.get(sessionId);
+        const session = this.sessionState.get(sessionId);
         const token = String(d?.['token'] ?? '').replace(/^Bot /, '');
         if (!session || token !== this.expectedToken) {
           this.gatewaySend(conn, { op: 9, d: false, s: null, t: null });
@@ -1029,6 +1092,7 @@ class FakeDiscordImpl implements FakeDiscord {
         conn.identified = true;
         conn.sessionId = sessionId;
         conn.seq = session.seq;
+        conn.shard = session.shard;
         this.dispatchTo(conn, 'RESUMED', { _trace: ['["fake-gateway",{}]'] });
         this.changed();
         return;
@@ -1039,22 +1103,41 @@ class FakeDiscordImpl implements FakeDiscord {
     }
   }
 
-  hasSession(): boolean {
-    for (const c of this.conns) if (c.identified && c.ws.readyState === c.ws.OPEN) return true;
-    return false;
+  /** Open, identified connections, in the order they identified (a Set keeps insertion order; a resume is a new connection). */
+  private openSessions(): GatewayConn[] {
+    return [...this.conns].filter((c) => c.identified && c.ws.readyState === c.ws.OPEN);
+  }
+
+  /** The connections that receive a guild's events; a DM's (no guild) go to shard 0, as on Discord. */
+  private owners(guildId: string | null): GatewayConn[] {
+    return this.openSessions().filter((c) => (guildId === null ? 0 : shardOf(guildId, c.shard[1])) === c.shard[0]);
+  }
+
+  hasSession(shardId?: number): boolean {
+    return this.openSessions().some((c) => shardId === undefined || c.shard[0] === shardId);
+  }
+
+  sessions(): GatewayDelivery[] {
+    return this.openSessions().map((c) => ({ sessionId: c.sessionId ?? '', shard: [...c.shard] }));
   }
 
   dispatch(t: string, d: unknown): void {
-    let sent = 0;
-    for (const conn of this.conns) {
-      if (!conn.identified) continue;
-      this.dispatchTo(conn, t, d);
-      sent++;
+    const guildId = isObject(d) && typeof d['guild_id'] === 'string' ? d['guild_id'] : undefined;
+    this.dispatchOn(guildId === undefined ? this.openSessions() : this.owners(guildId), t, d, guildId);
+  }
+
+  /** Sends to `targets`, or throws when there are none: a test that dispatches into the void has a bug. */
+  private dispatchOn(targets: GatewayConn[], t: string, d: unknown, guildId: string | null | undefined): GatewayDelivery[] {
+    if (targets.length === 0) {
+      const running = this.sessions().map((s) => `${s.shard[0]}/${s.shard[1]}`);
+      const whose = guildId === undefined ? '' : guildId === null ? ' for a DM (shard 0)' : ` for guild ${guildId}`;
+      throw new Error(
+        `fake discord: no identified gateway session to send ${t} to${whose}; running shards: ${running.join(', ') || 'none'} (wait for the client's clientReady)`,
+      );
     }
-    if (sent === 0) {
-      throw new Error(`fake discord: no identified gateway session to send ${t} to (wait for the client's clientReady)`);
-    }
+    for (const conn of targets) this.dispatchTo(conn, t, d);
     this.changed();
+    return targets.map((c) => ({ sessionId: c.sessionId ?? '', shard: [...c.shard] }));
   }
 
   disconnectGateway(code = 4000): void {
@@ -1153,16 +1236,21 @@ class FakeDiscordImpl implements FakeDiscord {
       acknowledged: false,
       followUpIds: [],
       forceExpired: false,
+      deliveries: [],
       ...(extra.commandName !== undefined ? { commandName: extra.commandName } : {}),
       ...(extra.customId !== undefined ? { customId: extra.customId } : {}),
       ...(extra.originalMessageId !== undefined ? { originalMessageId: extra.originalMessageId } : {}),
     };
-    if (!this.hasSession()) {
-      throw new Error('fake discord: no identified gateway session to send INTERACTION_CREATE to (wait for clientReady)');
-    }
+    const targets = this.owners(record.guildId);
     this.interactions.set(record.id, record);
     this.tokens.set(record.token, record.id);
-    this.dispatch('INTERACTION_CREATE', base.payload);
+    try {
+      record.deliveries = this.dispatchOn(targets, 'INTERACTION_CREATE', base.payload, record.guildId);
+    } catch (error) {
+      this.interactions.delete(record.id);
+      this.tokens.delete(record.token);
+      throw error;
+    }
     return {
       id: record.id,
       token: record.token,
@@ -1170,6 +1258,7 @@ class FakeDiscordImpl implements FakeDiscord {
       channelId: record.channelId,
       guildId: record.guildId,
       payload: base.payload,
+      deliveries: clone(record.deliveries),
     };
   }
 
@@ -1753,8 +1842,8 @@ class FakeDiscordImpl implements FakeDiscord {
       status: 200,
       body: {
         url: this.gatewayUrl,
-        shards: 1,
-        session_start_limit: { total: 1000, remaining: 1000, reset_after: 0, max_concurrency: 1 },
+        shards: this.options.shards ?? 1,
+        session_start_limit: { total: 1000, remaining: 1000, reset_after: 0, max_concurrency: this.options.maxConcurrency ?? 1 },
       },
     }));
     add('GET', '/gateway', 'none', () => ({ status: 200, body: { url: this.gatewayUrl } }));

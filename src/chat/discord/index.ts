@@ -6,8 +6,9 @@
  */
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, Events, GatewayIntentBits } from 'discord.js';
+import { Client, Events, GatewayIntentBits, type ClientOptions } from 'discord.js';
 import type { App } from '../../app.js';
+import type { Config } from '../../config.js';
 import { Delivery } from '../delivery/index.js';
 import type { ChatAdapter } from '../types.js';
 import { handleInteraction } from './interactions.js';
@@ -24,7 +25,7 @@ export interface DiscordOptions {
   tokenLifetimeMs?: number;
   /** how long stop() waits for uploads and edits in flight @default 5000 */
   stopTimeoutMs?: number;
-  /** longest wait for the gateway's READY at start @default 30000 */
+  /** longest wait for the gateway's READY at start, restarted as each shard turns ready @default 30000 */
   loginTimeoutMs?: number;
   /** the clock that decides when an interaction token is too old @default Date.now */
   now?: () => number;
@@ -46,6 +47,7 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
     intents: [GatewayIntentBits.Guilds],
     rest: { api: config.apiUrl, timeout: REQUEST_TIMEOUT_MS },
     allowedMentions: NO_MENTIONS,
+    ...shardOptions(app.config.discordShards),
   });
   const transport = createTransport({
     rest: client.rest,
@@ -57,7 +59,7 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
 
   try {
     // A gateway that never says READY must not hang start-up for ever.
-    const ready = once(client, Events.ClientReady, { signal: AbortSignal.timeout(options.loginTimeoutMs ?? 30_000) });
+    const ready = readyWithin(client, options.loginTimeoutMs ?? 30_000);
     const login = client.login(config.token);
     void login.catch(() => undefined);
     void ready.catch(() => undefined);
@@ -68,7 +70,11 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
     // eslint-disable-next-line preserve-caught-error -- the cause could carry request details; its message is kept
     throw new Error(`Discord login failed: ${String(describeError(error)['message'])}`);
   }
-  log.info({ user: client.user?.tag, api: config.apiUrl }, 'discord adapter ready');
+  // After login discord.js has resolved `auto` and the ids: what this process runs, as numbers.
+  log.info(
+    { user: client.user?.tag, api: config.apiUrl, shards: client.ws.shards.map((shard) => shard.id), shardCount: client.options.shardCount },
+    'discord adapter ready',
+  );
 
   // Delivery starts once the client can send: it first posts what a restart cut off.
   const delivery = options.delivery ?? new Delivery(app);
@@ -102,3 +108,39 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
 }
 
 export const startDiscord = createDiscordAdapter;
+
+/**
+ * discord.js's internal sharding: one gateway connection per shard id in this client. Without
+ * DISCORD_SHARDS nothing is passed, so discord.js keeps its own default (one shard, or what a
+ * ShardingManager hands it). With ids the count must go too: discord.js would otherwise take the
+ * number of ids for the total and route guilds to the wrong process.
+ */
+export function shardOptions(shards: Config['discordShards']): Pick<ClientOptions, 'shards' | 'shardCount'> {
+  if (!shards) return {};
+  if (shards.count === 'auto') return { shards: 'auto' };
+  return { shards: shards.ids ?? Array.from({ length: shards.count }, (_, id) => id), shardCount: shards.count };
+}
+
+/**
+ * Resolves at ClientReady (every shard of this client ready). The wait restarts whenever a shard
+ * turns ready: discord.js spaces IDENTIFYs 5 s apart per max_concurrency bucket, so a process running
+ * many shards may take longer in total than a fixed timeout allows, while a silent gateway still fails.
+ */
+function readyWithin(client: Client, timeoutMs: number): Promise<void> {
+  const abort = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => abort.abort(new Error(`no gateway READY within ${timeoutMs} ms`)), timeoutMs);
+    // Like AbortSignal.timeout: after a failed login nothing else waits on it, so it must not hold the process.
+    timer.unref();
+  };
+  arm();
+  client.on(Events.ShardReady, arm);
+  return once(client, Events.ClientReady, { signal: abort.signal })
+    .then(() => undefined)
+    .finally(() => {
+      clearTimeout(timer);
+      client.off(Events.ShardReady, arm);
+    });
+}
