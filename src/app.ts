@@ -4,12 +4,15 @@
  */
 import type { ImagineLimits } from '../commands/imagine.js';
 import { configuredProviders, DEFAULT_MODELS, type Config } from './config.js';
+import type { LaneOptions } from './core/dispatch.js';
 import { Engine } from './core/engine.js';
+import type { JobRepository } from './core/ports.js';
 import type { Provider } from './core/provider.js';
 import type { ProviderName } from './core/types.js';
 import { createLogger, type Logger } from './logger.js';
 import { createProviders, type ProviderOverrides } from './providers/index.js';
 import { ImageFiles } from './store/files.js';
+import { openDistributed, type Distributed } from './distributed/index.js';
 import { JobStore } from './store/jobs.js';
 import { openKeyv } from './store/keyv.js';
 import type { Keyv } from 'keyv';
@@ -17,13 +20,15 @@ import type { Keyv } from 'keyv';
 export interface App {
   config: Config;
   engine: Engine;
-  jobs: JobStore;
+  jobs: JobRepository;
   /** the same store, for adapters' own small records */
   keyv: Keyv;
   files: ImageFiles;
   providers: Partial<Record<ProviderName, Provider>>;
   limits: ImagineLimits;
   logger: Logger;
+  /** distributed mode (REDIS_URL): the Redis connection and what is built on it; undefined in one process */
+  shared?: Distributed;
   /** stops the engine (running calls stay persisted for the next start) and closes the store */
   close(): Promise<void>;
 }
@@ -54,12 +59,34 @@ export interface AppOverrides extends ProviderOverrides {
   retryBaseMs?: number;
   retryMaxMs?: number;
   pollIntervalMs?: number;
+  /** distributed mode: how long a dead process's tickets and job locks stay locked (tests shorten them) */
+  queueLockMs?: number;
+  jobLockMs?: number;
 }
 
 export async function createApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const logger = overrides.logger ?? createLogger(config.logLevel);
-  const keyv = await openKeyv(config.storeUrl);
-  const jobs = new JobStore(keyv);
+  const lane = (p: { concurrency: number; rateLimit?: Config['tenantRateLimit'] } | undefined): LaneOptions | undefined =>
+    p ? { concurrency: p.concurrency, ...(p.rateLimit ? { rateLimit: p.rateLimit } : {}) } : undefined;
+  const lanes = {
+    ...(config.fal ? { fal: lane(config.fal) } : {}),
+    ...(config.replicate ? { replicate: lane(config.replicate) } : {}),
+    local: lane(config.local),
+  };
+  const { redisUrl } = config;
+  const shared = redisUrl
+    ? await openDistributed(
+        { ...config, redisUrl },
+        {
+          lanes,
+          logger,
+          ...(overrides.queueLockMs !== undefined ? { queueLockMs: overrides.queueLockMs } : {}),
+          ...(overrides.jobLockMs !== undefined ? { jobLockMs: overrides.jobLockMs } : {}),
+        },
+      )
+    : undefined;
+  const keyv = shared?.keyv ?? (await openKeyv(config.storeUrl));
+  const jobs: JobRepository & { close(): Promise<void> } = shared?.jobs ?? new JobStore(keyv);
   const files = new ImageFiles(config.outputDir, { maxBytes: config.maxImageBytes });
   for (const name of ['fal', 'replicate'] as const) {
     if (config[name]?.models === '*') {
@@ -67,19 +94,14 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     }
   }
   const providers = overrides.providers ?? createProviders(config, overrides);
-  const lane = (p: { concurrency: number; rateLimit?: Config['tenantRateLimit'] } | undefined) =>
-    p ? { concurrency: p.concurrency, ...(p.rateLimit ? { rateLimit: p.rateLimit } : {}) } : undefined;
   const engine = new Engine({
     jobs,
     files,
     providers,
     logger: logger,
+    ...(shared ? { dispatcher: shared.dispatcher, locks: shared.locks, book: shared.book } : {}),
     settings: {
-      lanes: {
-        ...(config.fal ? { fal: lane(config.fal) } : {}),
-        ...(config.replicate ? { replicate: lane(config.replicate) } : {}),
-        local: lane(config.local),
-      },
+      lanes,
       tenantRate: config.tenantRateLimit,
       maxAttempts: config.maxAttempts,
       callTimeoutMs: config.callTimeoutMs,
@@ -104,9 +126,11 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     providers,
     limits,
     logger,
+    ...(shared ? { shared } : {}),
     async close() {
       await engine.stop();
-      await jobs.close();
+      if (shared) await shared.close();
+      else await jobs.close();
     },
   };
 }

@@ -4,6 +4,7 @@
  */
 import { mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
+import KeyvRedis from '@keyv/redis';
 import KeyvSqlite from '@keyv/sqlite';
 import { Keyv } from 'keyv';
 
@@ -46,12 +47,34 @@ export async function openKeyv(storeUrl: string, namespace = 'art-factory'): Pro
     keyv.on('error', () => {});
     return keyv;
   }
-  if (/^rediss?:\/\//.test(storeUrl)) {
-    const moduleName = '@keyv/redis';
-    const redis = (await import(moduleName).catch(() => {
-      throw new Error(`STORE_URL is a Redis URL, which needs the @keyv/redis package: npm install @keyv/redis`);
-    })) as { default: new (url: string) => ConstructorParameters<typeof Keyv>[0] };
-    return new Keyv({ store: new redis.default(storeUrl) as never, namespace });
+  if (/^rediss?:\/\//.test(storeUrl)) return openRedisKeyv(storeUrl, namespace);
+  // Only the scheme is echoed: the rest may carry a password.
+  throw new Error(`STORE_URL: expected sqlite://PATH or redis://HOST, got a URL starting "${storeUrl.split('//')[0]}//"`);
+}
+
+/**
+ * Redis (distributed mode): keys are `<namespace>::<key>`, values our plain JSON. Errors throw: the
+ * adapter's default is to report them as an event and answer "nothing" — a save that failed would
+ * look saved, and a record that could not be read would look missing. Connects now, so a wrong URL
+ * or a Redis that is down stops the start with one line (the host only: the URL may hold a password).
+ */
+async function openRedisKeyv(storeUrl: string, namespace: string): Promise<Keyv> {
+  const store = new KeyvRedis(storeUrl, { namespace, throwOnErrors: true, connectionTimeout: 10_000 });
+  const keyv = new Keyv({ store, namespace, useKeyPrefix: false, throwOnErrors: true, serialize: JSON.stringify, deserialize: JSON.parse });
+  // Connection errors (each reconnect attempt) arrive as events too; without a listener they would crash the process.
+  keyv.on('error', () => {});
+  try {
+    await store.getClient();
+  } catch {
+    throw new Error(`STORE_URL: cannot connect to Redis at ${redisHost(storeUrl)}; is it running, and are the host, port and password right?`);
   }
-  throw new Error(`STORE_URL: expected sqlite://PATH or redis://HOST, got "${storeUrl}"`);
+  return keyv;
+}
+
+function redisHost(url: string): string {
+  try {
+    return new URL(url).host || 'the given host';
+  } catch {
+    return 'the given URL';
+  }
 }

@@ -99,6 +99,11 @@ export interface FakeFalOptions extends FakeOptions {
    * carry milliseconds, since benchmarks scale time. Unset = no limit (the default).
    */
   rateLimit?: { limit: number; intervalMs: number };
+  /**
+   * fal's concurrency limit: a submit while this many accepted requests have not completed is
+   * answered 429 (the account's requests in flight). Unset = no limit.
+   */
+  concurrencyLimit?: number;
   /** Bytes served for every PNG file instead of the generated picture (e.g. `noisePng` for ~1 MB images). */
   pngBytes?: Buffer;
   /** Rewrites the image URLs a result carries (a model can return any URL). */
@@ -110,6 +115,10 @@ export interface FakeFalOptions extends FakeOptions {
 export interface FakeFal extends FakeCommon {
   /** Every accepted submit by request id. */
   requests: Map<string, FalRequest>;
+  /** The most accepted requests ever running at once (submitted, not yet completed). */
+  maxInFlight(): number;
+  /** Submits answered 429 by the rate or concurrency limit (not injected faults). */
+  limited(): number;
 }
 
 // fal's error bodies carry `detail`; the client builds ApiError{status, body}.
@@ -222,6 +231,13 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
   const limiter = options?.rateLimit ? new RollingLimit(options.rateLimit.limit, options.rateLimit.intervalMs) : undefined;
   const requests = new Map<string, FalRequest>();
   const submitCalls: RecordedCall[] = [];
+  let peakInFlight = 0;
+  let limitedCount = 0;
+  const inFlight = (now: number) => {
+    let running = 0;
+    for (const job of requests.values()) if (!job.cancelled && now - job.createdAt < job.latencyMs) running += 1;
+    return running;
+  };
   // Separate from the fault RNG so that random seeds never shift fault schedules.
   const seedRng = mulberry32((options?.rngSeed ?? 1) ^ 0x5eed5eed);
 
@@ -425,13 +441,24 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     if (route.target === 'file') return file(res, route.id, route.index, route.ext);
     if (!authorized(core, req)) return sendJson(res, 401, falErrors.unauthorized());
     if (route.target === 'submit') {
-      const waitMs = limiter?.admit(Date.now()) ?? 0;
+      const now = Date.now();
+      const running = inFlight(now);
+      if (options?.concurrencyLimit !== undefined && running >= options.concurrencyLimit) {
+        limitedCount += 1;
+        call.fault = 'rate-limit';
+        call.retryAfterSeconds = 0.1;
+        const { body, headers } = falErrors.rateLimited(call.retryAfterSeconds, 'both');
+        return sendJson(res, 429, body, headers);
+      }
+      const waitMs = limiter?.admit(now) ?? 0;
       if (waitMs > 0) {
+        limitedCount += 1;
         call.fault = 'rate-limit';
         call.retryAfterSeconds = Math.ceil(waitMs) / 1000;
         const { body, headers } = falErrors.rateLimited(call.retryAfterSeconds, 'both');
         return sendJson(res, 429, body, headers);
       }
+      peakInFlight = Math.max(peakInFlight, running + 1);
       return submit(core, req, res, call);
     }
 
@@ -447,6 +474,8 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     calls: core.calls,
     requests,
     submits: () => [...submitCalls],
+    maxInFlight: () => peakInFlight,
+    limited: () => limitedCount,
     inject: (rule) => core.faults.inject(rule),
     clearFaults: () => core.faults.clear(),
     setLatency: (ms) => {

@@ -1,0 +1,449 @@
+/**
+ * The distributed `Dispatcher`: tickets wait in BullMQ queues on Redis, one per provider
+ * (`batches-<provider>`), and any process may run any of them.
+ *
+ * What each piece stands for:
+ * - the provider account's limits are the queue's: BullMQ's global concurrency caps the calls in
+ *   flight across every process, and its global rate limit the ticket starts per window;
+ * - the precise rate is the send gate (`throttle`): BullMQ counts starts in a fixed window, which
+ *   alone could let twice the limit into a provider's rolling window across a window edge, so every
+ *   submit also waits for a place in a rolling window kept in Redis;
+ * - a 429 pauses the lane everywhere: a pause key the gate honours, and `queue.rateLimit` so that no
+ *   worker starts another ticket meanwhile;
+ * - fairness across tenants is ours, on BullMQ priorities (dispatch-scripts.ts says how and where it
+ *   is not exact);
+ * - a process that dies leaves its tickets locked; the lock lapses after `lockDurationMs` and a
+ *   surviving worker's stall check puts them back, where they run again (the runner reads the
+ *   batch's recorded state and polls a recorded request id rather than submitting again);
+ * - a cancel drops the job's entries from its ticket hash (a ticket whose entry is gone runs
+ *   nothing when it starts), removes its waiting tickets, and is published so that every process
+ *   aborts the job's running ones.
+ */
+import { randomUUID } from 'node:crypto';
+import { Queue, WaitingError, Worker, type Job } from 'bullmq';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { BatchTicket, Dispatcher, EnqueueOptions, LaneOptions, TicketRunner } from '../core/dispatch.js';
+import { delay } from '../core/delay.js';
+import { silentLogger, type Logger } from '../core/ports.js';
+import { RETRY_AFTER_CAP_MS } from '../core/provider.js';
+import { PROVIDER_NAMES, type ProviderName } from '../core/types.js';
+import { ANSWERED, GATE, PAUSE, START, TAG } from './dispatch-scripts.js';
+
+export interface RedisDispatcherOptions {
+  /** a `redis://` URL, or ioredis options; the dispatcher opens and closes its own connections */
+  connection: string | RedisOptions;
+  /** BullMQ's prefix and our own keys': every process of one bot uses the same */
+  prefix: string;
+  lanes: Partial<Record<ProviderName, LaneOptions>>;
+  /**
+   * How long a ticket stays locked without its process renewing it: a dead process's tickets are
+   * taken over after about this long (and a stall check as often).
+   * @default 30_000
+   */
+  lockDurationMs?: number;
+  /**
+   * Runs tickets here. A process that only takes commands (`ROLE=edge`) queues and cancels tickets
+   * but runs none: it opens no workers.
+   * @default true
+   */
+  work?: boolean;
+  log?: Logger;
+}
+
+/** What a BullMQ job carries: the ticket and its fair tag. */
+interface TicketData extends BatchTicket {
+  tag: number;
+}
+
+type TicketJob = Job<TicketData, void, 'batch'>;
+
+interface Lane {
+  provider: ProviderName;
+  options: LaneOptions;
+  queue: Queue<TicketData, void, 'batch'>;
+  worker?: Worker<TicketData, void, 'batch'>;
+  /** waiting + prioritized + delayed, as last counted */
+  depth: number;
+  clampWarned: boolean;
+}
+
+interface Running {
+  jobId: string;
+  controller: AbortController;
+  /** aborted because this process stops: the ticket goes back to the queue */
+  requeue: boolean;
+}
+
+/** BullMQ's highest priority number (the lowest priority). */
+const PRIORITY_MAX = 2 ** 21 - 1;
+/** V past which an empty lane starts its tags again at 0. */
+const RESET_ABOVE = 1_000_000;
+/** A tag recorded this long ago whose add never finished is taken as abandoned (for the reset). */
+const ADD_GRACE_MS = 60_000;
+/** How often `depth` is counted again. */
+const DEPTH_EVERY_MS = 500;
+/** How long `close` waits for tickets to settle before it cuts the workers' connections. */
+const CLOSE_GRACE_MS = 10_000;
+
+/**
+ * The gate's window is longer than the provider's: a request reaches the provider some milliseconds
+ * after the gate counted it, and across processes not always in order. As `gateInterval` in
+ * scheduler.ts, 1 % (at most 100 ms) — but at least 20 ms, for the hop from Redis back to the
+ * process and a busy event loop there, which one process never has.
+ */
+function gateWindow(intervalMs: number): number {
+  return Math.ceil(intervalMs + Math.min(Math.max(intervalMs * 0.01, 20), 100));
+}
+
+/** A ticket's BullMQ id: one per turn of one batch, so queueing the same turn twice queues it once. */
+function ticketId(ticket: BatchTicket): string {
+  if (ticket.jobId.includes(':')) throw new Error(`dispatcher: a job id may not contain ":", got "${ticket.jobId}"`);
+  return `${ticket.jobId}.${ticket.batchIndex}.${ticket.attempt}`;
+}
+
+/** A job's data as stored (by whichever version of the bot queued it), or undefined if it is not a ticket. */
+function readTicket(data: unknown, provider: ProviderName): TicketData | undefined {
+  if (typeof data !== 'object' || data === null) return undefined;
+  const d = data as Record<string, unknown>;
+  const integer = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (typeof d.jobId !== 'string' || typeof d.tenant !== 'string' || d.provider !== provider) return undefined;
+  if (!integer(d.batchIndex) || !integer(d.attempt) || !integer(d.tag)) return undefined;
+  return { jobId: d.jobId, batchIndex: d.batchIndex, tenant: d.tenant, provider, attempt: d.attempt, tag: d.tag };
+}
+
+function connect(connection: string | RedisOptions, extra: RedisOptions): Redis {
+  return typeof connection === 'string' ? new Redis(connection, extra) : new Redis({ ...connection, ...extra });
+}
+
+export class RedisDispatcher implements Dispatcher {
+  private readonly lanes = new Map<ProviderName, Lane>();
+  private readonly running = new Map<string, Running>();
+  private readonly log: Logger;
+  private readonly lockDurationMs: number;
+  private runner: TicketRunner | undefined;
+  /** our scripts and the queues: commands fail after ioredis's retries, so an enqueue can report it */
+  private redis: Redis | undefined;
+  /** the workers' shared connection: BullMQ wants it to retry for ever */
+  private workerRedis: Redis | undefined;
+  private subscriber: Redis | undefined;
+  private depthTimer: NodeJS.Timeout | undefined;
+  private counting = false;
+  private halted = false;
+
+  constructor(private readonly options: RedisDispatcherOptions) {
+    this.log = options.log ?? silentLogger;
+    this.lockDurationMs = options.lockDurationMs ?? 30_000;
+    if (!/^[\w-]+$/.test(options.prefix)) throw new Error(`dispatcher: expected a prefix of letters, digits, _ or -, got "${options.prefix}"`);
+    for (const [provider, lane] of Object.entries(options.lanes)) {
+      if (!lane) continue;
+      if (!Number.isSafeInteger(lane.concurrency) || lane.concurrency < 1) {
+        throw new Error(`dispatcher: expected the ${provider} lane's concurrency to be an integer ≥ 1, got ${lane.concurrency}`);
+      }
+    }
+  }
+
+  private key(...parts: string[]): string {
+    return [this.options.prefix, ...parts].join(':');
+  }
+
+  private lane(provider: ProviderName): Lane {
+    const lane = this.lanes.get(provider);
+    if (!lane) throw new Error(`dispatcher: no lane for provider "${provider}" (not started, or not configured)`);
+    return lane;
+  }
+
+  private get commands(): Redis {
+    if (!this.redis) throw new Error('dispatcher: not started');
+    return this.redis;
+  }
+
+  async start(run: TicketRunner): Promise<void> {
+    if (this.runner) throw new Error('dispatcher: started twice');
+    this.runner = run;
+    const { connection, prefix } = this.options;
+    const onError = (error: unknown) => this.log.warn({ err: error }, 'dispatcher: Redis connection error');
+    this.redis = connect(connection, {}).on('error', onError);
+
+    for (const provider of PROVIDER_NAMES) {
+      const options = this.options.lanes[provider];
+      if (!options) continue;
+      const queue = new Queue<TicketData, void, 'batch'>(`batches-${provider}`, {
+        connection: this.redis,
+        prefix,
+        defaultJobOptions: {
+          removeOnComplete: true,
+          removeOnFail: true,
+          // The runner settles a batch's own errors; what fails here is the dispatcher's Redis work
+          // around it (a blip): BullMQ tries again, keeping the ticket's priority.
+          attempts: 3,
+          backoff: { type: 'exponential', delay: 1_000 },
+        },
+      });
+      queue.on('error', (error) => this.log.warn({ err: error, provider }, 'dispatcher: queue error'));
+      // Settings of the queue, not of this process: the last process to start writes them (all read
+      // the same configuration).
+      await queue.setGlobalConcurrency(options.concurrency);
+      // Spaced evenly (one start per interval ÷ limit) rather than `limit` at the start of each fixed
+      // window: tickets do not start only to wait at the gate holding a slot, and a newcomer's
+      // ticket is at most one spacing away from its start.
+      if (options.rateLimit) await queue.setGlobalRateLimit(1, Math.max(1, Math.floor(options.rateLimit.intervalMs / options.rateLimit.limit)));
+      else await queue.removeGlobalRateLimit();
+      this.lanes.set(provider, { provider, options, queue, depth: 0, clampWarned: false });
+    }
+
+    if (this.options.work ?? true) await this.startWorkers(onError);
+    await this.countDepths();
+    this.depthTimer = setInterval(() => void this.countDepths(), DEPTH_EVERY_MS);
+    this.depthTimer.unref();
+  }
+
+  private async startWorkers(onError: (error: unknown) => void): Promise<void> {
+    const { connection, prefix } = this.options;
+    this.workerRedis = connect(connection, { maxRetriesPerRequest: null }).on('error', onError);
+    this.subscriber = connect(connection, {}).on('error', onError);
+    // A cancel published by any process aborts this process's running tickets of that job.
+    this.subscriber.on('message', (_channel: string, jobId: string) => this.abortJob(jobId));
+    await this.subscriber.subscribe(this.key('cancel'));
+
+    for (const lane of this.lanes.values()) {
+      const worker = new Worker<TicketData, void, 'batch'>(lane.queue.name, (job, token) => this.process(lane, job, token), {
+        connection: this.workerRedis,
+        prefix,
+        // The global concurrency caps the sum across processes; this process may take all of it.
+        concurrency: lane.options.concurrency,
+        lockDuration: this.lockDurationMs,
+        stalledInterval: this.lockDurationMs,
+        // A ticket is never failed for stalling: a dead process is not the batch's fault, and the
+        // batch counts its own failures.
+        maxStalledCount: Number.MAX_SAFE_INTEGER,
+        removeOnComplete: { count: 0 },
+        removeOnFail: { count: 0 },
+        // An idle worker looks again every second even when nothing woke it (a ticket handed back, a
+        // slot freed in a process that takes nothing more), instead of every 5.
+        drainDelay: 1,
+        // BullMQ honours `queue.rateLimit` (a pause) only where a limiter is set: a lane without a rate
+        // gets one that never limits by count. (A worker's limiter duration would override the queue's
+        // global one, so a lane with a rate has none.)
+        ...(lane.options.rateLimit ? {} : { limiter: { max: Number.MAX_SAFE_INTEGER, duration: 1_000 } }),
+      });
+      worker.on('error', (error) => this.log.warn({ err: error, provider: lane.provider }, 'dispatcher: worker error'));
+      worker.on('failed', (job, error) =>
+        this.log.error(
+          { err: error, provider: lane.provider, ticket: job?.id, attempts: job?.attemptsMade },
+          'dispatcher: a ticket failed in the dispatcher (tried 3 times, then its batch waits for the next start)',
+        ),
+      );
+      lane.worker = worker;
+    }
+  }
+
+  async enqueue(ticket: BatchTicket, options: EnqueueOptions = {}): Promise<void> {
+    const lane = this.lane(ticket.provider);
+    const redis = this.commands;
+    const id = ticketId(ticket);
+    const keys = lane.queue.keys;
+    const adding = this.key('fair', lane.provider, 'adding');
+    const tag = Number(
+      await TAG.run(
+        redis,
+        [
+          this.key('fair', lane.provider, 'v'),
+          this.key('fair', lane.provider, 'f'),
+          this.key('tickets', ticket.jobId),
+          adding,
+          keys.wait!,
+          keys.prioritized!,
+          keys.delayed!,
+          keys.active!,
+          keys.paused!,
+        ],
+        [ticket.tenant, options.front ? '1' : '0', id, lane.provider, RESET_ABOVE, ADD_GRACE_MS],
+      ),
+    );
+    if (tag > PRIORITY_MAX && !lane.clampWarned) {
+      lane.clampWarned = true;
+      this.log.warn({ provider: lane.provider, tag }, 'dispatcher: fair tags passed BullMQ priorities; tickets past them run first come, first served');
+    }
+    const data: TicketData = {
+      jobId: ticket.jobId,
+      batchIndex: ticket.batchIndex,
+      tenant: ticket.tenant,
+      provider: ticket.provider,
+      attempt: ticket.attempt,
+      tag,
+    };
+    try {
+      // An id BullMQ already holds is ignored: queueing the same turn twice queues it once.
+      await lane.queue.add('batch', data, {
+        jobId: id,
+        priority: Math.min(Math.max(1, tag), PRIORITY_MAX),
+        ...(options.delayMs !== undefined && options.delayMs > 0 ? { delay: Math.ceil(options.delayMs) } : {}),
+      });
+    } finally {
+      await redis.zrem(adding, id).catch(() => undefined);
+    }
+  }
+
+  async cancelJob(jobId: string): Promise<void> {
+    this.abortJob(jobId);
+    const key = this.key('tickets', jobId);
+    // Read and drop in one step: a ticket queued after this is a new turn and runs.
+    const result = await this.commands.multi().hgetall(key).del(key).exec();
+    const entries = (result?.[0]?.[1] ?? {}) as Record<string, string>;
+    await Promise.all(
+      Object.entries(entries).map(async ([id, value]) => {
+        const lane = this.lanes.get(value.slice(0, value.lastIndexOf(':')) as ProviderName);
+        // Removing frees the queue; a ticket that is not removed (running, or its lane not here) finds
+        // its entry gone when it starts, and runs nothing.
+        await lane?.queue.remove(id);
+      }),
+    );
+    await this.commands.publish(this.key('cancel'), jobId);
+  }
+
+  async throttle<T>(provider: ProviderName, request: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const lane = this.lane(provider);
+    const rate = lane.options.rateLimit;
+    const keys = [this.key('gate', provider), this.key('pause', provider)];
+    const args = [rate?.limit ?? 0, rate ? gateWindow(rate.intervalMs) : 0];
+    const member = randomUUID();
+    for (;;) {
+      signal?.throwIfAborted();
+      const wait = Number(await GATE.run(this.commands, keys, [...args, member]));
+      if (wait <= 0) break;
+      await delay(wait, signal);
+    }
+    if (!rate) return request();
+    try {
+      return await request();
+    } finally {
+      // Counted from the answer on: see ANSWERED. A failure to record it leaves the send counted from
+      // the gate, as before.
+      await ANSWERED.run(this.commands, [keys[0]!], [args[1]!, member]).catch((error: unknown) =>
+        this.log.warn({ err: error, provider }, 'dispatcher: recording an answer in the send gate failed'),
+      );
+    }
+  }
+
+  pause(provider: ProviderName, ms: number): void {
+    const lane = this.lane(provider);
+    const capped = Math.ceil(Math.min(Math.max(0, ms), RETRY_AFTER_CAP_MS));
+    if (capped <= 0) return;
+    void (async () => {
+      const left = Number(await PAUSE.run(this.commands, [this.key('pause', provider)], [capped]));
+      await lane.queue.rateLimit(left);
+    })().catch((error: unknown) => this.log.error({ err: error, provider, ms: capped }, 'dispatcher: pausing a provider failed'));
+  }
+
+  /**
+   * Not told: the order is a priority set in Redis that a synchronous call cannot read, and the
+   * rank of a job's next ticket would cost a query per ticket per progress update.
+   */
+  queuePosition(_provider: ProviderName, _jobId: string): number | undefined {
+    return undefined;
+  }
+
+  depth(provider: ProviderName): number {
+    return this.lanes.get(provider)?.depth ?? 0;
+  }
+
+  halt(): void {
+    if (this.halted) return;
+    this.halted = true;
+    for (const lane of this.lanes.values()) {
+      lane.worker?.pause(true).catch((error: unknown) => this.log.warn({ err: error, provider: lane.provider }, 'dispatcher: pausing a worker failed'));
+    }
+  }
+
+  /** Also halts: a process that gives its tickets back must not take them again. */
+  abortAll(): void {
+    this.halt();
+    for (const running of this.running.values()) {
+      running.requeue = true;
+      running.controller.abort();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.halt();
+    clearInterval(this.depthTimer);
+    const workers = [...this.lanes.values()].flatMap((lane) => (lane.worker ? [lane.worker] : []));
+    // Closing waits for the running tickets to settle (and be handed back); one that ignores its
+    // abort must not hold the process: its lock lapses and another process takes it over.
+    let timer: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([
+      Promise.allSettled(workers.map((worker) => worker.close())).then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_GRACE_MS))),
+    ]);
+    clearTimeout(timer);
+    if (!settled) {
+      this.log.warn({ running: this.running.size }, 'dispatcher: tickets still running at close; another process takes them over');
+      await Promise.allSettled(workers.map((worker) => worker.disconnect()));
+    }
+    await Promise.allSettled([...this.lanes.values()].map((lane) => lane.queue.close()));
+    const clients = [this.subscriber, this.workerRedis, this.redis].filter((client) => client !== undefined);
+    await Promise.allSettled(clients.map((client) => client.quit()));
+  }
+
+  /** Runs one ticket in a worker of this process. */
+  private async process(lane: Lane, job: TicketJob, token: string | undefined): Promise<void> {
+    const id = job.id ?? '';
+    const ticket = readTicket(job.data, lane.provider);
+    if (!ticket) {
+      this.log.error({ provider: lane.provider, ticket: id }, 'dispatcher: dropped a queued ticket that is not a batch ticket');
+      return;
+    }
+    // Fetched after halt (a fetch already under way): straight back for another process.
+    if (this.halted) return this.putBack(lane, job, token);
+    const running: Running = { jobId: ticket.jobId, controller: new AbortController(), requeue: false };
+    this.running.set(id, running);
+    try {
+      const tickets = this.key('tickets', ticket.jobId);
+      const live = Number(await START.run(this.commands, [this.key('fair', lane.provider, 'v'), tickets], [id, ticket.tag]));
+      if (live !== 1) return;
+      if (!running.requeue) {
+        const { tag: _tag, ...batch } = ticket;
+        try {
+          await this.runner!(batch, running.controller.signal);
+        } catch (error) {
+          this.log.error({ err: error, ticket: id }, 'dispatcher: a ticket failed unexpectedly');
+        }
+      }
+      if (running.requeue) return await this.putBack(lane, job, token);
+      await this.commands.hdel(tickets, id);
+    } finally {
+      this.running.delete(id);
+    }
+  }
+
+  /** Hands a running ticket back to the queue, keeping its priority and its place among its equals. */
+  private async putBack(lane: Lane, job: TicketJob, token: string | undefined): Promise<never> {
+    await job.moveToWait(token);
+    // BullMQ puts a prioritized job back without waking the workers blocked on the queue's marker
+    // (it does for a plain one): add the marker it adds when a job becomes available, so another
+    // process takes the ticket now rather than at its next poll.
+    await this.commands.zadd(lane.queue.keys.marker!, 0, '0');
+    throw new WaitingError();
+  }
+
+  private abortJob(jobId: string): void {
+    for (const running of this.running.values()) if (running.jobId === jobId) running.controller.abort();
+  }
+
+  private async countDepths(): Promise<void> {
+    if (this.counting) return;
+    this.counting = true;
+    try {
+      await Promise.all(
+        [...this.lanes.values()].map(async (lane) => {
+          const counts = await lane.queue.getJobCounts('waiting', 'prioritized', 'delayed');
+          lane.depth = (counts.waiting ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0);
+        }),
+      );
+    } catch (error) {
+      this.log.debug({ err: error }, 'dispatcher: counting queued tickets failed');
+    } finally {
+      this.counting = false;
+    }
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * Distributed mode's half of the composition root: with REDIS_URL, the store, the job locks, the
+ * admission book and the batch queues all live in Redis, so any number of processes share one set of
+ * jobs, one fair order and one provider limit. `createApp` (src/app.ts) calls this instead of opening
+ * SQLite; nothing else needs to know which mode it runs in.
+ */
+import type { Redis } from 'ioredis';
+import type { Keyv } from 'keyv';
+import type { Config } from '../config.js';
+import type { LaneOptions } from '../core/dispatch.js';
+import type { Logger } from '../core/ports.js';
+import type { ProviderName } from '../core/types.js';
+import { openKeyv } from '../store/keyv.js';
+import { openRedis, RedisAdmissionBook, RedisJobLocks, RedisJobStore } from '../store/redis.js';
+import { RedisDispatcher } from './dispatch.js';
+import { checkSharedFolder } from './shared-folder.js';
+
+export interface DistributedOptions {
+  lanes: Partial<Record<ProviderName, LaneOptions>>;
+  logger: Logger;
+  /** how long a dead process's tickets stay locked before another takes them over @default 30 s */
+  queueLockMs?: number;
+  /** how long a dead process's job lock lasts @default 15 s */
+  jobLockMs?: number;
+}
+
+export interface Distributed {
+  redis: Redis;
+  keyv: Keyv;
+  jobs: RedisJobStore;
+  locks: RedisJobLocks;
+  book: RedisAdmissionBook;
+  dispatcher: RedisDispatcher;
+  prefix: string;
+  /** after the engine has stopped: closes the store and every connection */
+  close(): Promise<void>;
+}
+
+export async function openDistributed(config: Config & { redisUrl: string }, options: DistributedOptions): Promise<Distributed> {
+  const prefix = config.redisPrefix;
+  const redis = openRedis(config.redisUrl, options.logger);
+  let keyv: Keyv | undefined;
+  try {
+    await redis.ping();
+    // The namespace keeps two bots on one Redis apart, as the prefix does for the other keys.
+    keyv = await openKeyv(config.redisUrl, prefix);
+    await checkSharedFolder(redis, prefix, config.outputDir);
+  } catch (error) {
+    await keyv?.disconnect().catch(() => undefined);
+    redis.disconnect();
+    throw error;
+  }
+  const jobs = new RedisJobStore(redis, keyv, prefix);
+  const dispatcher = new RedisDispatcher({
+    connection: config.redisUrl,
+    prefix,
+    lanes: options.lanes,
+    work: config.role !== 'edge',
+    log: options.logger,
+    ...(options.queueLockMs !== undefined ? { lockDurationMs: options.queueLockMs } : {}),
+  });
+  const opened = keyv;
+  return {
+    redis,
+    keyv: opened,
+    jobs,
+    locks: new RedisJobLocks(redis, prefix, options.jobLockMs !== undefined ? { ttlMs: options.jobLockMs } : {}),
+    book: new RedisAdmissionBook(redis, prefix),
+    dispatcher,
+    prefix,
+    async close() {
+      await jobs.close();
+      await opened.disconnect().catch(() => undefined);
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}
