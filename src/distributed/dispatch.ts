@@ -183,10 +183,11 @@ export class RedisDispatcher implements Dispatcher {
       // Settings of the queue, not of this process: the last process to start writes them (all read
       // the same configuration).
       await queue.setGlobalConcurrency(options.concurrency);
-      // Spaced evenly (one start per interval ÷ limit) rather than `limit` at the start of each fixed
-      // window: tickets do not start only to wait at the gate holding a slot, and a newcomer's
-      // ticket is at most one spacing away from its start.
-      if (options.rateLimit) await queue.setGlobalRateLimit(1, Math.max(1, Math.floor(options.rateLimit.intervalMs / options.rateLimit.limit)));
+      // BullMQ's window is fixed, so it may start up to twice the limit across a window edge; the
+      // send gate holds the extra back (a ticket waiting there holds one of the lane's slots, which
+      // costs nothing while the rate, not the slots, is what binds). Spacing starts evenly instead
+      // would give up the first window's burst: 1.3× the floor for a 100-call job.
+      if (options.rateLimit) await queue.setGlobalRateLimit(options.rateLimit.limit, options.rateLimit.intervalMs);
       else await queue.removeGlobalRateLimit();
       this.lanes.set(provider, { provider, options, queue, depth: 0, clampWarned: false });
     }
