@@ -24,6 +24,13 @@ export interface ChangeOptions {
 /** The next record from the current one (a new object), or undefined when nothing changes. */
 export type Update = (job: Readonly<Job>) => Job | Readonly<Job> | undefined | Promise<Job | undefined>;
 
+interface QueuedChange {
+  update: Update;
+  options: ChangeOptions | (() => ChangeOptions);
+  resolve: (job: Readonly<Job>) => void;
+  reject: (error: unknown) => void;
+}
+
 /** A copy the caller may keep and change. */
 export function copy(job: Readonly<Job>): Job {
   return structuredClone(job);
@@ -33,6 +40,8 @@ export class JobLedger {
   /** unfinished jobs: the current record of each, frozen */
   private readonly active = new Map<string, Readonly<Job>>();
   private readonly chains = new Map<string, Promise<unknown>>();
+  /** shared: changes waiting for the next read-apply-save of their job */
+  private readonly queued = new Map<string, QueuedChange[]>();
 
   constructor(
     private readonly deps: {
@@ -99,20 +108,19 @@ export class JobLedger {
    * becomes current at once and is saved. `options` may depend on what `update` found.
    */
   change(jobId: string, update: Update, options: ChangeOptions | (() => ChangeOptions) = {}): Promise<Readonly<Job>> {
-    const { locks } = this.deps;
-    const previous = this.chains.get(jobId) ?? Promise.resolve();
+    if (this.deps.locks) return this.changeShared(jobId, update, options);
     const apply = async () => {
       const current = await this.load(jobId);
       const updated = await update(current);
       if (!updated) return current;
-      const job = freeze({ ...updated, updatedAt: new Date(this.deps.now()).toISOString() });
+      const job = this.next(updated);
       if (this.active.has(jobId)) this.active.set(jobId, job);
       const { manifest, durable } = typeof options === 'function' ? options() : options;
       // The manifest first: if the process dies between the two writes, the store (which drives
       // resuming) is the one behind, and redoing the change rewrites both.
       if (manifest) await this.deps.files.writeManifest(jobId, buildManifest(job));
       const saved = this.deps.jobs.save(job);
-      if (durable === false && !locks) {
+      if (durable === false) {
         // Not needed for a correct restart (it is redone or recomputed): written with the next save.
         saved.catch((error: unknown) => this.deps.log.error({ err: error, job: jobId }, 'saving a job failed'));
       } else {
@@ -120,14 +128,80 @@ export class JobLedger {
       }
       return job;
     };
-    // Shared: a save that is not waited for could land after the lock is let go, so every one is.
-    const next = previous.then(() => (locks ? locks.run(jobId, apply) : apply()));
+    return this.chain(jobId, apply);
+  }
+
+  private next(updated: Job | Readonly<Job>): Readonly<Job> {
+    return freeze({ ...updated, updatedAt: new Date(this.deps.now()).toISOString() });
+  }
+
+  private chain<T>(jobId: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.chains.get(jobId) ?? Promise.resolve();
+    const next = previous.then(work);
     const settled = next.catch(() => undefined);
     this.chains.set(jobId, settled);
     void settled.then(() => {
       if (this.chains.get(jobId) === settled) this.chains.delete(jobId);
     });
     return next;
+  }
+
+  /**
+   * Shared: every change reads the job from the store under its lock, and is saved before the lock is
+   * let go (a save landing later could overwrite another process's change). Changes asked for while
+   * one is on its way are applied together, in order, on one read and one save: under a burst (four
+   * images of a call saved at once) a job pays for one lock, not one per change.
+   */
+  private changeShared(jobId: string, update: Update, options: ChangeOptions | (() => ChangeOptions)): Promise<Readonly<Job>> {
+    return new Promise((resolve, reject) => {
+      const queued = this.queued.get(jobId);
+      if (queued) return void queued.push({ update, options, resolve, reject });
+      this.queued.set(jobId, [{ update, options, resolve, reject }]);
+      void this.chain(jobId, () => this.deps.locks!.run(jobId, () => this.drain(jobId))).catch(() => undefined);
+    });
+  }
+
+  private async drain(jobId: string): Promise<void> {
+    const batch = this.queued.get(jobId) ?? [];
+    this.queued.delete(jobId);
+    let current: Readonly<Job>;
+    try {
+      current = await this.load(jobId);
+    } catch (error) {
+      for (const entry of batch) entry.reject(error);
+      return;
+    }
+    const outcomes: ({ job: Readonly<Job> } | { error: unknown })[] = [];
+    let changed = false;
+    let manifest = false;
+    for (const entry of batch) {
+      try {
+        const updated = await entry.update(current);
+        if (updated) {
+          current = this.next(updated);
+          changed = true;
+          const opts = typeof entry.options === 'function' ? entry.options() : entry.options;
+          manifest ||= opts.manifest === true;
+        }
+        outcomes.push({ job: current });
+      } catch (error) {
+        outcomes.push({ error });
+      }
+    }
+    try {
+      if (changed) {
+        if (manifest) await this.deps.files.writeManifest(jobId, buildManifest(current));
+        await this.deps.jobs.save(current);
+      }
+    } catch (error) {
+      for (const entry of batch) entry.reject(error);
+      return;
+    }
+    batch.forEach((entry, k) => {
+      const outcome = outcomes[k]!;
+      if ('job' in outcome) entry.resolve(outcome.job);
+      else entry.reject(outcome.error);
+    });
   }
 
   /** A change written as edits to a copy of the job. */

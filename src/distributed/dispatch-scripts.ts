@@ -5,7 +5,7 @@
  *
  * Fairness across tenants (open-source BullMQ has no groups) is start-time fair queueing on BullMQ's
  * priorities (1 … 2,097,151, lower first, first in first out within one priority). Per lane, V is the
- * largest tag that has started (the round being served), and F[tenant] the tag after the tenant's
+ * largest tag whose call has been sent (the round being served at the provider), and F[tenant] the tag after the tenant's
  * last queued call. A call is tagged max(V, F[tenant]) (its start tag; at least 1) and queued at that
  * priority, and F[tenant] becomes tag + 1. A tenant's calls thus take consecutive tags from where it
  * stands: one with 250 queued calls holds V … V+249, while a newcomer's first call is tagged V — it
@@ -85,38 +85,70 @@ return tag
 `);
 
 /**
- * A ticket starts: 0 when its job's cancel has dropped it (run nothing), else 1, with V moved up to
- * its tag. KEYS: 1 V, 2 the job's tickets. ARGV: 1 ticket id, 2 its tag.
+ * A ticket starts: 0 when its job's cancel has dropped it (run nothing), else 1. (V moves when the
+ * ticket's call is sent, in GATE: a ticket started early, waiting at the gate, has not been served.)
+ * KEYS: 1 the job's tickets. ARGV: 1 ticket id.
  */
 export const START = new RedisScript(`
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
-if tonumber(ARGV[2]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
-  redis.call('SET', KEYS[1], ARGV[2])
-end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 return 1
 `);
 
 /**
- * The send gate: 0 when this send may go now (and it is counted), else ms to wait — for a pause to
- * end, or for the oldest send to leave the rolling window.
- * KEYS: 1 send times (sorted set, score = ms), 2 the pause. ARGV: 1 limit (0 = none), 2 window ms,
- * 3 a member unique to this send.
+ * The send gate: 0 when this send may go now (and it is counted), -1 when another ticket's turn comes
+ * first, else ms to wait — for a pause to end, or for the oldest send to leave the rolling window.
+ *
+ * Tickets waiting at the gate go through in the order of their fair tags (lowest first), not in the
+ * order they happen to ask: a newcomer's ticket, tagged with the round being served, passes before
+ * a backlog's tickets that started early and wait for the window. A waiter that stops asking (its
+ * process died) is dropped once its last ask is `stale` ms old. Passing moves V up to the tag.
+ *
+ * KEYS: 1 send times (sorted set, score = ms), 2 the pause, 3 waiters (sorted set, score = tag),
+ * 4 waiters' last ask (hash, ms), 5 V. ARGV: 1 limit (0 = none), 2 window ms, 3 a member unique to
+ * this send, 4 the ticket ('' = none: no turn, no V), 5 its tag, 6 stale ms.
  */
 export const GATE = new RedisScript(`
+${NOW_MS}
+local ticket = ARGV[4]
+local limit = tonumber(ARGV[1])
+if ticket ~= '' and limit > 0 then
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ticket)
+  redis.call('HSET', KEYS[4], ticket, string.format('%d', now))
+  local stale = tonumber(ARGV[6])
+  while true do
+    local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+    if not head then break end
+    if now - tonumber(redis.call('HGET', KEYS[4], head) or '0') <= stale then break end
+    redis.call('ZREM', KEYS[3], head)
+    redis.call('HDEL', KEYS[4], head)
+  end
+end
 local paused = redis.call('PTTL', KEYS[2])
 if paused > 0 then return paused end
-local limit = tonumber(ARGV[1])
-if limit == 0 then return 0 end
-${NOW_MS}
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
+if ticket ~= '' and limit > 0 and redis.call('ZRANGE', KEYS[3], 0, 0)[1] ~= ticket then return -1 end
+if limit > 0 then
+  local window = tonumber(ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) >= limit then
+    local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+    return math.max(1, math.ceil(oldest + window - now))
+  end
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], math.ceil(window))
-  return 0
 end
-local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
-return math.max(1, math.ceil(oldest + window - now))
+if ticket ~= '' then
+  redis.call('ZREM', KEYS[3], ticket)
+  redis.call('HDEL', KEYS[4], ticket)
+  if tonumber(ARGV[5]) > tonumber(redis.call('GET', KEYS[5]) or '0') then redis.call('SET', KEYS[5], ARGV[5]) end
+end
+return 0
+`);
+
+/** A waiter gives up its place at the gate (aborted). KEYS: 1 waiters, 2 their last ask. ARGV: 1 the ticket. */
+export const LEAVE_GATE = new RedisScript(`
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 0
 `);
 
 /**

@@ -27,7 +27,7 @@ import { delay } from '../core/delay.js';
 import { silentLogger, type Logger } from '../core/ports.js';
 import { RETRY_AFTER_CAP_MS } from '../core/provider.js';
 import { PROVIDER_NAMES, type ProviderName } from '../core/types.js';
-import { ANSWERED, GATE, PAUSE, START, TAG } from './dispatch-scripts.js';
+import { ANSWERED, GATE, LEAVE_GATE, PAUSE, START, TAG } from './dispatch-scripts.js';
 
 export interface RedisDispatcherOptions {
   /** a `redis://` URL, or ioredis options; the dispatcher opens and closes its own connections */
@@ -57,6 +57,11 @@ interface TicketData extends BatchTicket {
 
 type TicketJob = Job<TicketData, void, 'batch'>;
 
+/** The queue states health and metrics report. */
+export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized'] as const;
+
+export type QueueCounts = { provider: ProviderName } & Record<(typeof QUEUE_STATES)[number], number>;
+
 interface Lane {
   provider: ProviderName;
   options: LaneOptions;
@@ -69,11 +74,18 @@ interface Lane {
 
 interface Running {
   jobId: string;
+  /** the BullMQ id and fair tag, for its turn at the send gate */
+  ticketId: string;
+  tag: number;
   controller: AbortController;
   /** aborted because this process stops: the ticket goes back to the queue */
   requeue: boolean;
 }
 
+/** A ticket waiting at the send gate that has not asked for this long is taken as gone (its process died). */
+const WAITER_STALE_MS = 2_000;
+/** How often a ticket whose turn has not come asks the gate again. */
+const TURN_POLL_MS = 10;
 /** BullMQ's highest priority number (the lowest priority). */
 const PRIORITY_MAX = 2 ** 21 - 1;
 /** V past which an empty lane starts its tags again at 0. */
@@ -305,14 +317,25 @@ export class RedisDispatcher implements Dispatcher {
   async throttle<T>(provider: ProviderName, request: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const lane = this.lane(provider);
     const rate = lane.options.rateLimit;
-    const keys = [this.key('gate', provider), this.key('pause', provider)];
-    const args = [rate?.limit ?? 0, rate ? gateWindow(rate.intervalMs) : 0];
+    const waiters = [this.key('gate', provider, 'waiters'), this.key('gate', provider, 'asked')];
+    const keys = [this.key('gate', provider), this.key('pause', provider), ...waiters, this.key('fair', provider, 'v')];
+    const window = rate ? gateWindow(rate.intervalMs) : 0;
+    // The ticket this submit is for (found by its signal): its tag orders it among the waiters.
+    const ticket = signal ? [...this.running.values()].find((running) => running.controller.signal === signal) : undefined;
     const member = randomUUID();
-    for (;;) {
-      signal?.throwIfAborted();
-      const wait = Number(await GATE.run(this.commands, keys, [...args, member]));
-      if (wait <= 0) break;
-      await delay(wait, signal);
+    try {
+      for (;;) {
+        signal?.throwIfAborted();
+        const wait = Number(
+          await GATE.run(this.commands, keys, [rate?.limit ?? 0, window, member, ticket?.ticketId ?? '', ticket?.tag ?? 0, WAITER_STALE_MS]),
+        );
+        if (wait === 0) break;
+        // Asked again at least twice per staleness period, so a live waiter keeps its place.
+        await delay(wait < 0 ? TURN_POLL_MS : Math.min(wait, WAITER_STALE_MS / 2), signal);
+      }
+    } catch (error) {
+      if (ticket) await LEAVE_GATE.run(this.commands, waiters, [ticket.ticketId]).catch(() => undefined);
+      throw error;
     }
     if (!rate) return request();
     try {
@@ -320,7 +343,7 @@ export class RedisDispatcher implements Dispatcher {
     } finally {
       // Counted from the answer on: see ANSWERED. A failure to record it leaves the send counted from
       // the gate, as before.
-      await ANSWERED.run(this.commands, [keys[0]!], [args[1]!, member]).catch((error: unknown) =>
+      await ANSWERED.run(this.commands, [keys[0]!], [window, member]).catch((error: unknown) =>
         this.log.warn({ err: error, provider }, 'dispatcher: recording an answer in the send gate failed'),
       );
     }
@@ -346,6 +369,16 @@ export class RedisDispatcher implements Dispatcher {
 
   depth(provider: ProviderName): number {
     return this.lanes.get(provider)?.depth ?? 0;
+  }
+
+  /** Each provider queue's tickets by state, counted now (for /healthz and /metrics). */
+  async queueCounts(): Promise<QueueCounts[]> {
+    return Promise.all(
+      [...this.lanes.values()].map(async (lane) => {
+        const counts = await lane.queue.getJobCounts(...QUEUE_STATES);
+        return { provider: lane.provider, ...Object.fromEntries(QUEUE_STATES.map((state) => [state, counts[state] ?? 0])) } as QueueCounts;
+      }),
+    );
   }
 
   halt(): void {
@@ -396,11 +429,11 @@ export class RedisDispatcher implements Dispatcher {
     }
     // Fetched after halt (a fetch already under way): straight back for another process.
     if (this.halted) return this.putBack(lane, job, token);
-    const running: Running = { jobId: ticket.jobId, controller: new AbortController(), requeue: false };
+    const running: Running = { jobId: ticket.jobId, ticketId: id, tag: ticket.tag, controller: new AbortController(), requeue: false };
     this.running.set(id, running);
     try {
       const tickets = this.key('tickets', ticket.jobId);
-      const live = Number(await START.run(this.commands, [this.key('fair', lane.provider, 'v'), tickets], [id, ticket.tag]));
+      const live = Number(await START.run(this.commands, [tickets], [id]));
       if (live !== 1) return;
       if (!running.requeue) {
         const { tag: _tag, ...batch } = ticket;
