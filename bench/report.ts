@@ -1,5 +1,6 @@
 /** Turns the scenarios' figures into table rows, and the machine into one line. */
 import os from 'node:os';
+import type { ClusterFigures } from './cluster.js';
 import { PROVIDER, type BurstFigures, type CatalogFigures, type FairnessFigures } from './scenarios.js';
 
 export interface Row {
@@ -18,6 +19,8 @@ export interface Results {
   unknown: CatalogFigures;
   fairness: FairnessFigures;
   burst: BurstFigures;
+  /** scenario 8; undefined when no redis-server was there to run it */
+  cluster?: ClusterFigures[];
 }
 
 export interface Machine {
@@ -104,6 +107,14 @@ export function rows(r: Results): Row[] {
       measured: `${c.cpuMsPerImage.toFixed(1)} ms (1-image jobs of the burst: ${b.cpuMsPerImage.toFixed(1)} ms)`,
       target: '— (none set)',
     },
+    ...(r.cluster ?? []).map((k) => ({
+      scenario: `8 Distributed — ${k.workers} process${k.workers === 1 ? '' : 'es'} on one Redis: makespan ÷ minimum, 429s`,
+      scale: cs,
+      measured: `${x(k.ratio)} (${s(k.makespanMs)} vs ${s(k.idealMs)}; ${k.delivered}/${k.images} images), ${k.rateLimited} × 429 (busiest window ${k.maxPerWindow}, ${k.maxInFlight} in flight)`,
+      target: '≤ 1.10×, 0',
+      met: k.ratio <= 1.1 && k.rateLimited === 0 && k.delivered === k.images,
+    })),
+    ...(r.cluster ? [] : [{ scenario: '8 Distributed — skipped: no redis-server (apt-get install -y redis-server)', scale: cs, measured: '—', target: '≤ 1.10×, 0' }]),
   ];
 }
 

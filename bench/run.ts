@@ -8,6 +8,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { benchmarksMd } from './notes.js';
 import { consoleTable, machine, rows, type Results } from './report.js';
+import { cluster } from './cluster.js';
 import { burst, catalog, fairness } from './scenarios.js';
 
 /** 1:5 for everything whose figure is a makespan or a wait (see "Scales, and why" in BENCHMARKS.md). */
@@ -39,6 +40,8 @@ const results: Results = {
   fairness: await step(`3: fairness, B's 4 images behind A's 1000, at 1:${CATALOG_SCALE}`, () => fairness(scale, { bigImages: true })),
   burst: await step(`4: burst of 500 /imagine from 50 tenants, at 1:${BURST_SCALE}`, () => burst({ speed: BURST_SCALE })),
 };
+const distributed = await step(`8: distributed, 1, 2 and 4 processes on one Redis, 4 tenants × 250 images, at 1:${CATALOG_SCALE}`, () => cluster(scale));
+if (distributed) results.cluster = distributed;
 const table = rows(results);
 const wallMs = Date.now() - started;
 process.stdout.write(`\n${consoleTable(table)}\n\n`);
