@@ -144,6 +144,24 @@ end
 return 0
 `);
 
+/**
+ * A tenant's ticket may start: 0 (and it is counted) when fewer than `limit` of the tenant's tickets
+ * started in the rolling window, else ms until one may. KEYS: 1 the tenant's start times. ARGV: 1 limit,
+ * 2 window ms, 3 a member unique to this start.
+ */
+export const TENANT_START = new RedisScript(`
+${NOW_MS}
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window))
+  return 0
+end
+local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+return math.max(1, math.ceil(oldest + window - now))
+`);
+
 /** A waiter gives up its place at the gate (aborted). KEYS: 1 waiters, 2 their last ask. ARGV: 1 the ticket. */
 export const LEAVE_GATE = new RedisScript(`
 redis.call('ZREM', KEYS[1], ARGV[1])

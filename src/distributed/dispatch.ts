@@ -20,14 +20,15 @@
  *   aborts the job's running ones.
  */
 import { randomUUID } from 'node:crypto';
-import { Queue, WaitingError, Worker, type Job } from 'bullmq';
+import { DelayedError, Queue, WaitingError, Worker, type Job } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { BatchTicket, Dispatcher, EnqueueOptions, LaneOptions, TicketRunner } from '../core/dispatch.js';
+import type { Rate } from '../core/rate.js';
 import { delay } from '../core/delay.js';
 import { silentLogger, type Logger } from '../core/ports.js';
 import { RETRY_AFTER_CAP_MS } from '../core/provider.js';
 import { PROVIDER_NAMES, type ProviderName } from '../core/types.js';
-import { ANSWERED, GATE, LEAVE_GATE, PAUSE, START, TAG } from './dispatch-scripts.js';
+import { ANSWERED, GATE, LEAVE_GATE, PAUSE, START, TAG, TENANT_START } from './dispatch-scripts.js';
 
 export interface RedisDispatcherOptions {
   /** a `redis://` URL, or ioredis options; the dispatcher opens and closes its own connections */
@@ -35,6 +36,8 @@ export interface RedisDispatcherOptions {
   /** BullMQ's prefix and our own keys': every process of one bot uses the same */
   prefix: string;
   lanes: Partial<Record<ProviderName, LaneOptions>>;
+  /** calls one tenant may start per period, across every provider and process (TENANT_RATE_LIMIT) */
+  tenantRate?: Rate;
   /**
    * How long a ticket stays locked without its process renewing it: a dead process's tickets are
    * taken over after about this long (and a stall check as often).
@@ -435,6 +438,15 @@ export class RedisDispatcher implements Dispatcher {
       const tickets = this.key('tickets', ticket.jobId);
       const live = Number(await START.run(this.commands, [tickets], [id]));
       if (live !== 1) return;
+      // Over its tenant's rate: back to the queue until it may start, holding no slot meanwhile.
+      const { tenantRate } = this.options;
+      if (tenantRate) {
+        const wait = Number(await TENANT_START.run(this.commands, [this.key('tenant', ticket.tenant)], [tenantRate.limit, tenantRate.intervalMs, randomUUID()]));
+        if (wait > 0) {
+          await job.moveToDelayed(Date.now() + wait, token);
+          throw new DelayedError();
+        }
+      }
       if (!running.requeue) {
         const { tag: _tag, ...batch } = ticket;
         try {

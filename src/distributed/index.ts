@@ -55,6 +55,7 @@ export async function openDistributed(config: Config & { redisUrl: string }, opt
     connection: config.redisUrl,
     prefix,
     lanes: options.lanes,
+    ...(config.tenantRateLimit ? { tenantRate: config.tenantRateLimit } : {}),
     work: config.role !== 'edge',
     log: options.logger,
     ...(options.queueLockMs !== undefined ? { lockDurationMs: options.queueLockMs } : {}),
