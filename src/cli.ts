@@ -4,11 +4,13 @@
  *   art-factory generate --prompt "a red fox" --count 12 [--provider local|fal|replicate] [--model ID]
  *                        [--ar 16:9] [--seed N] [--no TEXT] [--out DIR] [--tenant NAME]
  *   art-factory resume   finish the unfinished jobs in the store
+ *   art-factory migrate --to redis://HOST[:PORT] [--prefix P] [--force]   copy the SQLite store into Redis
  *   art-factory deploy-commands   register /imagine and /jobs with Discord
  *   art-factory start    run the bot (what `npm start` does)
  *
- * Exit codes: 0 done (a warning on stderr if some images failed), 1 the job failed, 2 bad input or
- * configuration, 130 interrupted (the job is saved; `art-factory resume` finishes it).
+ * Exit codes: 0 done (a warning on stderr if some images failed), 1 the job failed (or the migration
+ * was refused), 2 bad input or configuration, 130 interrupted (the job is saved; `art-factory resume`
+ * finishes it).
  */
 import os from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -45,6 +47,7 @@ function usage(): string {
     'Usage:',
     `  art-factory generate ${lines.join(`\n${' '.repeat(23)}`)}`,
     '  art-factory resume',
+    '  art-factory migrate --to redis://HOST[:PORT] [--prefix P] [--force]',
     '  art-factory deploy-commands',
     '  art-factory start',
   ].join('\n');
@@ -202,6 +205,64 @@ async function resume(env: NodeJS.ProcessEnv): Promise<number> {
   });
 }
 
+/** `migrate --help`: what it copies, and what to do before and after. */
+export const MIGRATE_USAGE = [
+  'Usage: art-factory migrate --to redis://HOST[:PORT] [--prefix P] [--force]',
+  '',
+  'Copies the SQLite store named by STORE_URL into Redis, for distributed mode (REDIS_URL): every job,',
+  "finished or not, today's and yesterday's daily tallies, the review journal, and the chat adapters'",
+  'records (outboxes, replay marks, settings).',
+  '',
+  '  1. Stop the bot first: nothing may write the SQLite store while it is copied (the migration needs',
+  '     no bot running).',
+  '  2. Run this command with the same STORE_URL (.env) as the bot.',
+  '  3. Start the bot with REDIS_URL, REDIS_PREFIX (if you gave --prefix) and the same OUTPUT_DIR: the',
+  '     first process finishes the unfinished jobs, polling calls already paid for instead of sending',
+  '     them again.',
+  '',
+  '  --to URL      the Redis to copy into (redis:// or rediss://, a password in the URL is never printed)',
+  '  --prefix P    the REDIS_PREFIX the bot will run with (default: REDIS_PREFIX, else af)',
+  '  --force       copy even if Redis already holds jobs under that prefix; what it holds is kept',
+  '',
+  'Exit codes: 0 copied, 1 refused or failed (nothing is removed from the SQLite store), 2 bad input.',
+].join('\n');
+
+async function migrate(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: { to: { type: 'string' }, prefix: { type: 'string' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) {
+    process.stdout.write(`${MIGRATE_USAGE}\n`);
+    return 0;
+  }
+  // Only the scheme is ever echoed: the rest of the URL may carry a password.
+  if (values.to === undefined) throw new CliError('migrate needs --to redis://HOST[:PORT] (see `art-factory migrate --help`)', 2);
+  if (!/^rediss?:\/\/\S+$/.test(values.to)) {
+    throw new CliError(`Expected --to to be a redis://HOST[:PORT] URL, got one starting "${values.to.split('//')[0]}//"`, 2);
+  }
+  let config;
+  try {
+    config = loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new CliError(error.message, 2);
+    throw error;
+  }
+  const { migrateToRedis, describeMigration, MigrateRefusal } = await import('./distributed/migrate.js');
+  const prefix = values.prefix ?? config.redisPrefix;
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(prefix)) throw new CliError(`Expected --prefix to be letters, digits, _ or - (at most 32), got "${prefix}"`, 2);
+  try {
+    const summary = await migrateToRedis({ storeUrl: config.storeUrl, redisUrl: values.to, prefix, force: values.force ?? false });
+    process.stdout.write(`${describeMigration(summary, values.to, prefix)}\n`);
+    return 0;
+  } catch (error) {
+    if (error instanceof MigrateRefusal) throw new CliError(error.message, 1);
+    throw error;
+  }
+}
+
 export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -210,6 +271,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
         return await generate(rest, env);
       case 'resume':
         return await resume(env);
+      case 'migrate':
+        return await migrate(rest, env);
       case 'deploy-commands': {
         const { deployCommands } = await import('./chat/discord/index.js');
         let config;
