@@ -97,6 +97,16 @@ const RESET_ABOVE = 1_000_000;
 const ADD_GRACE_MS = 60_000;
 /** How often `depth` is counted again. */
 const DEPTH_EVERY_MS = 500;
+/** How long `close` waits for queues and connections to close cleanly before it cuts them. */
+const QUIT_GRACE_MS = 2_000;
+
+/** Resolves when `work` settles or after `ms`, whichever comes first. */
+export async function settledWithin(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
 /** How long `close` waits for tickets to settle before it cuts the workers' connections. */
 const CLOSE_GRACE_MS = 10_000;
 
@@ -417,9 +427,12 @@ export class RedisDispatcher implements Dispatcher {
       this.log.warn({ running: this.running.size }, 'dispatcher: tickets still running at close; another process takes them over');
       await Promise.allSettled(workers.map((worker) => worker.disconnect()));
     }
-    await Promise.allSettled([...this.lanes.values()].map((lane) => lane.queue.close()));
+    // With Redis gone, closing a queue or quitting a client waits for a reconnect that may never come:
+    // each gets a moment, then the connections are cut.
+    await settledWithin(Promise.allSettled([...this.lanes.values()].map((lane) => lane.queue.close())), QUIT_GRACE_MS);
     const clients = [this.subscriber, this.workerRedis, this.redis].filter((client) => client !== undefined);
-    await Promise.allSettled(clients.map((client) => client.quit()));
+    await settledWithin(Promise.allSettled(clients.map((client) => client.quit())), QUIT_GRACE_MS);
+    for (const client of clients) client.disconnect();
   }
 
   /** Runs one ticket in a worker of this process. */

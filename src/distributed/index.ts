@@ -12,8 +12,11 @@ import type { Logger } from '../core/ports.js';
 import type { ProviderName } from '../core/types.js';
 import { openKeyv } from '../store/keyv.js';
 import { openRedis, RedisAdmissionBook, RedisJobLocks, RedisJobStore } from '../store/redis.js';
-import { RedisDispatcher } from './dispatch.js';
+import { RedisDispatcher, settledWithin } from './dispatch.js';
 import { checkSharedFolder } from './shared-folder.js';
+
+/** How long each closing step waits before the connection is cut. */
+const CLOSE_GRACE_MS = 2_000;
 
 export interface DistributedOptions {
   lanes: Partial<Record<ProviderName, LaneOptions>>;
@@ -70,9 +73,11 @@ export async function openDistributed(config: Config & { redisUrl: string }, opt
     dispatcher,
     prefix,
     async close() {
-      await jobs.close();
-      await opened.disconnect().catch(() => undefined);
-      await redis.quit().catch(() => redis.disconnect());
+      // Each step gets a moment: with Redis gone, a save or a quit would wait for a reconnect.
+      await settledWithin(jobs.close(), CLOSE_GRACE_MS);
+      await settledWithin(opened.disconnect(), CLOSE_GRACE_MS);
+      await settledWithin(redis.quit(), CLOSE_GRACE_MS);
+      redis.disconnect();
     },
   };
 }
