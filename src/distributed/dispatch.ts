@@ -73,6 +73,8 @@ interface Lane {
   /** waiting + prioritized + delayed, as last counted */
   depth: number;
   clampWarned: boolean;
+  /** this process's submit on its way (see throttle) */
+  submitting: Promise<void>;
 }
 
 interface Running {
@@ -214,7 +216,7 @@ export class RedisDispatcher implements Dispatcher {
       // would give up the first window's burst: 1.3× the floor for a 100-call job.
       if (options.rateLimit) await queue.setGlobalRateLimit(options.rateLimit.limit, options.rateLimit.intervalMs);
       else await queue.removeGlobalRateLimit();
-      this.lanes.set(provider, { provider, options, queue, depth: 0, clampWarned: false });
+      this.lanes.set(provider, { provider, options, queue, depth: 0, clampWarned: false, submitting: Promise.resolve() });
     }
 
     if (this.options.work ?? true) await this.startWorkers(onError);
@@ -350,9 +352,17 @@ export class RedisDispatcher implements Dispatcher {
       if (ticket) await LEAVE_GATE.run(this.commands, waiters, [ticket.ticketId]).catch(() => undefined);
       throw error;
     }
-    if (!rate) return request();
+    // One submit at a time per provider in this process, from its send to its request id being saved
+    // (the runner saves it inside `request`): a kill can then cost at most one paid call per process,
+    // the one whose id was not saved yet. Taken after the gate, so a ticket waiting here has its turn.
+    const submit = lane.submitting.then(() => request());
+    lane.submitting = submit.then(
+      () => undefined,
+      () => undefined,
+    );
+    if (!rate) return submit;
     try {
-      return await request();
+      return await submit;
     } finally {
       // Counted from the answer on: see ANSWERED. A failure to record it leaves the send counted from
       // the gate, as before.
