@@ -6,7 +6,7 @@ import type { ImagineLimits } from '../commands/imagine.js';
 import { configuredProviders, DEFAULT_MODELS, type Config } from './config.js';
 import type { LaneOptions } from './core/dispatch.js';
 import { Engine } from './core/engine.js';
-import type { JobRepository } from './core/ports.js';
+import type { ImageStore, JobRepository } from './core/ports.js';
 import type { Provider } from './core/provider.js';
 import type { ProviderName } from './core/types.js';
 import { createLogger, type Logger } from './logger.js';
@@ -23,7 +23,8 @@ export interface App {
   jobs: JobRepository;
   /** the same store, for adapters' own small records */
   keyv: Keyv;
-  files: ImageFiles;
+  /** images and manifests: the output folder, or an S3 bucket with the folder as this process's cache */
+  files: ImageStore;
   providers: Partial<Record<ProviderName, Provider>>;
   limits: ImagineLimits;
   logger: Logger;
@@ -73,6 +74,11 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     ...(config.replicate ? { replicate: lane(config.replicate) } : {}),
     local: lane(config.local),
   };
+  // Images first: a bucket that cannot be used stops start-up before anything else is opened. The
+  // AWS SDK is loaded only when a bucket is configured.
+  const files: ImageStore = config.s3
+    ? await (await import('./store/s3.js')).openS3ImageStore(config.s3, config.outputDir, { maxBytes: config.maxImageBytes })
+    : new ImageFiles(config.outputDir, { maxBytes: config.maxImageBytes });
   const { redisUrl } = config;
   const shared = redisUrl
     ? await openDistributed(
@@ -80,14 +86,13 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
         {
           lanes,
           logger,
-          ...(overrides.queueLockMs !== undefined ? { queueLockMs: overrides.queueLockMs } : {}),
-          ...(overrides.jobLockMs !== undefined ? { jobLockMs: overrides.jobLockMs } : {}),
+          queueLockMs: overrides.queueLockMs ?? config.queueLockMs,
+          jobLockMs: overrides.jobLockMs ?? Math.round(config.queueLockMs / 2),
         },
       )
     : undefined;
   const keyv = shared?.keyv ?? (await openKeyv(config.storeUrl));
   const jobs: JobRepository & { close(): Promise<void> } = shared?.jobs ?? new JobStore(keyv);
-  const files = new ImageFiles(config.outputDir, { maxBytes: config.maxImageBytes });
   for (const name of ['fal', 'replicate'] as const) {
     if (config[name]?.models === '*') {
       logger.warn({ provider: name }, `${name.toUpperCase()}_MODELS=*: users may pick any ${name} model, including ones with no known price`);
@@ -116,6 +121,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       ...(overrides.pollIntervalMs !== undefined ? { pollIntervalMs: overrides.pollIntervalMs } : {}),
     },
   });
+  await engine.ready();
   const limits = imagineLimits(config, Object.keys(providers) as ProviderName[]);
   return {
     config,
@@ -129,6 +135,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     ...(shared ? { shared } : {}),
     async close() {
       await engine.stop();
+      await files.close?.();
       if (shared) await shared.close();
       else await jobs.close();
     },

@@ -146,7 +146,7 @@ async function follow(app: App, job: Job): Promise<Job> {
 }
 
 function report(app: App, job: Job): number {
-  const manifest = `${app.files.jobDir(job.id)}/manifest.json`;
+  const manifest = app.files.locate(job.id, 'manifest.json');
   if (job.state === 'failed') throw new CliError(`job ${job.id} failed: ${job.error ?? 'unknown error'} (manifest: ${manifest})`, 1);
   if (job.error) process.stderr.write(`art-factory: warning: ${job.error}\n`);
   process.stdout.write(`${manifest}\n`);

@@ -62,10 +62,28 @@ export interface Config {
   redisUrl?: string;
   /** start of every key this bot keeps in Redis, so several bots (or tests) can share one server */
   redisPrefix: string;
+  /**
+   * distributed mode: how long the batches of a process that stopped answering (killed, frozen) stay
+   * locked before another process takes them over; a job's own lock lasts half of it
+   */
+  queueLockMs: number;
   /** what this process does: everything, chat only (commands, buttons, rendering), or batches only */
   role: Role;
   /** Discord sharding: the total (`auto` = as Discord advises) and the shards this process runs */
   discordShards?: { count: number | 'auto'; ids?: number[] };
+  /** images in an S3-compatible bucket (OUTPUT_DIR is then this process's cache of it); undefined = on disk */
+  s3?: S3Config;
+}
+
+/** Where images are kept in object storage. Credentials come from the AWS SDK's own chain, never from here. */
+export interface S3Config {
+  bucket: string;
+  /** R2, MinIO or a test server; addressed path-style (`<endpoint>/<bucket>/<key>`) @default AWS S3 */
+  endpoint?: string;
+  /** @default us-east-1 */
+  region: string;
+  /** put before every key, as given (`art/` → `art/<jobId>/…`) @default '' */
+  prefix: string;
 }
 
 export const ROLES = ['all', 'edge', 'worker'] as const;
@@ -223,6 +241,7 @@ export function loadConfig(env: Env = process.env): Config {
   const role = read(env, 'ROLE', z.enum(ROLES).optional(), `one of ${ROLES.join(', ')}`) ?? 'all';
   if (role !== 'all' && !redisUrl) throw new ConfigError(`ROLE: "${role}" needs REDIS_URL (edge and worker processes share work through Redis)`);
   const discordShards = shards(env);
+  const s3 = s3Config(env);
 
   return {
     discord: discordToken && discordAppId ? { token: discordToken, appId: discordAppId, ...discord } : undefined,
@@ -264,9 +283,32 @@ export function loadConfig(env: Env = process.env): Config {
       'info',
     ...(redisUrl ? { redisUrl } : {}),
     redisPrefix: read(env, 'REDIS_PREFIX', z.string().regex(/^[A-Za-z0-9_-]{1,32}$/).optional(), 'letters, digits, _ or - (at most 32)') ?? 'af',
+    // Shorter takes a dead process's batches over sooner; but a process whose event loop stalls this
+    // long loses its batches to another, which polls them again (no second submit once an id is saved).
+    queueLockMs: int(env, 'QUEUE_LOCK_SECONDS', 2, 600, 30) * 1000,
     role,
     ...(discordShards ? { discordShards } : {}),
+    ...(s3 ? { s3 } : {}),
   };
+}
+
+/** `S3_BUCKET` and its companions; the companions without a bucket are a mistake, not a no-op. */
+function s3Config(env: Env): S3Config | undefined {
+  // S3's rules for new bucket names (R2 and MinIO follow them): 3–63 of a-z, 0-9, '.', '-'.
+  const bucket = read(env, 'S3_BUCKET', z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/).optional(), 'a bucket name (3 to 63 of a-z, 0-9, . and -)');
+  const endpoint = read(env, 'S3_ENDPOINT', z.url({ protocol: /^https?$/ }).optional(), 'an http(s) URL', true);
+  const region = read(env, 'S3_REGION', z.string().regex(/^[a-z0-9-]{2,32}$/).optional(), 'a region such as us-east-1 (R2: auto)');
+  // Key characters every S3-compatible store takes as they are; no leading '/' and no '..' segment.
+  const prefix = read(env, 'S3_PREFIX', z.string().regex(/^(?!\/)(?!.*(^|\/)\.\.?(\/|$))[A-Za-z0-9!_.*'()/-]{1,200}$/).optional(), "a key prefix of letters, digits and !_.*'()/- such as art-factory/");
+  if (endpoint && /^[a-z]+:\/\/[^/]*@/i.test(endpoint)) {
+    throw new ConfigError('S3_ENDPOINT: expected a URL without a user or password (credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)');
+  }
+  if (!bucket) {
+    const stray = (['S3_ENDPOINT', 'S3_REGION', 'S3_PREFIX'] as const).find((name) => env[name]?.trim());
+    if (stray) throw new ConfigError(`${stray}: needs S3_BUCKET to be set`);
+    return undefined;
+  }
+  return { bucket, ...(endpoint ? { endpoint: withoutTrailingSlash(endpoint) } : {}), region: region ?? 'us-east-1', prefix: prefix ?? '' };
 }
 
 /** `DISCORD_SHARDS=auto|N` and `DISCORD_SHARD_IDS=0,2` or `0-3` (each below N). */

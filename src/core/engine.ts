@@ -152,6 +152,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.started.catch((error: unknown) => this.log.error({ err: error }, 'the batch dispatcher did not start'));
   }
 
+  /** Resolves once batches can be queued (distributed mode: the queues are open). */
+  ready(): Promise<void> {
+    return this.started;
+  }
+
   get providerNames(): ProviderName[] {
     return Object.keys(this.deps.providers) as ProviderName[];
   }

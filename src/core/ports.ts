@@ -36,6 +36,23 @@ export interface ImageStorage {
   adopt(jobId: string, outputDir: string): void;
 }
 
+/**
+ * What adapters need to show a job's images, wherever storage keeps them: on disk (src/store/files.ts)
+ * or in an S3-compatible bucket (src/store/s3.ts), which the process that downloaded them may not share.
+ * `file` is an image's path as its job records it (`pending-review/001.png`).
+ */
+export interface ImageReader {
+  /** The bytes; rejects with an error whose `code` is 'ENOENT' when there is no such file. */
+  read(jobId: string, file: string): Promise<Buffer>;
+  /** Its size in bytes; rejects as `read` does. */
+  size(jobId: string, file: string): Promise<number>;
+  /** Where it is, for people: a path on disk, or `s3://bucket/key`. */
+  locate(jobId: string, file: string): string;
+}
+
+/** Image storage as the composition root hands it out: the engine's port and the adapters'. */
+export type ImageStore = ImageStorage & ImageReader & { close?(): Promise<void> };
+
 export interface Logger {
   debug(obj: object, msg?: string): void;
   info(obj: object, msg?: string): void;

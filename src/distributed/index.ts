@@ -47,7 +47,8 @@ export async function openDistributed(config: Config & { redisUrl: string }, opt
     await redis.ping();
     // The namespace keeps two bots on one Redis apart, as the prefix does for the other keys.
     keyv = await openKeyv(config.redisUrl, prefix);
-    await checkSharedFolder(redis, prefix, config.outputDir);
+    // With a bucket, images are shared through it: OUTPUT_DIR is each process's own cache.
+    if (!config.s3) await checkSharedFolder(redis, prefix, config.outputDir);
   } catch (error) {
     await keyv?.disconnect().catch(() => undefined);
     redis.disconnect();

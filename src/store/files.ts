@@ -10,11 +10,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import sharp from 'sharp';
+import type { ImageReader } from '../core/ports.js';
 import type { ReviewStatus } from '../core/types.js';
 
 export const REVIEW_FOLDERS: Record<ReviewStatus, string> = {
@@ -24,7 +25,8 @@ export const REVIEW_FOLDERS: Record<ReviewStatus, string> = {
 };
 
 const EXTENSIONS: Record<string, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
-const TEMP_MARK = '.part-';
+/** in the name of a file being written; sweep() removes what a crash left with it */
+export const TEMP_MARK = '.part-';
 export const DIR_MODE = 0o700;
 export const FILE_MODE = 0o600;
 /** @default the largest picture kept: 8192 × 8192 (a 4× upscale of a 2-megapixel image fits) */
@@ -59,7 +61,7 @@ export class UnreadableImageError extends Error {
   override name = 'UnreadableImageError';
 }
 
-export class ImageFiles {
+export class ImageFiles implements ImageReader {
   readonly outputDir: string;
   private readonly maxBytes: number;
   private readonly maxPixels: number;
@@ -188,6 +190,19 @@ export class ImageFiles {
       }
     }
     return false;
+  }
+
+  /** An image's bytes (ENOENT when there is none). */
+  async read(jobId: string, file: string): Promise<Buffer> {
+    return readFile(this.locate(jobId, file));
+  }
+
+  async size(jobId: string, file: string): Promise<number> {
+    return (await stat(this.locate(jobId, file))).size;
+  }
+
+  locate(jobId: string, file: string): string {
+    return path.join(this.jobDir(jobId), file);
   }
 
   async exists(jobId: string, file: string): Promise<boolean> {

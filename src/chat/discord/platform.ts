@@ -3,12 +3,12 @@
  * for a job whose reply is lost, a channel message), edited through the interaction webhook while its
  * token lives and with the bot token after. A 429 needs nothing here: @discordjs/rest waits it out and
  * retries, and delivery sends nothing more to that message meanwhile. The gallery is one message per
- * page (gallery.ts), uploaded from the job folder — provider URLs expire, the files do not; an image
- * above the per-file limit is listed instead of uploaded (it still gets its review buttons).
+ * page (gallery.ts), uploaded from image storage (the output folder or the bucket, whichever process
+ * downloaded them) — provider URLs expire, the files do not; an image above the per-file limit is
+ * listed instead of uploaded (it still gets its review buttons).
  */
-import { readFile, stat } from 'node:fs/promises';
-import path from 'node:path';
 import { DiscordAPIError } from 'discord.js';
+import type { ImageReader } from '../../core/ports.js';
 import { gallerySummary } from '../../core/views.js';
 import { MessageGone, type DeliveryPlatform, type ProgressCard } from '../delivery/index.js';
 import { DEFAULT_FILE_LIMIT, planPages } from './gallery.js';
@@ -22,15 +22,15 @@ import { describeError, discordPage, discordTarget, type GalleryEntry, type Mess
 const GONE_CODES: ReadonlySet<number | string> = new Set([10008, 10003, 50001, 50013]);
 
 const bodyOf = (card: ProgressCard): MessageBody => progressBody(card.view, card.summary, card.gallery);
-const sizeOf = async (file: string): Promise<number> => (await stat(file)).size;
 
 export function discordPlatform(deps: {
   transport: Transport;
-  jobDir: (jobId: string) => string;
+  /** where the gallery's images are read from */
+  images: ImageReader;
   /** @default 1500 */
   editIntervalMs?: number;
 }): DeliveryPlatform<MessageTarget, GalleryEntry> {
-  const { transport, jobDir } = deps;
+  const { transport, images } = deps;
   return {
     name: 'discord',
     target: discordTarget,
@@ -54,7 +54,7 @@ export function discordPlatform(deps: {
       page: discordPage,
       // Pages from the files' sizes: the same files give the same pages after a restart.
       async layout(job, target) {
-        const sized = await Promise.all(job.images.map(async (image) => ({ index: image.index, bytes: await sizeOf(path.join(jobDir(job.id), image.file)) })));
+        const sized = await Promise.all(job.images.map(async (image) => ({ index: image.index, bytes: await images.size(job.id, image.file) })));
         return planPages(sized, target.attachmentSizeLimit ?? DEFAULT_FILE_LIMIT);
       },
       async post({ job, target, layout, earlier }) {
@@ -62,9 +62,8 @@ export function discordPlatform(deps: {
         const files: Upload[] = [];
         const skipped: number[] = [];
         for (const image of job.images.filter((i) => layout.images.includes(i.index))) {
-          const file = path.join(jobDir(job.id), image.file);
-          if ((await sizeOf(file)) > (target.attachmentSizeLimit ?? DEFAULT_FILE_LIMIT)) skipped.push(image.index);
-          else files.push({ name: uploadName(image), data: await readFile(file), contentType: image.contentType });
+          if ((await images.size(job.id, image.file)) > (target.attachmentSizeLimit ?? DEFAULT_FILE_LIMIT)) skipped.push(image.index);
+          else files.push({ name: uploadName(image), data: await images.read(job.id, image.file), contentType: image.contentType });
         }
         const messageId = await transport.post(target, galleryBody(job, layout, gallerySummary(job), new Set(skipped)), files);
         return { messageId, images: layout.images, ...(skipped.length > 0 ? { skipped } : {}) };

@@ -186,7 +186,7 @@ export async function startPlayground(
     const image = /^\/images\/([\w-]{1,40})\/(pending-review|approved|rejected)\/([\w.-]{1,40})$/.exec(url.pathname);
     if (req.method === 'GET' && image && !image[3]!.startsWith('.')) {
       if (await refuseForeign(res, image[1]!)) return;
-      return sendFile(res, path.join(app.files.jobDir(image[1]!), image[2]!, image[3]!), 'private, max-age=3600');
+      return sendImage(res, app, image[1]!, `${image[2]!}/${image[3]!}`);
     }
     sendJson(res, 404, NOT_FOUND);
   }
@@ -264,6 +264,18 @@ async function sendFile(res: ServerResponse, file: string, cache = 'no-cache'): 
   const type = TYPES[path.extname(file)] ?? 'application/octet-stream';
   if (type.startsWith('text/html')) res.setHeader('content-security-policy', PAGE_POLICY);
   res.writeHead(200, { 'content-type': type, 'cache-control': cache });
+  res.end(data);
+}
+
+/** One of a job's images, from storage (another process may have downloaded it into the bucket). */
+async function sendImage(res: ServerResponse, app: App, jobId: string, file: string): Promise<void> {
+  const data = await app.files.read(jobId, file).catch((error: NodeJS.ErrnoException) => {
+    // Only "no such image" is a 404; a store that fails is the request's failure (500, logged).
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  if (!data) return sendJson(res, 404, NOT_FOUND);
+  res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'private, max-age=3600' });
   res.end(data);
 }
 

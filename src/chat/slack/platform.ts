@@ -21,10 +21,9 @@
  * to files.getUploadURLExternal — and it attaches no 'error' listener, so a stream that fails to read
  * would never settle the upload and would throw as an uncaught 'error' event.
  */
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { webApi } from '@slack/bolt';
 import { z } from 'zod';
+import type { ImageReader } from '../../core/ports.js';
 import { galleryPage } from '../../core/views.js';
 import { MessageGone, NoAccess, RetryAfter, type DeliveryPlatform } from '../delivery/index.js';
 import { describe, isNoAccess, obeyRateLimits, platformError, retryAfterMs } from './errors.js';
@@ -39,14 +38,15 @@ export type PageFacts = z.infer<typeof slackPage>;
 
 export interface SlackPlatformOptions {
   client: webApi.WebClient;
-  jobDir: (jobId: string) => string;
+  /** where the gallery's images are read from (the output folder or the bucket) */
+  images: ImageReader;
   /** stops waiting out rate limits when the adapter stops */
   signal: AbortSignal;
   /** @default 2000 — chat.update is Tier 3 (about 50 a minute); one edit per message per 2 s stays well inside it */
   editIntervalMs?: number;
 }
 
-export function slackPlatform({ client, jobDir, signal, editIntervalMs }: SlackPlatformOptions): DeliveryPlatform<SlackTarget, PageFacts> {
+export function slackPlatform({ client, images, signal, editIntervalMs }: SlackPlatformOptions): DeliveryPlatform<SlackTarget, PageFacts> {
   /** A post that must land: rate limits waited out, no access said in delivery's terms. */
   const call = async <R>(run: () => Promise<R>): Promise<R> => {
     try {
@@ -94,7 +94,7 @@ export function slackPlatform({ client, jobDir, signal, editIntervalMs }: SlackP
           const uploads = await Promise.all(
             galleryPage(job, layout.page, PAGE_SIZE).images.map(async (image) => {
               const name = uploadName(job, image);
-              const file = await readFile(path.join(jobDir(job.id), image.file));
+              const file = await images.read(job.id, image.file);
               return { file, filename: name.filename, title: name.title, alt_text: name.alt };
             }),
           );

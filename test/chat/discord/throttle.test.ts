@@ -51,7 +51,7 @@ describe('Discord progress edits', () => {
     };
     vi.useFakeTimers();
     // Discord's platform with its default interval, over a transport that records.
-    const courier = new Delivery(app).register(discordPlatform({ transport, jobDir: (id) => id }));
+    const courier = new Delivery(app).register(discordPlatform({ transport, images: app.files }));
     try {
       const a = discordJob('20250101-aaaaaaaa', '1001');
       const b = discordJob('20250101-bbbbbbbb', '1002');
@@ -85,7 +85,7 @@ describe('Discord progress edits', () => {
     const app = await buildApp();
     const edits: string[] = [];
     const transport: Transport = { edit: async (_t, body) => void edits.push(body.content), post: async () => 'unused', useToken: () => undefined };
-    const courier = new Delivery(app).register(discordPlatform({ transport, jobDir: (id) => id }));
+    const courier = new Delivery(app).register(discordPlatform({ transport, images: app.files }));
     const job = { ...discordJob('20250101-cccccccc', '1003'), requester: { tenant: 'playground', userId: 'u', platform: 'playground' as const } };
     app.engine.emit('progress', event(job.id, 1), job);
     app.engine.emit('progress', event('20250101-dddddddd', 7), discordJob('20250101-dddddddd', '1004'));
