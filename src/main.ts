@@ -2,6 +2,11 @@
  * The bot's composition root: config → store → providers → engine → chat adapters. Adapters start
  * before unfinished jobs resume, so a resumed job's progress reaches the message it was in before the
  * restart. SIGINT/SIGTERM stop taking commands, persist what is running, and exit.
+ *
+ * ROLE (distributed mode): `all` takes commands and runs batches; `edge` takes commands and renders
+ * (its dispatcher runs no batches); `worker` runs batches and takes no commands — no gateway, no Slack
+ * receiver, no playground — but still delivers what it changes (progress edits, galleries of the jobs
+ * it finishes) over the platforms' APIs, since the engine tells only the process that made a change.
  */
 import { createApp } from './app.js';
 import { Delivery } from './chat/delivery/index.js';
@@ -18,8 +23,11 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
   const adapters: ChatAdapter[] = [];
   // One delivery for every adapter: it listens to the engine once and routes each job to its platform.
   const delivery = new Delivery(app);
+  const receive = config.role !== 'worker';
 
-  if (config.playground.enabled) {
+  if (config.playground.enabled && !receive) {
+    app.logger.info({ role: config.role }, 'the playground is not started: this process takes no commands (ROLE=worker)');
+  } else if (config.playground.enabled) {
     const playground = await startPlayground(app, { delivery }).catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'EADDRINUSE') {
         throw new Error(`PLAYGROUND_PORT: port ${config.playground.port} is in use; set PLAYGROUND_PORT to a free port`);
@@ -29,10 +37,16 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
     adapters.push(playground);
     process.stdout.write(`\n  Art Factory playground: ${playground.url}\n  Open it and type: /imagine a red fox --count 8\n\n`);
   }
-  if (config.discord) adapters.push(await startDiscord(app, { delivery }));
-  if (config.slack) adapters.push(await startSlack(app, { delivery }));
-  if (adapters.length === 0) {
+  if (config.discord) adapters.push(await startDiscord(app, { delivery, receive }));
+  if (config.slack) adapters.push(await startSlack(app, { delivery, receive }));
+  if (adapters.length === 0 && receive) {
     throw new Error('nothing to run: no chat platform is configured and PLAYGROUND=off');
+  }
+  if (adapters.length === 0) {
+    app.logger.warn(
+      { role: config.role },
+      'ROLE=worker with no chat platform configured: batches run here, but the galleries of jobs finished here wait for a process that delivers to start',
+    );
   }
 
   let health: HealthServer | undefined;
@@ -47,6 +61,7 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
   const resumed = await app.engine.resume();
   app.logger.info(
     {
+      role: config.role,
       adapters: adapters.map((a) => a.name),
       providers: configuredProviders(config),
       defaultProvider: app.limits.defaultProvider,

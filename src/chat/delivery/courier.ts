@@ -11,6 +11,11 @@
  *   start tries again. Without access (NoAccess) it waits for retry() instead.
  * - stop: no new work, a gallery stops between two pages, work in flight gets a bounded wait; what is
  *   cut off stays in the outbox.
+ * - several processes (distributed mode, shared.ts): posting a job's progress message and delivering
+ *   its gallery happen under one lock per job and platform, so a second process (the other finisher, or
+ *   a start-up redelivery) waits, then reads the job again and finds the message and the pages
+ *   recorded; edits of one message are spaced across processes (EditGate) and render the job as stored
+ *   when they go out, so an older state never follows a newer one another process showed.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Keyv } from 'keyv';
@@ -22,6 +27,7 @@ import { Edits } from './edits.js';
 import { readFacts, type Facts } from './facts.js';
 import { Outbox } from './outbox.js';
 import { NoAccess, type DeliveryPlatform, type GalleryPoster, type GalleryState, type PlatformName, type ProgressCard } from './platform.js';
+import { EditGate, type SharedDelivery } from './shared.js';
 
 export type DeliveryLog = Pick<Logger, 'info' | 'warn' | 'error'>;
 
@@ -58,19 +64,21 @@ export class Courier<T extends Record<string, unknown>, P = never> {
 
   constructor(
     private readonly platform: DeliveryPlatform<T, P>,
-    private readonly deps: { engine: Engine; keyv: Keyv; log: DeliveryLog },
+    private readonly deps: { engine: Engine; keyv: Keyv; log: DeliveryLog; shared?: SharedDelivery | undefined },
     private readonly options: CourierOptions = {},
     private readonly onStop: () => void = () => {},
   ) {
     this.name = platform.name;
     this.log = deps.log;
     this.now = options.now ?? (() => Date.now());
-    this.outbox = new Outbox(deps.keyv, platform.name);
+    const { shared } = deps;
+    this.outbox = new Outbox(deps.keyv, platform.name, shared?.locks);
     this.edits = new Edits({
       intervalMs: platform.editIntervalMs,
       now: this.now,
       onError: (key, error) => this.log.warn({ edit: key, err: this.describe(error) }, `${this.name}: message edit failed`),
       onGone: (key) => this.log.info({ edit: key }, `${this.name}: the message is gone; no more edits to it`),
+      ...(shared ? { gate: new EditGate(shared, platform.name, platform.editIntervalMs) } : {}),
     });
   }
 
@@ -124,7 +132,7 @@ export class Courier<T extends Record<string, unknown>, P = never> {
       if (!job || !which(job)) continue;
       if (isJobFinished(job)) this.deliver(id);
       else if (!this.targetOf(job)) {
-        await this.post(job).catch((error: unknown) =>
+        await this.postUnlessPosted(id).catch((error: unknown) =>
           this.log.warn({ job: id, err: this.describe(error) }, `${this.name}: the progress message still cannot be posted`),
         );
       }
@@ -148,13 +156,17 @@ export class Courier<T extends Record<string, unknown>, P = never> {
   }
 
   private async start(job: Readonly<Job>, given: T | undefined): Promise<void> {
-    await this.outbox.add(job.id);
-    if (given) {
-      this.targets.set(job.id, given);
-      await this.save(job.id, given);
-    } else {
-      await this.post(job);
-    }
+    // Under the delivery lock: a process that finishes the job meanwhile finds it either not in the
+    // outbox yet (and leaves it to us) or with its message recorded — never half-way, posting a second.
+    await this.exclusive(job.id, async () => {
+      await this.outbox.add(job.id);
+      if (given) {
+        this.targets.set(job.id, given);
+        await this.save(job.id, given);
+      } else {
+        await this.post(job);
+      }
+    });
     // Events emitted before the message was known found no target: show the state now.
     const current = await this.deps.engine.get(job.id);
     if (!current || this.stopped) return;
@@ -167,9 +179,26 @@ export class Courier<T extends Record<string, unknown>, P = never> {
     const card = this.cardOf(job);
     const target = await this.platform.postProgress(job, card);
     this.targets.set(job.id, target);
-    this.edits.posted(job.id, JSON.stringify(card));
+    await this.edits.posted(job.id, JSON.stringify(card));
     await this.save(job.id, target);
     return target;
+  }
+
+  /** Posts the progress message of a job that has none, as stored now (another process may have posted it). */
+  private async postUnlessPosted(jobId: string): Promise<void> {
+    await this.exclusive(jobId, async () => {
+      const job = await this.deps.engine.get(jobId);
+      if (job && !this.targetOf(job)) await this.post(job);
+    });
+  }
+
+  /**
+   * Runs `work` as the only delivery step of this job on this platform in any process (distributed
+   * mode); in one process the courier's own bookkeeping (`starting`, `delivering`) is enough.
+   */
+  private exclusive<R>(jobId: string, work: () => Promise<R>): Promise<R> {
+    const { shared } = this.deps;
+    return shared ? shared.locks.run(`delivery-${this.name}-${jobId}`, work) : work();
   }
 
   private async save(jobId: string, target: T): Promise<void> {
@@ -200,7 +229,7 @@ export class Courier<T extends Record<string, unknown>, P = never> {
     await this.starting.get(jobId);
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await this.deliverOnce(jobId);
+        return await this.exclusive(jobId, () => this.deliverOnce(jobId));
       } catch (error) {
         if (this.stopped) return; // stays in the outbox: the next start continues
         if (error instanceof NoAccess) {
@@ -215,6 +244,8 @@ export class Courier<T extends Record<string, unknown>, P = never> {
   }
 
   private async deliverOnce(jobId: string): Promise<void> {
+    // The lock may have been a long wait: nothing new once stopping (the outbox keeps the job).
+    if (this.stopped) return;
     const job = await this.deps.engine.get(jobId);
     if (!job) return this.outbox.remove(jobId);
     if (!isJobFinished(job)) return;
@@ -263,8 +294,14 @@ export class Courier<T extends Record<string, unknown>, P = never> {
     const page = layout && this.factsOf(job).pages[layout.page - 1];
     if (!layout || page === undefined || !gallery.edit) return;
     const edit = gallery.edit.bind(gallery);
-    const content = JSON.stringify(job.images.filter((i) => layout.images.includes(i.index)).map((i) => i.review));
-    this.edits.push(`${job.id}:${layout.page}`, content, () => edit(target, page, job, layout));
+    const reviewsOn = (j: Readonly<Job>) => JSON.stringify(j.images.filter((i) => layout.images.includes(i.index)).map((i) => i.review));
+    this.edits.push(`${job.id}:${layout.page}`, reviewsOn(job), async () => {
+      if (!this.deps.shared) return edit(target, page, job, layout);
+      // A review in another process may be newer than this one and already shown: render the page as stored now.
+      const now = (await this.deps.engine.get(job.id)) ?? job;
+      await edit(target, page, now, layout);
+      return reviewsOn(now);
+    });
   }
 
   private async showTrouble(jobId: string, state: 'blocked' | 'failed'): Promise<void> {
@@ -312,7 +349,15 @@ export class Courier<T extends Record<string, unknown>, P = never> {
   }
 
   private pushProgress(job: Readonly<Job>, target: T, card: ProgressCard): void {
-    this.edits.push(job.id, JSON.stringify(card), () => this.platform.editProgress(target, job, card));
+    this.edits.push(job.id, JSON.stringify(card), async () => {
+      if (!this.deps.shared) return this.platform.editProgress(target, job, card);
+      // Other processes change this job and edit this message too, each from its own events: the job
+      // as stored when the edit goes out is never older than what an earlier edit showed.
+      const stored = await this.deps.engine.get(job.id);
+      const [now, fresh] = stored ? [stored, this.cardOf(stored)] : [job, card];
+      await this.platform.editProgress(target, now, fresh);
+      return JSON.stringify(fresh);
+    });
   }
 
   private describe(error: unknown): unknown {

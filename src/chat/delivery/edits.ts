@@ -3,14 +3,20 @@
  * one per interval, always the newest state, never a backlog. An edit that changes nothing is skipped;
  * a RetryAfter holds that message only, then its newest state goes out; a MessageGone message is not
  * edited again. Slots untouched for a while are swept, so finished jobs do not stay in memory.
+ *
+ * With a gate (distributed mode, shared.ts) the interval holds across processes too: an edit whose
+ * gate another process holds is put off like a RetryAfter, its newest state kept, and tried when the
+ * gate frees.
  */
 import { LatestThrottle } from '../../core/throttle.js';
 import { MessageGone, RetryAfter } from './platform.js';
+import type { EditGate, EditHold } from './shared.js';
 
 interface Edit {
   /** what the message will say, to skip an edit that changes nothing */
   content: string;
-  send: () => Promise<void>;
+  /** resolves with what the message says now, when that is not `content` (it was rendered afresh) */
+  send: () => Promise<string | void>;
 }
 
 export interface EditsOptions {
@@ -20,7 +26,12 @@ export interface EditsOptions {
   /** @default 10 minutes */
   idleMs?: number;
   now: () => number;
+  /** spaces edits of one message across processes; undefined in one process */
+  gate?: Pick<EditGate, 'take' | 'hold'>;
 }
+
+/** How many times flush() waits out a gate another process keeps taking before it leaves the edit to the timer. */
+const FLUSH_TRIES = 4;
 
 export class Edits {
   private readonly throttle: LatestThrottle<Edit>;
@@ -29,6 +40,8 @@ export class Edits {
   private readonly sent = new Map<string, string>();
   private readonly touched = new Map<string, number>();
   private readonly gone = new Set<string>();
+  /** messages whose last try found the gate taken: flush() waits for them */
+  private readonly gated = new Set<string>();
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
 
@@ -42,7 +55,7 @@ export class Edits {
     this.sweeper.unref();
   }
 
-  push(key: string, content: string, send: () => Promise<void>): void {
+  push(key: string, content: string, send: () => Promise<string | void>): void {
     if (this.closed) return;
     const edit = { content, send };
     this.touched.set(key, this.options.now());
@@ -51,15 +64,18 @@ export class Edits {
   }
 
   /** A message was just posted saying `content`: its first edit waits a full interval, and only if it differs. */
-  posted(key: string, content: string): void {
+  posted(key: string, content: string): Promise<void> {
     this.touched.set(key, this.options.now());
     this.sent.set(key, content);
     this.throttle.holdFor(key, this.options.intervalMs);
+    // The other processes wait too: they learn of the message from the job's facts, maybe at once.
+    return this.hold(key, this.options.intervalMs);
   }
 
-  /** Sends the waiting state now (after a send in progress, or a 429's wait). */
-  flush(key: string): Promise<void> {
-    return this.throttle.flush(key);
+  /** Sends the waiting state now (after a send in progress, a 429's wait, or another process's edit). */
+  async flush(key: string): Promise<void> {
+    await this.throttle.flush(key);
+    for (let tries = 1; tries < FLUSH_TRIES && this.gated.has(key) && !this.closed; tries += 1) await this.throttle.flush(key);
   }
 
   /** Drops every waiting edit and its timer; nothing is sent after this. */
@@ -71,24 +87,53 @@ export class Edits {
 
   private async send(key: string, edit: Edit): Promise<void> {
     if (this.closed || this.gone.has(key) || this.sent.get(key) === edit.content) return;
+    let hold: EditHold | undefined;
+    if (this.options.gate) {
+      // Redis out of reach: the edit goes anyway, spaced by this process's throttle alone.
+      const taken = await this.options.gate.take(key).catch((error: unknown) => {
+        this.options.onError(key, error);
+        return undefined;
+      });
+      if (typeof taken === 'number') {
+        this.gated.add(key);
+        return this.putOff(key, taken);
+      }
+      this.gated.delete(key);
+      hold = taken;
+    }
+    let holdMs = this.options.intervalMs;
     try {
-      await edit.send();
-      this.sent.set(key, edit.content);
+      const said = await edit.send();
+      this.sent.set(key, typeof said === 'string' ? said : edit.content);
     } catch (error) {
       if (error instanceof MessageGone) {
         this.gone.add(key);
         return this.options.onGone(key);
       }
       if (!(error instanceof RetryAfter)) throw error;
-      this.throttle.holdFor(key, error.ms);
-      const latest = this.latest.get(key);
-      if (latest && !this.closed) this.throttle.push(key, latest);
+      holdMs = Math.max(holdMs, error.ms);
+      this.putOff(key, error.ms);
+    } finally {
+      // Every try counts for the others, a failed one too: it reached the platform.
+      await hold?.done(holdMs).catch((error: unknown) => this.options.onError(key, error));
     }
+  }
+
+  /** The message's newest state goes out after `ms` (its slot is held, the state kept). */
+  private putOff(key: string, ms: number): void {
+    this.throttle.holdFor(key, ms);
+    const latest = this.latest.get(key);
+    if (latest && !this.closed) this.throttle.push(key, latest);
+  }
+
+  private async hold(key: string, ms: number): Promise<void> {
+    await this.options.gate?.hold(key, ms).catch((error: unknown) => this.options.onError(key, error));
   }
 
   private forget(key: string): void {
     this.throttle.forget(key);
     for (const map of [this.latest, this.sent, this.touched]) map.delete(key);
     this.gone.delete(key);
+    this.gated.delete(key);
   }
 }

@@ -3,10 +3,14 @@
  * message content), the command and button handlers, and Discord's side of delivery (platform.ts),
  * which turns engine events into progress edits and galleries. Call it before `engine.resume()`:
  * resumed jobs then find their messages again through `job.chat.discord`.
+ *
+ * `receive: false` (ROLE=worker) starts delivery alone: no gateway login, no interactions; progress
+ * edits and galleries go out over REST with the bot token (the channel routes, as for any message
+ * whose interaction token this process does not hold).
  */
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, Events, GatewayIntentBits, type ClientOptions } from 'discord.js';
+import { Client, Events, GatewayIntentBits, REST, type ClientOptions } from 'discord.js';
 import type { App } from '../../app.js';
 import type { Config } from '../../config.js';
 import { Delivery } from '../delivery/index.js';
@@ -14,7 +18,7 @@ import type { ChatAdapter } from '../types.js';
 import { handleInteraction } from './interactions.js';
 import { discordPlatform } from './platform.js';
 import { NO_MENTIONS } from './render.js';
-import { createTransport, describeError } from './transport.js';
+import { createTransport, describeError, type Transport } from './transport.js';
 
 export { deployCommands, commandsJson } from './commands.js';
 
@@ -31,6 +35,11 @@ export interface DiscordOptions {
   now?: () => number;
   /** the process's delivery, shared with the other adapters @default one of its own */
   delivery?: Delivery;
+  /**
+   * Log in to the gateway and answer interactions. false: deliver only (edit progress, post galleries
+   * over REST), as a process that runs batches but takes no commands does (ROLE=worker) @default true
+   */
+  receive?: boolean;
 }
 
 /** Interaction tokens live 15 minutes; stop a minute early so no edit races the expiry. */
@@ -38,14 +47,24 @@ const TOKEN_LIFETIME_MS = 14 * 60_000;
 /** Gallery uploads can be large; @discordjs/rest's default of 15 s is for small JSON calls. */
 const REQUEST_TIMEOUT_MS = 60_000;
 
+/**
+ * REST through Node's own fetch. @discordjs/rest otherwise sends through its bundled undici 6, on
+ * whatever undici holds the process-wide dispatcher: once @slack/bolt has loaded undici 7 first
+ * (its Socket Mode client does, on import), every upload fails there with "action is not a function"
+ * — undici 7 cannot read the FormData a gallery page is sent as. Node's fetch and FormData match.
+ */
+const restOptions = (api: string) => ({ api, timeout: REQUEST_TIMEOUT_MS, makeRequest: fetch });
+
 export async function createDiscordAdapter(app: App, options: DiscordOptions = {}): Promise<ChatAdapter> {
   const config = app.config.discord;
   if (!config) throw new Error('Discord is not configured: set DISCORD_TOKEN and DISCORD_APP_ID');
   const log = app.logger;
 
+  if (options.receive === false) return startDelivery(app, config, options);
+
   const client = new Client({
     intents: [GatewayIntentBits.Guilds],
-    rest: { api: config.apiUrl, timeout: REQUEST_TIMEOUT_MS },
+    rest: restOptions(config.apiUrl),
     allowedMentions: NO_MENTIONS,
     ...shardOptions(app.config.discordShards),
   });
@@ -77,11 +96,7 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
   );
 
   // Delivery starts once the client can send: it first posts what a restart cut off.
-  const delivery = options.delivery ?? new Delivery(app);
-  const courier = delivery.register(
-    discordPlatform({ transport, jobDir: (jobId) => app.files.jobDir(jobId), ...(options.editIntervalMs ? { editIntervalMs: options.editIntervalMs } : {}) }),
-    { stopTimeoutMs: options.stopTimeoutMs ?? 5000 },
-  );
+  const courier = registerDelivery(app, transport, options);
   const inFlight = new Set<Promise<unknown>>();
   const deps = { app, courier, transport, tokenLifetimeMs: options.tokenLifetimeMs ?? TOKEN_LIFETIME_MS };
   client.on(Events.InteractionCreate, (interaction) => {
@@ -108,6 +123,37 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
 }
 
 export const startDiscord = createDiscordAdapter;
+
+function registerDelivery(app: App, transport: Transport, options: DiscordOptions) {
+  const delivery = options.delivery ?? new Delivery(app);
+  return delivery.register(
+    discordPlatform({ transport, images: app.files, ...(options.editIntervalMs ? { editIntervalMs: options.editIntervalMs } : {}) }),
+    { stopTimeoutMs: options.stopTimeoutMs ?? 5000 },
+  );
+}
+
+/**
+ * Delivery without the gateway: REST with the bot token, which is all an edit or a gallery needs.
+ * Healthy until stopped — it holds no connection that could drop (a failing call is delivery's to retry).
+ */
+function startDelivery(app: App, config: NonNullable<Config['discord']>, options: DiscordOptions): ChatAdapter {
+  const rest = new REST(restOptions(config.apiUrl)).setToken(config.token);
+  const transport = createTransport({ rest, applicationId: config.appId, ...(options.now ? { now: options.now } : {}) });
+  const courier = registerDelivery(app, transport, options);
+  app.logger.info({ api: config.apiUrl }, 'discord delivery started (no gateway: this process takes no commands)');
+  let stopped = false;
+  return {
+    name: 'discord',
+    healthy: () => !stopped,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await courier.stop();
+      rest.clearHashSweeper();
+      rest.clearHandlerSweeper();
+    },
+  };
+}
 
 /**
  * discord.js's internal sharding: one gateway connection per shard id in this client. Without

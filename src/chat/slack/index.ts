@@ -7,6 +7,9 @@
  * link and media unfurling off (render.ts NO_UNFURL).
  *
  * Start it before engine.resume(): resumed jobs then find their messages through job.chat.slack.
+ *
+ * `receive: false` (ROLE=worker) starts delivery alone: progress edits and galleries go out over the
+ * Web API with the bot token, and nothing listens for Slack (no HTTP receiver, no Socket Mode).
  */
 import type { AddressInfo } from 'node:net';
 import { App as Bolt, HTTPReceiver, LogLevel, SocketModeReceiver, webApi, type Logger as BoltLogger } from '@slack/bolt';
@@ -31,6 +34,11 @@ export interface SlackOptions {
   delivery?: Delivery;
   /** Socket Mode only: how the connection to Slack is kept (tests scale the delays down) */
   socket?: SocketModeTuning;
+  /**
+   * Take commands, buttons and events. false: deliver only (edit progress, post galleries over the
+   * Web API), as a process that runs batches but takes no commands does (ROLE=worker) @default true
+   */
+  receive?: boolean;
 }
 
 export interface SocketModeTuning {
@@ -125,57 +133,62 @@ export async function startSlack(app: App, options: SlackOptions = {}): Promise<
 
   // auth.test once, awaited: a bad token stops start-up with a clear line, and Bolt gets the bot's ids
   // (without them it would call auth.test itself, un-awaited, at construction).
-  const identity = await new webApi.WebClient(config.botToken, clientOptions).auth.test().catch((error: unknown) => {
+  const web = new webApi.WebClient(config.botToken, clientOptions);
+  const identity = await web.auth.test().catch((error: unknown) => {
     throw new Error(`SLACK_BOT_TOKEN: Slack did not accept the token (${describe(error)})`);
   });
   if (!identity.user_id || !identity.bot_id) throw new Error('SLACK_BOT_TOKEN: auth.test answered without the bot’s ids');
   const botUserId = identity.user_id;
 
+  const receive = options.receive ?? true;
   const socketMode = Boolean(config.appToken);
-  const socket = config.appToken
+  const socket = receive && config.appToken
     ? socketModeReceiver(app, { appToken: config.appToken, apiUrl: config.apiUrl }, logger, options.socket)
     : undefined;
   // In Socket Mode the bot is healthy while its socket is open, not while it is reconnecting.
   let socketOpen = false;
   socket?.client.on('connected', () => void (socketOpen = true));
   for (const state of ['close', 'disconnected', 'reconnecting'] as const) socket?.client.on(state, () => void (socketOpen = false));
-  const bolt = new Bolt({
-    token: config.botToken,
-    botId: identity.bot_id,
-    botUserId,
-    logger,
-    clientOptions,
-    ...(socket
-      ? { receiver: socket }
-      : {
-          // Bolt's own HTTP receiver, built here only to pass the signed request timestamp on to the
-          // listeners (context[REQUEST_TIMESTAMP]): Bolt keeps no memory of requests, so replays of
-          // one signed body are recognised by us (replays.ts).
-          receiver: new HTTPReceiver({
-            signingSecret: config.signingSecret,
-            logger,
-            customPropertiesExtractor: (request) => {
-              const seconds = Number(request.headers['x-slack-request-timestamp']);
-              return Number.isSafeInteger(seconds) ? { [REQUEST_TIMESTAMP]: seconds } : {};
-            },
-          }),
-        }),
-  });
+  const bolt = receive
+    ? new Bolt({
+        token: config.botToken,
+        botId: identity.bot_id,
+        botUserId,
+        logger,
+        clientOptions,
+        ...(socket
+          ? { receiver: socket }
+          : {
+              // Bolt's own HTTP receiver, built here only to pass the signed request timestamp on to the
+              // listeners (context[REQUEST_TIMESTAMP]): Bolt keeps no memory of requests, so replays of
+              // one signed body are recognised by us (replays.ts).
+              receiver: new HTTPReceiver({
+                signingSecret: config.signingSecret,
+                logger,
+                customPropertiesExtractor: (request) => {
+                  const seconds = Number(request.headers['x-slack-request-timestamp']);
+                  return Number.isSafeInteger(seconds) ? { [REQUEST_TIMESTAMP]: seconds } : {};
+                },
+              }),
+            }),
+      })
+    : undefined;
 
   // The Web API client works before the receiver starts: delivery can post what a restart cut off.
   const stopping = new AbortController();
   const courier = (options.delivery ?? new Delivery(app)).register(
     slackPlatform({
-      client: bolt.client,
-      jobDir: (jobId) => app.files.jobDir(jobId),
+      client: bolt?.client ?? web,
+      images: app.files,
       signal: stopping.signal,
       ...(options.updateIntervalMs ? { editIntervalMs: options.updateIntervalMs } : {}),
     }),
   );
+  if (!bolt) return deliveryOnly(app, courier, stopping, botUserId);
   const moderators = new Moderators(new Set(config.reviewers), (userId, error) =>
     app.logger.warn({ user: userId, err: describe(error) }, 'slack: users.info failed; treated as not a moderator'),
   );
-  registerCommands(bolt, app, courier, new SeenCommands(app.keyv));
+  registerCommands(bolt, app, courier, new SeenCommands(app.keyv, { shared: app.shared }));
   registerActions(bolt, app, courier, moderators);
   bolt.event('member_joined_channel', async ({ event }) => {
     if (event.user !== botUserId) return;
@@ -222,3 +235,21 @@ export async function startSlack(app: App, options: SlackOptions = {}): Promise<
 }
 
 startSlack satisfies StartAdapter;
+
+/** The adapter of a process that only delivers: healthy until stopped, as it waits on nothing. */
+function deliveryOnly(app: App, courier: { stop(): Promise<void> }, stopping: AbortController, botUserId: string): SlackAdapter {
+  app.logger.info({ botUserId }, 'slack delivery started (no receiver: this process takes no commands)');
+  let stopped = false;
+  return {
+    name: 'slack',
+    port: undefined,
+    botUserId,
+    healthy: () => !stopped,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      stopping.abort();
+      await courier.stop();
+    },
+  };
+}

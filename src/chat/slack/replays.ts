@@ -10,11 +10,13 @@
  * Marks live in the store with a TTL that outlasts the signature window, so a restarted process (or
  * another one behind the same load balancer) still refuses the replay; a bounded map in front of it
  * answers a burst without a store read and closes the gap between two deliveries arriving at once.
- * The store's check-then-set is not atomic across processes: two copies landing on two processes in
- * the same few milliseconds could both pass. Within one process it is exact (the map is written
- * before the first await).
+ * Within one process that is exact (the map is written before the first await). Across processes
+ * (distributed mode, where Slack may send a retry to another process) the mark is taken in Redis with
+ * one `SET NX PX`: of two copies landing on two processes at once, exactly one gets it. With only the
+ * Keyv store (one process) the store's check-then-set is not atomic, which one process never needs.
  */
 import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import type { Keyv } from 'keyv';
 
 /** Bolt's window (5 minutes back from now) plus a minute for the two clocks to disagree. */
@@ -48,6 +50,8 @@ export interface SeenCommandsOptions {
   /** marks kept in memory at most (the store keeps them all) @default 10000 */
   maxEntries?: number;
   now?: () => number;
+  /** distributed mode: marks are taken atomically in this Redis, under `prefix` (instead of the Keyv store) */
+  shared?: { redis: Redis; prefix: string } | undefined;
 }
 
 /** The store key of a delivery, or undefined when nothing identifies it (no trigger_id, no timestamp). */
@@ -68,13 +72,12 @@ export class SeenCommands {
   private readonly recent = new Map<string, Entry>();
   private readonly maxEntries: number;
   private readonly now: () => number;
+  private readonly store: MarkStore;
 
-  constructor(
-    private readonly keyv: Keyv,
-    options: SeenCommandsOptions = {},
-  ) {
+  constructor(keyv: Keyv, options: SeenCommandsOptions = {}) {
     this.maxEntries = options.maxEntries ?? 10_000;
     this.now = options.now ?? Date.now;
+    this.store = options.shared ? redisMarks(options.shared.redis, options.shared.prefix) : keyvMarks(keyv);
   }
 
   /**
@@ -92,13 +95,9 @@ export class SeenCommands {
     const entry: Entry = { mark: {}, expiresAt: now + ttl };
     this.remember(key, entry);
     await swept;
-    const stored = await this.keyv.get<SeenMark>(key).catch(() => undefined);
-    if (stored !== undefined && stored !== null) {
-      entry.mark = typeof stored === 'object' && typeof stored.jobId === 'string' ? { jobId: stored.jobId } : {};
-      return entry.mark;
-    }
-    await this.keyv.set(key, entry.mark, ttl).catch(() => undefined);
-    return undefined;
+    const earlier = await this.store.take(key, ttl);
+    if (earlier) entry.mark = earlier;
+    return earlier;
   }
 
   /** The first delivery started this job: a duplicate can name it. */
@@ -108,7 +107,7 @@ export class SeenCommands {
     if (!key || !entry) return;
     entry.mark = { jobId };
     const ttl = entry.expiresAt - this.now();
-    if (ttl > 0) await this.keyv.set(key, entry.mark, ttl).catch(() => undefined);
+    if (ttl > 0) await this.store.update(key, entry.mark, ttl);
   }
 
   /** Until Bolt would refuse the same bytes as stale, measured from the request's own timestamp. */
@@ -143,6 +142,59 @@ export class SeenCommands {
       this.recent.delete(key);
       expired.push(key);
     }
-    return expired.length === 0 ? Promise.resolve() : Promise.all(expired.map((key) => this.keyv.delete(key).catch(() => undefined)));
+    return expired.length === 0 ? Promise.resolve() : this.store.forget(expired);
   }
+}
+
+/** Where marks are kept beyond this process's memory. None of these throws: a store in trouble lets a command through. */
+interface MarkStore {
+  /** Takes the mark: undefined when it was free (now taken for `ttlMs`), else the earlier mark. */
+  take(key: string, ttlMs: number): Promise<SeenMark | undefined>;
+  /** Names the job in a mark taken here. */
+  update(key: string, mark: SeenMark, ttlMs: number): Promise<void>;
+  /** Drops marks whose window is over. */
+  forget(keys: string[]): Promise<unknown>;
+}
+
+function markOf(stored: unknown): SeenMark {
+  return stored && typeof stored === 'object' && typeof (stored as SeenMark).jobId === 'string' ? { jobId: (stored as SeenMark).jobId! } : {};
+}
+
+/** One process: the Keyv store, read then written (the map in front makes that exact here). */
+function keyvMarks(keyv: Keyv): MarkStore {
+  return {
+    async take(key, ttlMs) {
+      const stored = await keyv.get<SeenMark>(key).catch(() => undefined);
+      if (stored !== undefined && stored !== null) return markOf(stored);
+      await keyv.set(key, {}, ttlMs).catch(() => undefined);
+      return undefined;
+    },
+    async update(key, mark, ttlMs) {
+      await keyv.set(key, mark, ttlMs).catch(() => undefined);
+    },
+    forget: (keys) => Promise.all(keys.map((key) => keyv.delete(key).catch(() => undefined))),
+  };
+}
+
+/** Several processes: one `SET NX PX` takes a mark, so two copies on two processes cannot both pass. */
+function redisMarks(redis: Redis, prefix: string): MarkStore {
+  const at = (key: string) => `${prefix}:${key}`;
+  return {
+    async take(key, ttlMs) {
+      const taken = await redis.set(at(key), '{}', 'PX', Math.ceil(ttlMs), 'NX').catch(() => 'OK' as const);
+      if (taken === 'OK') return undefined;
+      const stored = await redis.get(at(key)).catch(() => null);
+      try {
+        return markOf(stored === null ? {} : JSON.parse(stored));
+      } catch {
+        return {};
+      }
+    },
+    async update(key, mark, ttlMs) {
+      // XX: a mark that expired meanwhile is not brought back.
+      await redis.set(at(key), JSON.stringify(mark), 'PX', Math.ceil(ttlMs), 'XX').catch(() => undefined);
+    },
+    // Redis expires them itself.
+    forget: async () => undefined,
+  };
 }
