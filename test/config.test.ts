@@ -64,6 +64,42 @@ describe('loadConfig', () => {
   });
 });
 
+describe('distributed mode settings', () => {
+  it('stays in one process without REDIS_URL, and needs it for any role but all', () => {
+    const config = loadConfig({});
+    expect(config.redisUrl).toBeUndefined();
+    expect(config).toMatchObject({ role: 'all', redisPrefix: 'af', queueLockMs: 30_000 });
+    expect(configError({ ROLE: 'worker' })).toBe('ROLE: "worker" needs REDIS_URL (edge and worker processes share work through Redis)');
+    expect(configError({ ROLE: 'boss', REDIS_URL: 'redis://127.0.0.1:6379' })).toBe('ROLE: expected one of all, edge, worker, got "boss"');
+    expect(loadConfig({ REDIS_URL: 'redis://r:6379', ROLE: 'edge', REDIS_PREFIX: 'prod-1', QUEUE_LOCK_SECONDS: '10' })).toMatchObject({
+      redisUrl: 'redis://r:6379',
+      role: 'edge',
+      redisPrefix: 'prod-1',
+      queueLockMs: 10_000,
+    });
+    expect(configError({ REDIS_PREFIX: 'a:b' })).toBe('REDIS_PREFIX: expected letters, digits, _ or - (at most 32), got "a:b"');
+  });
+
+  it('never echoes a Redis URL, which may carry a password', () => {
+    const message = configError({ REDIS_URL: 'http://user:hunter2@redis.internal:6379' });
+    expect(message).toBe('REDIS_URL: expected redis://HOST:PORT (or rediss://), got a value that is not valid');
+    expect(message).not.toContain('hunter2');
+  });
+
+  it('reads DISCORD_SHARDS and DISCORD_SHARD_IDS, and refuses ids the count cannot hold', () => {
+    expect(loadConfig({}).discordShards).toBeUndefined();
+    expect(loadConfig({ DISCORD_SHARDS: 'auto' }).discordShards).toEqual({ count: 'auto' });
+    expect(loadConfig({ DISCORD_SHARDS: '4', DISCORD_SHARD_IDS: '0, 2-3' }).discordShards).toEqual({ count: 4, ids: [0, 2, 3] });
+    expect(configError({ DISCORD_SHARDS: '4', DISCORD_SHARD_IDS: '1,4' })).toBe('DISCORD_SHARD_IDS: expected ids from 0 to 3 (DISCORD_SHARDS=4), got 4');
+    expect(configError({ DISCORD_SHARD_IDS: '0' })).toBe('DISCORD_SHARD_IDS: needs DISCORD_SHARDS (the total shard count) to be set');
+    expect(configError({ DISCORD_SHARDS: 'auto', DISCORD_SHARD_IDS: '0' })).toBe(
+      'DISCORD_SHARD_IDS: needs a numeric DISCORD_SHARDS, got "auto" (each process must know the total)',
+    );
+    expect(configError({ DISCORD_SHARDS: '2', DISCORD_SHARD_IDS: '1-0' })).toBe('DISCORD_SHARD_IDS: expected ranges low-high, got "1-0"');
+    expect(configError({ DISCORD_SHARDS: '0' })).toBe('DISCORD_SHARDS: expected auto or a shard count from 1, got "0"');
+  });
+});
+
 describe('parseRate', () => {
   it.each([
     ['10/s', { limit: 10, intervalMs: 1000 }],

@@ -67,6 +67,8 @@ export interface EngineDeps {
 
 /** How long a process that promotes a waiting job looks for it while its submit is still saving it. */
 const PROMOTE_LOOKUPS = 40;
+/** A half-written file untouched this long was left by a dead process (distributed mode). */
+const SHARED_SWEEP_AGE_MS = 30 * 60_000;
 /** How often waitFor reads a job another process may finish (distributed mode). */
 const SHARED_WAIT_POLL_MS = 250;
 
@@ -336,8 +338,9 @@ export class Engine extends EventEmitter<EngineEvents> {
         await this.failJob(id, `provider ${job.request.provider} is no longer configured`);
         continue;
       }
-      // Shared: another process may be writing into this folder right now.
-      if (!this.ledger.shared) await this.deps.files.sweep(id);
+      // Shared: another process may be writing into this folder right now, so only what has not been
+      // touched for a long while is a dead process's leftover.
+      await this.deps.files.sweep(id, this.ledger.shared ? SHARED_SWEEP_AGE_MS : undefined);
       this.ledger.hold(job);
       resumed += 1;
       if (readyToFinish(job)) {

@@ -27,7 +27,8 @@ export interface ImageStorage {
   ): Promise<{ file: string; width: number; height: number; contentType: string }>;
   moveTo(jobId: string, file: string, status: ReviewStatus): Promise<string>;
   writeManifest(jobId: string, manifest: unknown): Promise<string>;
-  sweep(jobId: string): Promise<number>;
+  /** removes what a crash left half-written; `olderThanMs`: only files untouched that long (another process may be writing) */
+  sweep(jobId: string, olderThanMs?: number): Promise<number>;
   restore(jobId: string, file: string): Promise<boolean>;
   jobDir(jobId: string): string;
   /** the folder new jobs go to (recorded in each job) */

@@ -221,13 +221,18 @@ export class ImageFiles implements ImageReader {
   }
 
   /** Removes temporary files a crash left behind in a job's folders. */
-  async sweep(jobId: string): Promise<number> {
+  async sweep(jobId: string, olderThanMs?: number): Promise<number> {
     let removed = 0;
     for (const folder of ['', ...Object.values(REVIEW_FOLDERS)]) {
       const dir = path.join(this.jobDir(jobId), folder);
       const entries = await readdir(dir).catch(() => [] as string[]);
       for (const entry of entries.filter((name) => name.includes(TEMP_MARK))) {
-        await rm(path.join(dir, entry), { force: true });
+        const file = path.join(dir, entry);
+        if (olderThanMs !== undefined) {
+          const modified = await stat(file).then((info) => info.mtimeMs, () => undefined);
+          if (modified === undefined || Date.now() - modified < olderThanMs) continue;
+        }
+        await rm(file, { force: true });
         removed += 1;
       }
     }

@@ -150,8 +150,8 @@ export class S3ImageStore implements ImageStorage, ImageReader {
   }
 
   /** Temporary files exist only in the cache: an object appears whole or not at all. */
-  sweep(jobId: string): Promise<number> {
-    return this.cache.sweep(jobId);
+  sweep(jobId: string, olderThanMs?: number): Promise<number> {
+    return this.cache.sweep(jobId, olderThanMs);
   }
 
   /**

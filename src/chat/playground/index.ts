@@ -120,6 +120,21 @@ export async function startPlayground(
     return (await app.keyv.get<TranscriptEntry[]>(TRANSCRIPT_KEY)) ?? [];
   }
 
+  /**
+   * Adds a line to the page's history: one read-modify-write at a time, in this process and, when
+   * several processes share the store, across them (else two commands at once could drop one).
+   */
+  let remembering: Promise<unknown> = Promise.resolve();
+  function remember(entry: TranscriptEntry): Promise<void> {
+    const write = async () => {
+      const entries = [...(await transcript()), entry].slice(-TRANSCRIPT_MAX);
+      await app.keyv.set(TRANSCRIPT_KEY, entries);
+    };
+    const next = remembering.then(() => (app.shared ? app.shared.locks.run('playground-transcript', write) : write()));
+    remembering = next.catch(() => undefined);
+    return next;
+  }
+
   /** One line typed on the page, dispatched through the command registry. */
   async function command(text: string): Promise<{ status: number; body: unknown }> {
     const trimmed = text.trim();
@@ -135,8 +150,7 @@ export async function startPlayground(
     if (result.kind === 'failed') return { status: 500, body: { error: result.text } };
     if (result.kind === 'text') return { status: 200, body: { reply: result.text } };
     const { job } = result;
-    const entries = [...(await transcript()), { text: trimmed, jobId: job.id, at: new Date().toISOString() }].slice(-TRANSCRIPT_MAX);
-    await app.keyv.set(TRANSCRIPT_KEY, entries);
+    await remember({ text: trimmed, jobId: job.id, at: new Date().toISOString() });
     await courier.follow(job);
     return { status: 200, body: { job: jobView(job, app) } };
   }

@@ -206,6 +206,14 @@ describe('playground tenant isolation', () => {
     expect(image.headers['content-type']).toBe('image/png');
   });
 
+  it('keeps every command of a burst in the page’s history', async () => {
+    const { app, post } = await playground({ USER_MAX_ACTIVE_JOBS: '10', TENANT_MAX_RUNNING_JOBS: '10' });
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, k) => post('/api/command', { text: `/imagine fox ${k} --count 1` })));
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200, 200]);
+    const history = (await app.keyv.get<{ text: string }[]>(TRANSCRIPT_KEY)) ?? [];
+    expect(history.map((entry) => entry.text).sort()).toEqual(Array.from({ length: 6 }, (_, k) => `/imagine fox ${k} --count 1`));
+  });
+
   it('leaves a guild’s job out of the page state even if the transcript names it', async () => {
     const { app, send } = await playground();
     const guildJob = await app.engine.submit(parseImagineText('a private guild prompt --count 1', app.limits), GUILD);
