@@ -17,7 +17,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import cliProgress from 'cli-progress';
 import { imagine } from '../commands/imagine.js';
 import { createApp, type App } from './app.js';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
 import { placeholderOf } from './core/command.js';
 import { isUserError } from './core/errors.js';
 import type { Job, ProgressEvent } from './core/types.js';
@@ -103,13 +103,7 @@ function progressReporter(total: number): { update(event: ProgressEvent): void; 
 }
 
 async function withApp<T>(env: NodeJS.ProcessEnv, outDir: string | undefined, work: (app: App) => Promise<T>): Promise<T> {
-  let config;
-  try {
-    config = loadConfig(outDir ? { ...env, OUTPUT_DIR: outDir } : env);
-  } catch (error) {
-    if (error instanceof ConfigError) throw new CliError(error.message, 2);
-    throw error;
-  }
+  const config = configOf(outDir ? { ...env, OUTPUT_DIR: outDir } : env);
   // The terminal shows a progress bar: log only what needs attention, unless LOG_LEVEL says otherwise.
   const app = await createApp(config, { logger: createLogger(env.LOG_LEVEL ? config.logLevel : 'warn') });
   let interrupted = false;
@@ -243,13 +237,7 @@ async function migrate(argv: string[], env: NodeJS.ProcessEnv): Promise<number> 
   if (!/^rediss?:\/\/\S+$/.test(values.to)) {
     throw new CliError(`Expected --to to be a redis://HOST[:PORT] URL, got one starting "${values.to.split('//')[0]}//"`, 2);
   }
-  let config;
-  try {
-    config = loadConfig(env);
-  } catch (error) {
-    if (error instanceof ConfigError) throw new CliError(error.message, 2);
-    throw error;
-  }
+  const config = configOf(env);
   const { migrateToRedis, describeMigration, MigrateRefusal } = await import('./distributed/migrate.js');
   const prefix = values.prefix ?? config.redisPrefix;
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(prefix)) throw new CliError(`Expected --prefix to be letters, digits, _ or - (at most 32), got "${prefix}"`, 2);
@@ -259,6 +247,16 @@ async function migrate(argv: string[], env: NodeJS.ProcessEnv): Promise<number> 
     return 0;
   } catch (error) {
     if (error instanceof MigrateRefusal) throw new CliError(error.message, 1);
+    throw error;
+  }
+}
+
+/** The config, or a usage error (exit 2) naming the bad variable. */
+function configOf(env: NodeJS.ProcessEnv): Config {
+  try {
+    return loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new CliError(error.message, 2);
     throw error;
   }
 }
@@ -275,13 +273,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
         return await migrate(rest, env);
       case 'deploy-commands': {
         const { deployCommands } = await import('./chat/discord/index.js');
-        let config;
-        try {
-          config = loadConfig(env);
-        } catch (error) {
-          if (error instanceof ConfigError) throw new CliError(error.message, 2);
-          throw error;
-        }
+        const config = configOf(env);
         if (!config.discord) throw new CliError('deploy-commands needs DISCORD_TOKEN and DISCORD_APP_ID', 2);
         const { scope, count } = await deployCommands(config);
         process.stdout.write(`Registered ${count} commands ${scope === 'guild' ? `on guild ${config.discord.guildId}` : 'globally'}.\n`);

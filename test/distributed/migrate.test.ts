@@ -5,7 +5,6 @@
  */
 import { execFile } from 'node:child_process';
 import { access, stat } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { expect, it } from 'vitest';
 import { migrateToRedis, MigrateRefusal } from '../../src/distributed/migrate.js';
@@ -15,6 +14,7 @@ import { until } from '../bot-process.js';
 import { startFakeFal } from '../fakes/fal.js';
 import { buildApp, filesIn, onCleanup, rejectionOf, requester, tempDir } from '../helpers.js';
 import { describeRedis, redisUrl, testPrefix } from '../redis/redis.js';
+import { freePort } from '../redis/server.js';
 
 const BIN = path.resolve('bin/art-factory.js');
 const DAY_MS = 86_400_000;
@@ -44,16 +44,7 @@ async function target(prefix: string) {
 }
 
 /** A port nothing listens on. */
-function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+const closedPort = freePort;
 
 describeRedis('art-factory migrate', () => {
   it('moves a SQLite store into Redis; two distributed processes finish its unfinished job without a second submit', async () => {

@@ -20,7 +20,8 @@ export function hasRedisServer(binary = process.env.REDIS_SERVER ?? 'redis-serve
   return spawnSync(binary, ['--version']).status === 0;
 }
 
-function freePort(): Promise<number> {
+/** A loopback port free now (and, once this resolves, nothing listens on it). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);

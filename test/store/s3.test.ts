@@ -104,8 +104,9 @@ describe('S3ImageStore', () => {
     expect(ops(s3).slice(from)).toEqual(['HeadObject 200', 'GetObject 200']);
     expect(await readFile(path.join(reader.cacheDir, JOB, file))).toEqual(bytes);
 
-    for (const missing of [reader.read(JOB, 'approved/001.png'), reader.size(JOB, 'rejected/001.png')]) {
-      expect(await rejectionOf(missing)).toMatchObject({ code: 'ENOENT' });
+    // Asked one at a time: a second promise made up front would reject before it is awaited.
+    for (const missing of [() => reader.read(JOB, 'approved/001.png'), () => reader.size(JOB, 'rejected/001.png')]) {
+      expect(await rejectionOf(missing())).toMatchObject({ code: 'ENOENT' });
     }
   });
 
