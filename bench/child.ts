@@ -173,13 +173,27 @@ export async function runCore(spec: CoreSpec): Promise<CoreResult> {
 }
 
 if (process.send) {
+  // Nothing keeps the child alive but the run's own work: if it waits on something that never comes
+  // (a job whose end is never reported), Node would exit with 0 and say nothing. Say it instead.
+  let reported = false;
+  process.once('beforeExit', () => {
+    if (reported) return;
+    reported = true;
+    process.send!({ kind: 'error', message: 'the event loop emptied before the run finished (a job never reported its end)' } satisfies ChildMessage, () =>
+      process.exit(1),
+    );
+  });
   process.once('message', (spec: CoreSpec) => {
     runCore(spec).then(
-      (result) => process.send!({ kind: 'result', result } satisfies ChildMessage, () => process.exit(0)),
-      (error: unknown) =>
-        process.send!({ kind: 'error', message: error instanceof Error ? (error.stack ?? error.message) : String(error) } satisfies ChildMessage, () =>
-          process.exit(1),
-        ),
+      (result) => {
+        reported = true;
+        process.send!({ kind: 'result', result } satisfies ChildMessage, () => process.exit(0));
+      },
+      (error: unknown) => {
+        reported = true;
+        const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
+        process.send!({ kind: 'error', message } satisfies ChildMessage, () => process.exit(1));
+      },
     );
   });
 }

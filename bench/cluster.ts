@@ -12,7 +12,9 @@ import { fileURLToPath } from 'node:url';
 import { startFakeFal } from '../test/fakes/fal.js';
 import { hasRedisServer, INSTALL_HINT, startRedisServer } from '../test/redis/server.js';
 import type { ClusterChildMessage, ClusterChildSpec, ClusterParentMessage, ClusterRequest } from './cluster-child.js';
+import { BenchChildError, howItEnded, OutputTail } from './fork.js';
 import { idealMakespan, maxInWindow } from './ideal.js';
+import type { Failed } from './report.js';
 import { PROVIDER, type Scale } from './scenarios.js';
 
 const CHILD = fileURLToPath(new URL('./cluster-child.ts', import.meta.url));
@@ -35,38 +37,50 @@ export interface ClusterFigures {
   maxInFlight: number;
 }
 
+/** One process count's figures, or why it has none (the other counts still run). */
+export type ClusterOutcome = ClusterFigures | (Failed & { workers: number });
+
 const real = (scaledMs: number, { speed }: Scale) => scaledMs / speed;
 
+/**
+ * One bench process. Its end is taken from 'close' (after its IPC channel was read to the end, so no
+ * answer sent before it exited is lost); its output is kept so that any failure shows it.
+ */
 class Child {
   private readonly messages: ClusterChildMessage[] = [];
   private readonly waiting: ((m: ClusterChildMessage) => void)[] = [];
+  private readonly output: OutputTail;
   readonly process: ChildProcess;
-  readonly exited: Promise<number | null>;
+  readonly exited: Promise<string>;
 
   constructor() {
-    this.process = fork(CHILD, [], { cwd: ROOT, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.process = fork(CHILD, [], { cwd: ROOT, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+    this.output = new OutputTail(this.process, true);
     this.process.on('message', (m: ClusterChildMessage) => {
       const next = this.waiting.shift();
       if (next) next(m);
       else this.messages.push(m);
     });
-    this.exited = new Promise((resolve) => this.process.once('exit', resolve));
+    // A failed send to a process that already died: its 'close' tells the rest.
+    this.process.on('error', () => {});
+    this.exited = new Promise((resolve) => this.process.once('close', (code, signal) => resolve(howItEnded(code, signal))));
   }
 
+  /** Sends, unless the process is gone (then its next() reports why). */
   send(message: ClusterParentMessage): void {
-    this.process.send(message);
+    if (this.process.connected) this.process.send(message, () => {});
   }
 
-  /** The child's next message; rejects if it exits first or reports an error. */
+  /** The child's next message; rejects (with its output) if it exits first or reports an error. */
   async next(): Promise<ClusterChildMessage> {
     const queued = this.messages.shift();
     const message =
       queued ??
       (await Promise.race([
         new Promise<ClusterChildMessage>((resolve) => this.waiting.push(resolve)),
-        this.exited.then((code) => Promise.reject(new Error(`bench cluster process exited with code ${code} before answering`))),
+        this.exited.then((how) => Promise.reject(new BenchChildError(`bench cluster process exited with ${how} before answering`, this.output.toString()))),
       ]));
-    if (message.kind === 'error') throw new Error(`bench cluster process failed: ${message.message}`);
+    if (message.kind === 'error') throw new BenchChildError(`bench cluster process failed: ${message.message}`, this.output.toString());
     return message;
   }
 }
@@ -124,16 +138,27 @@ async function runCluster(workers: number, scale: Scale, redisUrl: string): Prom
   }
 }
 
-/** Scenario 8 for each worker count, or undefined (and a printed line) without a redis-server. */
-export async function cluster(scale: Scale, workerCounts = [1, 2, 4]): Promise<ClusterFigures[] | undefined> {
+/**
+ * Scenario 8 for each worker count, or undefined (and a printed line) without a redis-server. A count
+ * that fails is reported as such and the next one still runs.
+ */
+export async function cluster(scale: Scale, workerCounts = [1, 2, 4]): Promise<ClusterOutcome[] | undefined> {
   if (!hasRedisServer()) {
     process.stderr.write(`\nbench: scenario 8 skipped: ${INSTALL_HINT}\n`);
     return undefined;
   }
   const redis = await startRedisServer();
   try {
-    const figures: ClusterFigures[] = [];
-    for (const workers of workerCounts) figures.push(await runCluster(workers, scale, redis.url));
+    const figures: ClusterOutcome[] = [];
+    for (const workers of workerCounts) {
+      try {
+        figures.push(await runCluster(workers, scale, redis.url));
+      } catch (error) {
+        const failed = error instanceof Error ? error.message : String(error);
+        process.stderr.write(`\nbench: scenario 8 with ${workers} process(es) failed, going on:\n${failed}\n`);
+        figures.push({ workers, failed });
+      }
+    }
     return figures;
   } finally {
     await redis.stop();

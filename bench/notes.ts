@@ -1,12 +1,30 @@
 /** BENCHMARKS.md: the machine, the table, how each figure was taken, and why a target was missed. */
-import { markdownTable, type Machine, type Results, type Row } from './report.js';
+import type { ClusterFigures } from './cluster.js';
+import { idealMakespan } from './ideal.js';
+import { figures, isFailed, markdownTable, type Machine, type Results, type Row } from './report.js';
 import { EDIT_INTERVAL_MS, EDIT_ROUND_TRIP_MS, PROVIDER } from './scenarios.js';
 
 const pct = (share: number) => `${Math.round(share * 100)} %`;
 const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
+/** The catalog's minimum (1000 images), known whether or not its run gave figures. */
+const CATALOG_IDEAL_MS = idealMakespan({
+  calls: Math.ceil(1000 / PROVIDER.imagesPerCall),
+  concurrency: PROVIDER.concurrency,
+  callMs: PROVIDER.callMs,
+  limit: PROVIDER.limit,
+  windowMs: PROVIDER.windowMs,
+});
+
 function method(r: Results): string {
   const { callMs, limit, windowMs, concurrency } = PROVIDER;
+  const ideal = CATALOG_IDEAL_MS;
+  const cpuMsPerImage = figures(r.catalog)?.cpuMsPerImage;
+  const cpu =
+    cpuMsPerImage === undefined
+      ? 'spends tens of ms of CPU per image (not measured in this run: the catalog run failed)'
+      : `spends ~${cpuMsPerImage.toFixed(0)} ms of CPU per image`;
+  const jobCpu = cpuMsPerImage === undefined ? 'tens of seconds' : `~${sec(cpuMsPerImage * 1000)}`;
   return `## How the figures are taken
 
 - **The provider** is the fake fal queue API (\`test/fakes/fal.ts\`) in the parent process, on 127.0.0.1. A call
@@ -32,7 +50,7 @@ function method(r: Results): string {
       start_k = max(0, start_{k-C} + T, start_{k-L} + W)      makespan = start_{N-1} + T
 
   With equal T the greedy schedule is optimal. For 250 calls, C = ${concurrency}, T = ${callMs / 1000} s, L = ${limit},
-  W = ${windowMs / 1000} s: starts at 0, 5 … 45 s, then 60 … 105 s, then 120 … 140 s; makespan ${sec(r.catalog.idealMs)}.
+  W = ${windowMs / 1000} s: starts at 0, 5 … 45 s, then 60 … 105 s, then 120 … 140 s; makespan ${sec(ideal)}.
 - **Ratios are taken inside one run** (makespan ÷ the minimum at the same scale; B's wait in units of one
   call), so they hold on a noisy machine better than absolute times — but not against other work taking
   the CPU: our per-call cost matters at these scales, so load shows up in the ratios. Compare runs at
@@ -42,11 +60,11 @@ function method(r: Results): string {
 
 - **1:${r.catalogScale}** for scenarios 1, 2, 3, 5, 6 and 7: a ${callMs / 1000} s call lasts ${callMs / r.catalogScale} ms, the ${windowMs / 1000} s window
   ${windowMs / r.catalogScale} ms. The issue suggests 1:100, and 1:20 if our overhead shows. It does, at both: the core
-  spends ~${r.catalog.cpuMsPerImage.toFixed(0)} ms of CPU per image (download, write, read back dimensions, save), so a
-  1000-image job needs ~${sec(r.catalog.cpuMsPerImage * r.catalog.images)} of the child's time whatever the scale. At 1:100 the
-  minimum is ${sec(r.catalog.idealMs / 100)} of real time and at 1:20 ${sec(r.catalog.idealMs / 20)}: the makespan would measure the
+  ${cpu} (download, write, read back dimensions, save), so a
+  1000-image job needs ${jobCpu} of the child's time whatever the scale. At 1:100 the
+  minimum is ${sec(ideal / 100)} of real time and at 1:20 ${sec(ideal / 20)}: the makespan would measure the
   core's throughput (ratios of 3–4× at 1:20 in trial runs), not the queue. At 1:${r.catalogScale} the minimum is
-  ${sec(r.catalog.idealMs / r.catalogScale)}, close to what the core needs, so the excess left is the core's own overhead, and
+  ${sec(ideal / r.catalogScale)}, close to what the core needs, so the excess left is the core's own overhead, and
   is reported as such. A gentler scale (1:2, 1:1) would take 1–2.5 minutes per scenario and break the
   5-minute budget of \`npm run bench\`.
 - **1:${r.burstScale}** for the burst (scenario 4): its figure is acceptance latency in real milliseconds, which scale
@@ -90,11 +108,13 @@ function method(r: Results): string {
 /** The misses, with the figure and its cause; causes were found by profiling the child (BENCH_CPU_PROF). */
 function misses(r: Results, table: Row[]): string {
   const missed = (prefix: string) => table.some((row) => row.scenario.startsWith(prefix) && row.met === false);
-  const { catalog: c, unknown: u, fairness: f, burst: b } = r;
+  // A run that failed explains itself under "Failed runs"; only runs with figures are explained here.
+  const [c, u, f, b] = [figures(r.catalog), figures(r.unknown), figures(r.fairness), figures(r.burst)];
   const callRealMs = PROVIDER.callMs / r.catalogScale;
   const parts: string[] = [];
-  if (missed('8 Distributed')) {
-    const list = (r.cluster ?? []).map((k) => `${k.workers}: ${k.ratio.toFixed(2)}× with ${k.rateLimited} 429s`).join('; ');
+  const ran = (r.cluster ?? []).filter((k): k is ClusterFigures => !isFailed(k));
+  if (ran.some((k) => !(k.ratio <= 1.1 && k.rateLimited === 0 && k.delivered === k.images))) {
+    const list = ran.map((k) => `${k.workers}: ${k.ratio.toFixed(2)}× with ${k.rateLimited} 429s`).join('; ');
     parts.push(`### Distributed (scenario 8): ${list}
 
 Each process pays scenario 1's per-call costs (a poll interval, the downloads, the saves), and in distributed
@@ -102,8 +122,8 @@ mode every change of a job is also a read and a write of its record in Redis und
 queue's own round trips (a ticket's start and end, the send gate). These add a few milliseconds per call and
 do not grow with the number of processes; what grows is the CPU the processes share on this machine.`);
   }
-  if (missed('1 Catalog — makespan') || missed('2 Unknown')) {
-    parts.push(`### Makespan (scenarios 1 and 2): ${c.ratio.toFixed(2)}× and ${u.ratio.toFixed(2)}× the minimum
+  if (c && (missed('1 Catalog — makespan') || missed('2 Unknown limit — makespan'))) {
+    parts.push(`### Makespan (scenarios 1 and 2): ${c.ratio.toFixed(2)}× and ${u ? `${u.ratio.toFixed(2)}×` : '(failed)'} the minimum
 
 The limit is used in full (${c.rateLimited} 429s when told; the busiest window saw ${c.maxPerWindow} of the ${PROVIDER.limit} starts allowed),
 so the excess is what each call costs on top of the provider's ${PROVIDER.callMs / 1000} s, paid once per round in the last window,
@@ -115,20 +135,22 @@ last row with sharp, since provider output is untrusted), and the batch's save
 ~10 % of a call at 1:${r.catalogScale}, but ~2 % of a real 5 s call — the scale multiplies our fixed cost by ${r.catalogScale}, not the
 provider's. The scheduler itself adds ~1 % (its rate window is 1 % longer than the provider's, to absorb
 network jitter). ${
-      u.rateLimited === 0
+      !u
+        ? ''
+        : u.rateLimited === 0
         ? 'Scenario 2 received no 429s at this scale, so its ratio measures the same cost as scenario 1.'
         : `Scenario 2 learned the limit from ${u.rateLimited} 429s (each pausing the lane for its Retry-After) and met its target.`
     }`);
   }
-  if (missed('3 Fairness — B')) {
+  if (f && missed('3 Fairness — B')) {
     parts.push(`### Fairness (scenario 3): B done ${f.fairCalls.toFixed(2)} calls after its request
 
-A newcomer's call is the next to start (round-robin), and FIFO makes B wait ${(c.guestCalls ?? NaN).toFixed(1)} calls. B still
+A newcomer's call is the next to start (round-robin), and FIFO makes B wait ${(c?.guestCalls ?? NaN).toFixed(1)} calls. B still
 waits for a slot to free (all ${PROVIDER.concurrency} hold A's calls) and, when A has used its window, for the next start
 the rate limit allows; then its own call and the per-call cost above. The figure varies with load
 (1.7–2.1 calls in runs on this machine).`);
   }
-  if (missed('4 Burst — 500')) {
+  if (b && missed('4 Burst — 500')) {
     parts.push(`### Burst (scenario 4): p99 ${b.acceptP99Ms.toFixed(0)} ms to accept
 
 All 500 requests arrive in the same instant, so the p99 is, in effect, the time to accept all 500 (p50
@@ -141,13 +163,13 @@ arrivals would mean answering before the job is on disk, which we do not do: an 
 survive a crash. Against Discord's 3 s deadline the slowest answer still has a ${Math.floor(3000 / Math.max(1, b.acceptP99Ms))}× margin, and real
 requests are spread by the network rather than arriving in one tick.`);
   }
-  if (missed('5 Memory')) {
+  if (c && missed('5 Memory')) {
     parts.push(`### Memory (scenario 5): peak ${c.maxRssMb.toFixed(0)} MB\n\nImages stream to disk; growth comes from the job record (${c.store.jobKb.toFixed(0)} KB at the end) and its serialized copies.`);
   }
   if (missed('6 Edits — progress')) {
     parts.push(`### Edits per interval (scenario 6)\n\nTwo progress edits fell within one ${EDIT_INTERVAL_MS / 1000} s interval: LatestThrottle spaced them by its interval, and the timer fired early against the clock by more than the 2 % slack.`);
   }
-  if (missed('6 Edits — batch')) {
+  if (c && missed('6 Edits — batch')) {
     const e = c.edits!;
     parts.push(`### Edit lag (scenario 6): max ${sec(e.lagMaxMs)}
 
@@ -155,6 +177,26 @@ The throttle shows a finished batch at most one interval (${EDIT_INTERVAL_MS / 1
 timer firing late on a busy event loop (the child used ${pct(c.cpuLoad)} of a core).`);
   }
   return parts.length === 0 ? 'Every target was met.' : parts.join('\n\n');
+}
+
+/** Each run that gave no figures, with its error and the tail of its child's output. */
+function failures(r: Results): string {
+  const list: [string, unknown][] = [
+    ['Catalog run (scenarios 1, 3 FIFO, 5, 6, 7)', r.catalog],
+    ['Unknown limit (scenario 2)', r.unknown],
+    ['Fairness (scenario 3)', r.fairness],
+    ['Burst (scenario 4)', r.burst],
+    ...(r.cluster ?? []).map((k): [string, unknown] => [`Distributed, ${k.workers} process(es) (scenario 8)`, k]),
+  ];
+  const failed = list.filter(([, outcome]) => isFailed(outcome));
+  if (failed.length === 0) return '';
+  const blocks = failed.map(([name, outcome]) => `### ${name}\n\n\`\`\`\n${(outcome as { failed: string }).failed.replace(/```/g, "'''")}\n\`\`\`\n`);
+  return `## Failed runs
+
+These runs gave no figures; the bench went on without them. Their error, and the last output of their process:
+
+${blocks.join('\n')}
+`;
 }
 
 export function benchmarksMd(r: Results, table: Row[], m: Machine, wallMs: number, loadAfter: string): string {
@@ -174,7 +216,7 @@ ${markdownTable(table)}
 
 ${misses(r, table)}
 
-${method(r)}
+${failures(r)}${method(r)}
 ## Reproduce
 
     npm run bench                          # prints the table, rewrites BENCHMARKS.md

@@ -1,7 +1,14 @@
 // A smoke run of the benchmark's machinery (bench/): one tiny catalog through the real core in a child
 // process against the fake. Structural facts only — timings are `npm run bench`'s business.
-import { describe, expect, it, vi } from 'vitest';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { BenchChildError, runInChild } from '../bench/fork.js';
 import { idealMakespan, idealStarts, maxInWindow, percentile } from '../bench/ideal.js';
+import { benchmarksMd } from '../bench/notes.js';
+import type { CoreResult, CoreSpec } from '../bench/protocol.js';
+import { attempt, machine, rows, type Results } from '../bench/report.js';
 import { catalog } from '../bench/scenarios.js';
 import { startFakeFal } from './fakes/fal.js';
 import { noisePng } from './fakes/png.js';
@@ -97,4 +104,97 @@ describe('bench: catalog smoke run', () => {
     expect(Number.isFinite(figures.cpuMsPerImage)).toBe(true);
     expect(figures.cpuMsPerImage).toBeGreaterThan(0);
   }, 60_000);
+});
+
+describe('bench: a child that does not report', () => {
+  // Plain .mjs children (no tsx): each test forks a process that misbehaves in one way.
+  let dir: string;
+  const spec = { requests: [] } as unknown as CoreSpec;
+  const RESULT = { t0: 7, jobs: [] } as unknown as CoreResult;
+  const child = async (name: string, code: string) => {
+    const file = path.join(dir, `${name}.mjs`);
+    await writeFile(file, code);
+    return file;
+  };
+  const failure = (promise: Promise<unknown>) =>
+    promise.then(
+      () => {
+        throw new Error('expected the run to fail');
+      },
+      (error: unknown) => error as BenchChildError,
+    );
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'af-bench-test-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('exiting with code 0 at once is a clear error carrying what it printed', async () => {
+    const file = await child('quits', `console.log('starting up'); console.error('nothing left to do'); process.exit(0);`);
+    const error = await failure(runInChild(spec, { child: file, echo: false }));
+    expect(error).toBeInstanceOf(BenchChildError);
+    expect(error.message).toContain('bench child exited with code 0 before reporting');
+    expect(error.output).toBe('starting up\nnothing left to do');
+  });
+
+  it('a loop that empties while awaiting a promise nothing settles is the same clear error, not a hang', async () => {
+    const file = await child('stalls', `process.once('message', async () => { console.error('waiting for a job'); await new Promise(() => {}); process.send('never'); });`);
+    const error = await failure(runInChild(spec, { child: file, echo: false }));
+    expect(error.message).toContain('exited with code 0 before reporting');
+    expect(error.output).toBe('waiting for a job');
+  });
+
+  it('an error it reports is the error, with its output', async () => {
+    const file = await child('fails', `process.once('message', () => { console.error('about to fail'); process.send({ kind: 'error', message: 'Error: the store is gone' }, () => process.exit(1)); });`);
+    const error = await failure(runInChild(spec, { child: file, echo: false }));
+    expect(error.message).toContain('bench child failed: Error: the store is gone');
+    expect(error.output).toBe('about to fail');
+  });
+
+  it('a result sent just before exiting always arrives (ten times over)', async () => {
+    const file = await child('answers', `process.once('message', () => process.send({ kind: 'result', result: ${JSON.stringify(RESULT)} }, () => process.exit(0)));`);
+    const results = await Promise.all(Array.from({ length: 10 }, () => runInChild(spec, { child: file, echo: false })));
+    expect(results).toEqual(Array.from({ length: 10 }, () => RESULT));
+  });
+
+  it('one that never answers is killed at the timeout, with its output', async () => {
+    const file = await child('hangs', `console.error('stuck'); setInterval(() => {}, 1000);`);
+    const error = await failure(runInChild(spec, { child: file, echo: false, timeoutMs: 1_000 }));
+    expect(error.message).toContain('gave no result within 1000 ms (killed)');
+    expect(error.output).toBe('stuck');
+  });
+});
+
+describe('bench: a failed scenario', () => {
+  const FAILED = { failed: 'bench child exited with code 0 before reporting\n--- last output of the child ---\nwaiting for a job' };
+
+  it('is attempted once, returned as failed with its message, and the next one still runs', async () => {
+    const lines: string[] = [];
+    const log = (line: string) => void lines.push(line);
+    const first = await attempt('3: fairness', () => Promise.reject(new Error(FAILED.failed)), log);
+    const second = await attempt('4: burst', () => Promise.resolve({ ok: true }), log);
+    expect(first).toEqual(FAILED);
+    expect(second).toEqual({ ok: true });
+    expect(lines.join('')).toContain('FAILED');
+    expect(lines.join('')).toContain('waiting for a job');
+  });
+
+  it('is one "failed: …" row, and BENCHMARKS.md still renders with its output', () => {
+    const results: Results = { catalogScale: 5, burstScale: 20, catalog: FAILED, unknown: FAILED, fairness: FAILED, burst: FAILED, cluster: [{ workers: 1, ...FAILED }] };
+    const table = rows(results);
+    expect(table.map((row) => row.scenario)).toEqual([
+      '1, 3 (FIFO), 5, 6, 7 Catalog run — failed',
+      '2 Unknown limit — failed',
+      '3 Fairness — fair queue — failed',
+      '4 Burst — failed',
+      '8 Distributed — 1 process — failed',
+    ]);
+    expect(table.every((row) => row.measured === 'failed: bench child exited with code 0 before reporting' && row.met === false)).toBe(true);
+    const md = benchmarksMd(results, table, machine(), 1_000, '0 / 0 / 0');
+    expect(md).toContain('## Failed runs');
+    expect(md).toContain('### Fairness (scenario 3)');
+    expect(md.split('waiting for a job').length - 1).toBe(5);
+  });
 });

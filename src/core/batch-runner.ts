@@ -7,7 +7,7 @@
 import { afterStatus, afterStatusError, type BatchEvent, type Decision, type PollDecision, type RetrySettings } from './batch-state.js';
 import { delay } from './delay.js';
 import type { CallRecord, ImageStorage, Logger } from './ports.js';
-import { asImageError, asProviderError, type BatchCall, type OutputImage, type Provider } from './provider.js';
+import { asImageError, asProviderError, MAX_TIMER_MS, type BatchCall, type CallStatus, type OutputImage, type Provider } from './provider.js';
 import type { Dispatcher } from './dispatch.js';
 import { isJobFinished } from './progress.js';
 import type { Job, ProviderName } from './types.js';
@@ -137,17 +137,23 @@ export class BatchRunner {
     );
   }
 
-  /** Polls until the call ends, then fetches its outputs; the machine says how long to wait and when to give up. */
+  /**
+   * Waits for the call to end, then fetches its outputs; the machine says how long to wait and when to
+   * give up. The provider's push (`watch`) is tried first, until the deadline; polling takes over when
+   * it fails or the deadline passes, and decides from there as it always did.
+   */
   private async poll(run: Run, decision: Extract<Decision, { kind: 'poll' }>): Promise<Decision> {
     const { provider, signal } = run;
     const { model } = run.job.request;
     const { requestId, deadline } = decision;
     let transient = 0;
     const context = () => ({ now: this.deps.now(), deadline, settings: this.deps.settings, typicalCallMs: provider.typicalCallMs });
+    let pushed = await this.watch(run, requestId, deadline);
     for (;;) {
       let next: PollDecision;
       try {
-        const status = await this.track(provider, 'status', () => provider.status(requestId, model, signal));
+        const status = pushed ?? (await this.track(provider, 'status', () => provider.status(requestId, model, signal)));
+        pushed = undefined;
         transient = 0;
         next = afterStatus(status, context());
       } catch (error) {
@@ -168,6 +174,32 @@ export class BatchRunner {
         case 'give_up':
           return this.deps.recorder.record(run.jobId, run.batchIndex, this.failure(next.error, run, next.dropCall));
       }
+    }
+  }
+
+  /**
+   * The call's final status from the provider's push, or undefined when it has none, the push failed,
+   * the deadline passed or the task was aborted: the poll loop then asks for itself.
+   */
+  private async watch(run: Run, requestId: string, deadline: number): Promise<CallStatus | undefined> {
+    const { provider, signal } = run;
+    const waitMs = deadline - this.deps.now();
+    // Past the deadline (a call resumed late) one status poll decides: no push to wait for.
+    if (!provider.watch || signal.aborted || waitMs <= 0) return undefined;
+    const watching = new AbortController();
+    const stop = () => watching.abort();
+    signal.addEventListener('abort', stop, { once: true });
+    const timer = setTimeout(stop, Math.min(MAX_TIMER_MS, waitMs));
+    try {
+      return await provider.watch(requestId, run.job.request.model, watching.signal);
+    } catch (error) {
+      if (!watching.signal.aborted) {
+        this.deps.log.debug({ job: run.jobId, batch: run.batchIndex, requestId, error: asProviderError(error).message }, 'status push failed; polling');
+      }
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', stop);
     }
   }
 

@@ -40,6 +40,12 @@ export interface Provider {
   readonly maxImagesPerCall: number;
   submit(call: BatchCall, signal?: AbortSignal): Promise<string>;
   status(requestId: string, model: string, signal?: AbortSignal): Promise<CallStatus>;
+  /**
+   * Push instead of polling, where the provider has it (fal's status stream): resolves with the call's
+   * final status once it has ended, rejects when the push fails or `signal` aborts it. The runner
+   * tries it before polling and polls whenever it rejects, so it never has to retry on its own.
+   */
+  watch?(requestId: string, model: string, signal: AbortSignal): Promise<CallStatus>;
   result(requestId: string, model: string, signal?: AbortSignal): Promise<OutputImage[]>;
   cancel(requestId: string, model: string): Promise<void>;
   /** the bytes of one output image, streamed */

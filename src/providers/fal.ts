@@ -1,10 +1,10 @@
 /**
- * fal.ai through @fal-ai/client's queue API: submit → (request id persisted by the caller) → status →
- * result. `subscribe` is avoided on purpose: it polls for ever on an unknown status and cannot be resumed
- * after a restart.
+ * fal.ai through @fal-ai/client's queue API: submit → (request id persisted by the caller) → watch the
+ * status stream (status polls if it fails) → result. `subscribe` is avoided on purpose: it polls for
+ * ever on an unknown status and cannot be resumed after a restart.
  */
-import { ApiError, createFalClient, type FalClient } from '@fal-ai/client';
-import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
+import { ApiError, createFalClient, type FalClient, type QueueStatus, type RequestMiddleware } from '@fal-ai/client';
+import { MAX_TIMER_MS, ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import { textOf } from '../core/text.js';
 import type { AspectRatio } from '../core/types.js';
 import type { Downloader } from './download.js';
@@ -33,6 +33,8 @@ export interface FalProviderOptions {
   requestTimeoutMs?: number;
   /** fetches output images under the download policy (allowed hosts, byte cap) */
   download: Downloader;
+  /** learn that a call ended from fal's status stream instead of polling for it @default true */
+  statusStream?: boolean;
 }
 
 interface FalImage {
@@ -60,25 +62,63 @@ export function falInput(call: BatchCall): Record<string, unknown> {
   };
 }
 
+/**
+ * For the status stream: the request timeout covers the wait for the response's headers, not the
+ * stream's life (a call may run for minutes; the caller bounds the watch with its own signal).
+ */
+function headersTimeout(base: Fetch, ms: number): Fetch {
+  return (async (input: Parameters<Fetch>[0], init?: Parameters<Fetch>[1]) => {
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(new DOMException(`no answer within ${ms} ms`, 'TimeoutError')), ms);
+    try {
+      return await base(input, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, timeout.signal]) : timeout.signal });
+    } finally {
+      clearTimeout(timer);
+    }
+  });
+}
+
+/** A status as the batch machine knows it (the queue's enum is closed: failures complete with `error`). */
+function callStatusOf(status: QueueStatus): CallStatus {
+  const error = (status as { error?: unknown }).error;
+  if (status.status === 'COMPLETED') {
+    return error ? { state: 'failed', error: textOf(error) } : { state: 'succeeded' };
+  }
+  if (status.status === 'IN_QUEUE') return { state: 'queued', queuePosition: status.queue_position };
+  if (status.status === 'IN_PROGRESS') return { state: 'running' };
+  // An unknown status must not be polled for ever: report it so the batch ends with a reason.
+  return { state: 'failed', error: `fal reported an unknown status "${String((status as { status: unknown }).status)}"` };
+}
+
 export class FalProvider implements Provider {
   readonly name = 'fal' as const;
   readonly maxImagesPerCall = 4;
   readonly typicalCallMs = 5_000;
+  /** set unless `statusStream: false`: the runner then polls only when the stream fails */
+  readonly watch?: (requestId: string, model: string, signal: AbortSignal) => Promise<CallStatus>;
   private readonly client: FalClient;
+  /** for status streams only: no SDK retries, no whole-response timeout */
+  private readonly streamClient: FalClient;
   private readonly fetch: Fetch;
 
   constructor(private readonly options: FalProviderOptions) {
-    this.fetch = strictFetch({ provider: 'fal', fetch: options.fetch, requestTimeoutMs: options.requestTimeoutMs ?? 30_000 });
+    const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.fetch = strictFetch({ provider: 'fal', fetch: options.fetch, requestTimeoutMs });
     const baseUrl = options.baseUrl?.replace(/\/+$/, '');
-    this.client = createFalClient({
+    const requestMiddleware: RequestMiddleware = async (request) => {
+      if (!baseUrl) return request;
+      const host = FAL_HOSTS.find((h) => request.url.startsWith(h));
+      return host ? { ...request, url: baseUrl + request.url.slice(host.length) } : request;
+    };
+    this.client = createFalClient({ credentials: options.key, fetch: this.fetch, requestMiddleware });
+    this.streamClient = createFalClient({
       credentials: options.key,
-      fetch: this.fetch,
-      requestMiddleware: async (request) => {
-        if (!baseUrl) return request;
-        const host = FAL_HOSTS.find((h) => request.url.startsWith(h));
-        return host ? { ...request, url: baseUrl + request.url.slice(host.length) } : request;
-      },
+      fetch: strictFetch({ provider: 'fal', fetch: headersTimeout(options.fetch ?? fetch, requestTimeoutMs), requestTimeoutMs: MAX_TIMER_MS }),
+      requestMiddleware,
+      // A failed stream is not retried here: the runner falls back to polling at once.
+      retry: { maxRetries: 0 },
     });
+    if (options.statusStream !== false) this.watch = (requestId, model, signal) => this.streamStatus(requestId, model, signal);
   }
 
   async submit(call: BatchCall, signal?: AbortSignal): Promise<string> {
@@ -92,14 +132,34 @@ export class FalProvider implements Provider {
     const status = await this.guard(() =>
       this.client.queue.status(model, { requestId, logs: false, ...(signal ? { abortSignal: signal } : {}) }),
     );
-    const error = (status as { error?: unknown }).error;
-    if (status.status === 'COMPLETED') {
-      return error ? { state: 'failed', error: textOf(error) } : { state: 'succeeded' };
+    return callStatusOf(status);
+  }
+
+  /**
+   * Follows the call on fal's status stream until it ends, and answers its final status. Rejects when
+   * the stream fails, ends before the call did, or `signal` aborts it: the caller polls instead.
+   */
+  private async streamStatus(requestId: string, model: string, signal: AbortSignal): Promise<CallStatus> {
+    signal.throwIfAborted();
+    const stream = await this.streamClient.queue.streamStatus(model, { requestId, logs: false });
+    const stop = () => stream.abort();
+    signal.addEventListener('abort', stop, { once: true });
+    let last: QueueStatus | undefined;
+    try {
+      // done() answers the last event; an abort also resolves it, with whatever came before.
+      last = await stream.done();
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      throw new ProviderError('network', `fal's status stream failed: ${message}`, { cause: error });
+    } finally {
+      signal.removeEventListener('abort', stop);
     }
-    if (status.status === 'IN_QUEUE') return { state: 'queued', queuePosition: status.queue_position };
-    if (status.status === 'IN_PROGRESS') return { state: 'running' };
-    // An unknown status must not be polled for ever: report it so the batch ends with a reason.
-    return { state: 'failed', error: `fal reported an unknown status "${String((status as { status: unknown }).status)}"` };
+    signal.throwIfAborted();
+    const status = last && typeof last === 'object' && 'status' in last ? callStatusOf(last) : undefined;
+    if (!status || status.state === 'queued' || status.state === 'running') {
+      throw new ProviderError('network', `fal's status stream ended before call ${requestId} did`);
+    }
+    return status;
   }
 
   async result(requestId: string, model: string, signal?: AbortSignal): Promise<OutputImage[]> {

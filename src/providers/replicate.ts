@@ -2,6 +2,11 @@
  * Replicate through the `replicate` client: predictions.create → (id persisted by the caller) →
  * predictions.get until it ends. `run()` and `wait()` are avoided: `run` returns null when a held
  * create comes back still processing, and `wait` never ends on `aborted`.
+ *
+ * With `preferWaitSeconds`, the create asks Replicate to hold its answer (`Prefer: wait=N`) until the
+ * prediction ends or N seconds pass. A prediction that ended within the wait is kept here, and the
+ * runner's next status() and result() for its id answer from it without any HTTP call; one that did
+ * not is polled as before.
  */
 import Replicate, { type Prediction } from 'replicate';
 import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
@@ -10,6 +15,21 @@ import type { Downloader } from './download.js';
 import { oneShot, strictFetch, type Fetch } from './http.js';
 
 export const DEFAULT_REPLICATE_BASE_URL = 'https://api.replicate.com/v1';
+
+/**
+ * Off by default. The runner sends submits one at a time per provider, from the send until the request
+ * id is saved (src/core/scheduler.ts's gate, src/distributed/dispatch.ts's `submitting`), so that a
+ * kill costs at most the one call whose id was not saved yet. A held create keeps that gate shut for
+ * as long as it is held: every other Replicate submit waits behind it, and a prediction that outlasts
+ * the wait costs the whole wait. With N seconds, a process starts at most one create every N seconds
+ * while predictions run longer than N, far under Replicate's 600 creates/min. Turn it on where calls
+ * are few or short, or once submits no longer share one gate for the whole hold.
+ */
+export const DEFAULT_REPLICATE_PREFER_WAIT_SECONDS = 0;
+/** Replicate's own cap on `Prefer: wait`. */
+export const MAX_REPLICATE_PREFER_WAIT_SECONDS = 60;
+/** Finished predictions kept for a status() that has not come (its run aborted): the oldest go first. */
+const MAX_KEPT_PREDICTIONS = 256;
 
 export interface ReplicateProviderOptions {
   token: string;
@@ -20,7 +40,19 @@ export interface ReplicateProviderOptions {
   requestTimeoutMs?: number;
   /** fetches output images under the download policy (allowed hosts, byte cap) */
   download: Downloader;
+  /**
+   * Seconds a create may be held for the prediction to end (`Prefer: wait=N`), a whole number from
+   * 0 (off) to 60, and shorter than `requestTimeoutMs` by at least 5 s. The cost of a longer wait:
+   * the request id comes back only with the answer, so it is saved later (a kill during the hold pays
+   * for the call again after the restart, like a kill during any submit in flight), and submits queue
+   * behind the held one (see DEFAULT_REPLICATE_PREFER_WAIT_SECONDS).
+   * @default 0
+   */
+  preferWaitSeconds?: number;
 }
+
+/** The margin a held create keeps under the request timeout, so Replicate answers before we give up. */
+const HELD_CREATE_MARGIN_MS = 5_000;
 
 export function replicateInput(call: BatchCall): Record<string, unknown> {
   return {
@@ -40,9 +72,22 @@ export class ReplicateProvider implements Provider {
   readonly typicalCallMs = 5_000;
   private readonly fetch: Fetch;
   private readonly outputs = new Map<string, string[]>();
+  /** Predictions a held create returned already ended, until their status() is asked once. */
+  private readonly ended = new Map<string, Prediction>();
+  private readonly preferWaitSeconds: number;
 
   constructor(private readonly options: ReplicateProviderOptions) {
-    this.fetch = strictFetch({ provider: 'Replicate', fetch: options.fetch, requestTimeoutMs: options.requestTimeoutMs ?? 30_000 });
+    const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.fetch = strictFetch({ provider: 'Replicate', fetch: options.fetch, requestTimeoutMs });
+    const wait = options.preferWaitSeconds ?? DEFAULT_REPLICATE_PREFER_WAIT_SECONDS;
+    const maxWait = Math.min(MAX_REPLICATE_PREFER_WAIT_SECONDS, Math.floor((requestTimeoutMs - HELD_CREATE_MARGIN_MS) / 1000));
+    // A create held past the request timeout would be dropped and sent again: a second paid prediction.
+    if (wait !== 0 && !(Number.isInteger(wait) && wait >= 1 && wait <= maxWait)) {
+      throw new RangeError(
+        `Expected \`preferWaitSeconds\` to be 0 or an integer from 1 to ${maxWait} (60 at most, and 5 s under the ${requestTimeoutMs} ms request timeout), got \`${wait}\``,
+      );
+    }
+    this.preferWaitSeconds = wait;
   }
 
   /** A client per operation, so its built-in retries replay our first failure instead of resending. */
@@ -56,14 +101,25 @@ export class ReplicateProvider implements Provider {
   }
 
   async submit(call: BatchCall, signal?: AbortSignal): Promise<string> {
+    const wait = this.preferWaitSeconds;
+    // The SDK's `wait: N` sends `Prefer: wait=N`. The id comes back only with the held answer, so the
+    // caller saves it up to N s later than without: keep N short (see preferWaitSeconds).
     const prediction = await this.guard(() =>
-      this.client().predictions.create({ model: call.model, input: replicateInput(call), ...(signal ? { signal } : {}) }),
+      this.client().predictions.create({
+        model: call.model,
+        input: replicateInput(call),
+        ...(wait > 0 ? { wait } : {}),
+        ...(signal ? { signal } : {}),
+      }),
     );
+    if (wait > 0 && isEnded(prediction)) this.keep(prediction);
     return prediction.id;
   }
 
   async status(requestId: string, _model: string, signal?: AbortSignal): Promise<CallStatus> {
-    const prediction = await this.guard(() => this.client().predictions.get(requestId, signal ? { signal } : {}));
+    const kept = this.ended.get(requestId);
+    this.ended.delete(requestId);
+    const prediction = kept ?? (await this.guard(() => this.client().predictions.get(requestId, signal ? { signal } : {})));
     switch (prediction.status) {
       case 'starting':
         return { state: 'queued' };
@@ -92,7 +148,14 @@ export class ReplicateProvider implements Provider {
     return urls.map((url) => ({ url, nsfw: false, contentType: contentTypeOf(url) }));
   }
 
+  /** Keeps an ended prediction for the status() that follows its submit, the oldest dropped past the cap. */
+  private keep(prediction: Prediction): void {
+    this.ended.set(prediction.id, prediction);
+    if (this.ended.size > MAX_KEPT_PREDICTIONS) this.ended.delete(this.ended.keys().next().value!);
+  }
+
   async cancel(requestId: string): Promise<void> {
+    this.ended.delete(requestId);
     await this.guard(() => this.client().predictions.cancel(requestId));
   }
 
@@ -117,6 +180,11 @@ export class ReplicateProvider implements Provider {
       throw error;
     }
   }
+}
+
+/** Whether a prediction has ended: anything but `starting` and `processing` (`aborted` and newer ends too). */
+function isEnded(prediction: Prediction): boolean {
+  return prediction.status !== 'starting' && prediction.status !== 'processing';
 }
 
 function outputUrls(prediction: Prediction): string[] {

@@ -66,7 +66,7 @@ export type CallKind = 'submit' | 'status' | 'result' | 'file' | 'other';
 export function kindOf(call: RecordedCall): CallKind {
   if (call.path.startsWith('/files/')) return 'file';
   if (call.method === 'POST') return 'submit';
-  if (call.method === 'GET' && call.path.endsWith('/status')) return 'status';
+  if (call.method === 'GET' && /\/status(\/stream)?$/.test(call.path)) return 'status';
   if (call.method === 'GET' && /\/requests\/[^/]+$/.test(call.path)) return 'result';
   return 'other';
 }

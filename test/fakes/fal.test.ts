@@ -246,6 +246,70 @@ describe('fal fake with the real @fal-ai/client', () => {
     expect(fake.calls.filter((c) => c.fault === 'hang')).toHaveLength(2);
   });
 
+  it('status stream, read raw: text/event-stream, one `data: {json}` per status change, closed after COMPLETED', async () => {
+    const { fake, fal } = await setup({ latencyMs: 300 });
+    const { request_id: requestId } = await fal.queue.submit(ENDPOINT, { input: { prompt: 'stream me' } });
+    const res = await loopbackFetch(`${fake.url}/fal-ai/flux/requests/${requestId}/status/stream?logs=0`, {
+      headers: { authorization: 'Key test-key', accept: 'text/event-stream' },
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('text/event-stream');
+    expect(res.headers.get('x-fal-request-id')).toBe(requestId);
+    // text() resolves only when the server ends the response: the stream closes by itself.
+    const text = await res.text();
+    const events = text.split('\n\n').filter(Boolean);
+    for (const event of events) expect(event).toMatch(/^data: \{.*\}$/);
+    const statuses = events.map((e) => JSON.parse(e.slice('data: '.length)) as { status: string; request_id: string });
+    expect(statuses.map((s) => s.status)).toEqual(['IN_QUEUE', 'IN_PROGRESS', 'COMPLETED']);
+    expect(statuses.every((s) => s.request_id === requestId)).toBe(true);
+    expect(fake.statusStreams()).toBe(1);
+    expect(fake.statusPolls()).toBe(0);
+  });
+
+  it('status stream through the client: queue.streamStatus goes through the middleware and ends at COMPLETED', async () => {
+    const { fake, fal } = await setup({ latencyMs: 150 });
+    const { request_id: requestId } = await fal.queue.submit(ENDPOINT, { input: { prompt: 'stream me' } });
+    const stream = await fal.queue.streamStatus(ENDPOINT, { requestId, logs: true });
+    const seen: string[] = [];
+    stream.on('data', (s) => seen.push(s.status));
+    const last = await stream.done();
+    expect(last.status).toBe('COMPLETED');
+    expect(seen).toEqual(['IN_QUEUE', 'IN_PROGRESS', 'COMPLETED']);
+    const call = fake.calls.find((c) => c.path.endsWith('/status/stream'));
+    expect(call?.path).toBe(`/fal-ai/flux/requests/${requestId}/status/stream`);
+    expect(call?.query).toEqual({ logs: '1' });
+    expect(call?.headers.authorization).toBe('Key test-key');
+    // The client sends its default Accept and the stream's together.
+    expect(call?.headers.accept).toContain('text/event-stream');
+  });
+
+  it('status stream of a cancelled request: COMPLETED with the error, as soon as the cancel lands', async () => {
+    const { fal } = await setup({ latencyMs: 60_000 });
+    const { request_id: requestId } = await fal.queue.submit(ENDPOINT, { input: { prompt: 'never mind' } });
+    const stream = await fal.queue.streamStatus(ENDPOINT, { requestId });
+    const first = new Promise((resolve) => stream.on('data', resolve));
+    await first;
+    await fal.queue.cancel(ENDPOINT, { requestId });
+    // With a minute of latency, only the cancel can end the stream before the test times out.
+    expect(await stream.done()).toMatchObject({ status: 'COMPLETED', error: 'Request was cancelled' });
+  });
+
+  it('dropStatusStreams: the socket is destroyed after the given events, the next stream runs to the end', async () => {
+    const { fake, fal } = await setup({ latencyMs: 600 });
+    const { request_id: requestId } = await fal.queue.submit(ENDPOINT, { input: { prompt: 'flaky' } });
+    fake.dropStatusStreams({ afterEvents: 1 });
+    const dropped = await fal.queue.streamStatus(ENDPOINT, { requestId });
+    const seen: string[] = [];
+    dropped.on('data', (s) => seen.push(s.status));
+    expect(await rejectionOf(dropped.done())).toBeInstanceOf(Error);
+    expect(seen).not.toContain('COMPLETED');
+    expect(fake.requests.get(requestId)?.state).not.toBe('COMPLETED');
+
+    const whole = await fal.queue.streamStatus(ENDPOINT, { requestId });
+    expect((await whole.done()).status).toBe('COMPLETED');
+    expect(fake.statusStreams()).toBe(2);
+  });
+
   it('the loopback-only fetch refuses real hosts', async () => {
     const fal = createFalClient({ credentials: 'k', fetch: loopbackFetch }); // no middleware: real URL
     const err = await rejectionOf(fal.queue.submit(ENDPOINT, { input: { prompt: 'x' } }));

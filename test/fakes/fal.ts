@@ -5,6 +5,9 @@
 // have it:
 //   POST /{owner}/{app}[/{path}]              submit → 200 {request_id, response_url, status_url, cancel_url, status, queue_position}
 //   GET  /{owner}/{app}/requests/{id}/status  202 IN_QUEUE / IN_PROGRESS, 200 COMPLETED (always a `logs` key)
+//   GET  /{owner}/{app}/requests/{id}/status/stream
+//                                             text/event-stream: `data: {status json}\n\n` now and at each
+//                                             change, `: keep-alive` comments between, closed after COMPLETED
 //   GET  /{owner}/{app}/requests/{id}         result (x-fal-request-id header)
 //   PUT  /{owner}/{app}/requests/{id}/cancel  202 {status: 'CANCELLATION_REQUESTED'}
 //   GET  /files/{id}/{n}.{png|jpg}            the image bytes (public, no auth, like fal.media)
@@ -93,6 +96,8 @@ export class FalRequest {
 }
 
 export interface FakeFalOptions extends FakeOptions {
+  /** Time between keep-alive comments on a status stream, as fal sends them @default 15000 */
+  streamKeepAliveMs?: number;
   /**
    * fal's own rate limit: a submit past `limit` in any rolling `intervalMs` is answered 429 with
    * Retry-After (header and body) for when the oldest counted submit leaves the window. The seconds
@@ -112,6 +117,14 @@ export interface FakeFalOptions extends FakeOptions {
   fileBody?: (requestId: string, index: number) => { bytes: Buffer; contentType: string; status?: number; headers?: Record<string, string> } | undefined;
 }
 
+/** What the next status streams do instead of running to COMPLETED (see `FakeFal.dropStatusStreams`). */
+export interface StreamDrop {
+  /** streams this applies to, in the order they connect @default 1 */
+  times?: number;
+  /** events sent before the socket is destroyed @default 1 */
+  afterEvents?: number;
+}
+
 export interface FakeFal extends FakeCommon {
   /** Every accepted submit by request id. */
   requests: Map<string, FalRequest>;
@@ -119,6 +132,11 @@ export interface FakeFal extends FakeCommon {
   maxInFlight(): number;
   /** Submits answered 429 by the rate or concurrency limit (not injected faults). */
   limited(): number;
+  /** The next status streams send `afterEvents` events, then their socket is destroyed mid-stream. */
+  dropStatusStreams(drop?: StreamDrop): void;
+  /** Status polls (`GET …/status`) and status streams (`GET …/status/stream`) received so far. */
+  statusPolls(): number;
+  statusStreams(): number;
 }
 
 // fal's error bodies carry `detail`; the client builds ApiError{status, body}.
@@ -233,6 +251,11 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
   const submitCalls: RecordedCall[] = [];
   let peakInFlight = 0;
   let limitedCount = 0;
+  /** drop rules for the next status streams, in order */
+  const streamDrops: Required<StreamDrop>[] = [];
+  /** the open status streams, told when a cancel may have changed a request's status */
+  const streamWatchers = new Set<() => void>();
+  const wantsLogs = (req: ParsedRequest) => req.query.logs === '1' || req.query.logs === 'true';
   const inFlight = (now: number) => {
     let running = 0;
     for (const job of requests.values()) if (!job.cancelled && now - job.createdAt < job.latencyMs) running += 1;
@@ -306,13 +329,14 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     );
   }
 
-  function status(core: FakeCore, req: ParsedRequest, res: ServerResponse, job: FalRequest): void {
+  /** One status object, as the status endpoint and each stream event carry it. */
+  function statusBody(core: FakeCore, job: FalRequest, withLogs: boolean): Record<string, unknown> {
     const state = job.state;
     const body: Record<string, unknown> = {
       status: state,
       request_id: job.id,
       ...queueUrls(core, job),
-      logs: falLogs(job, req.query.logs === '1' || req.query.logs === 'true'),
+      logs: falLogs(job, withLogs),
     };
     if (state === 'IN_QUEUE') {
       body.queue_position = [...requests.values()].filter(
@@ -327,7 +351,68 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
       if (job.cancelled) Object.assign(body, { error: 'Request was cancelled', error_type: 'request_cancelled' });
       else if (job.failure) Object.assign(body, { error: job.failure, error_type: 'internal_server_error' });
     }
-    sendJson(res, state === 'COMPLETED' ? 200 : 202, body, { 'x-fal-request-id': job.id });
+    return body;
+  }
+
+  function status(core: FakeCore, req: ParsedRequest, res: ServerResponse, job: FalRequest): void {
+    const body = statusBody(core, job, wantsLogs(req));
+    sendJson(res, body.status === 'COMPLETED' ? 200 : 202, body, { 'x-fal-request-id': job.id });
+  }
+
+  /**
+   * The status stream: one `data:` event with the status now, another at each change (queued →
+   * running → completed, or a cancel), keep-alive comments in between, and the end of the response
+   * after COMPLETED. A drop rule cuts it after some events by destroying the socket.
+   */
+  function statusStream(core: FakeCore, req: ParsedRequest, res: ServerResponse, job: FalRequest): void {
+    const drop = streamDrops[0];
+    if (drop) {
+      drop.times -= 1;
+      if (drop.times <= 0) streamDrops.shift();
+    }
+    res.writeHead(200, {
+      'content-type': 'text/event-stream',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-fal-request-id': job.id,
+    });
+    res.flushHeaders();
+    let sent = 0;
+    let last: string | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), options?.streamKeepAliveMs ?? 15_000);
+    const stop = () => {
+      clearTimeout(timer);
+      clearInterval(keepAlive);
+      streamWatchers.delete(update);
+    };
+    function update(): void {
+      clearTimeout(timer);
+      if (res.destroyed) return stop();
+      const body = statusBody(core, job, wantsLogs(req));
+      if (body.status !== last) {
+        last = String(body.status);
+        res.write(`data: ${JSON.stringify(body)}\n\n`);
+        sent += 1;
+        if (drop && sent >= drop.afterEvents) {
+          stop();
+          // Mid-stream, as a proxy or a network fault cuts it: the client sees the body end with an error.
+          // A moment later, not at once, so the events sent are read before the connection goes.
+          return void setTimeout(() => res.socket?.destroy(), 10);
+        }
+      }
+      if (last === 'COMPLETED') {
+        stop();
+        return void res.end();
+      }
+      // The next change: running after a third of the latency, completed at its end (or a cancel, which notifies).
+      const elapsed = Date.now() - job.createdAt;
+      const nextAt = elapsed < job.latencyMs / 3 ? job.latencyMs / 3 : job.latencyMs;
+      timer = setTimeout(update, Math.max(0, nextAt - elapsed));
+    }
+    streamWatchers.add(update);
+    res.on('close', stop);
+    update();
   }
 
   function result(core: FakeCore, res: ServerResponse, call: RecordedCall, job: FalRequest): void {
@@ -389,6 +474,7 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     // either way this fake stops it and it completes as cancelled.
     job.cancelled = true;
     sendJson(res, 202, { status: 'CANCELLATION_REQUESTED' }, headers);
+    for (const update of [...streamWatchers]) update();
   }
 
   async function file(res: ServerResponse, id: string, index: number, ext: string): Promise<void> {
@@ -415,11 +501,12 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
   const core = await startCore(options, async (core, req, res) => {
     const call = core.record(req);
     const fileMatch = /^\/files\/([^/]+)\/(\d+)\.([a-z]+)$/.exec(req.path);
-    const requestMatch = /^\/(.+)\/requests\/([^/]+?)(\/status|\/cancel)?$/.exec(req.path);
+    const requestMatch = /^\/(.+)\/requests\/([^/]+?)(\/status\/stream|\/status|\/cancel)?$/.exec(req.path);
 
     type Route =
       | { target: 'file'; id: string; index: number; ext: string }
       | { target: 'status' | 'result' | 'cancel'; appPath: string; id: string }
+      | { target: 'stream'; appPath: string; id: string }
       | { target: 'submit' };
     let route: Route | undefined;
     if (req.method === 'GET' && fileMatch) {
@@ -427,6 +514,7 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     } else if (requestMatch) {
       const [, appPath, id, suffix] = requestMatch;
       if (suffix === '/status' && req.method === 'GET') route = { target: 'status', appPath: appPath!, id: id! };
+      else if (suffix === '/status/stream' && req.method === 'GET') route = { target: 'stream', appPath: appPath!, id: id! };
       else if (suffix === '/cancel' && req.method === 'PUT') route = { target: 'cancel', appPath: appPath!, id: id! };
       else if (suffix === undefined && req.method === 'GET') route = { target: 'result', appPath: appPath!, id: id! };
     } else if (req.method === 'POST' && !req.path.startsWith('/files/')) {
@@ -435,7 +523,8 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     if (!route) return sendJson(res, 404, { detail: 'Not Found' });
     if (route.target === 'submit') submitCalls.push(call);
 
-    const httpFault = core.faults.take(route.target, isHttpFault);
+    // Streams have their own faults (dropStatusStreams); the rule book's 'status' faults are for polls.
+    const httpFault = route.target === 'stream' ? undefined : core.faults.take(route.target, isHttpFault);
     if (httpFault) return core.sendHttpFault(res, call, httpFault, falErrors);
 
     if (route.target === 'file') return file(res, route.id, route.index, route.ext);
@@ -465,6 +554,7 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     const job = findJob(res, route.appPath, route.id);
     if (!job) return;
     if (route.target === 'status') return status(core, req, res, job);
+    if (route.target === 'stream') return statusStream(core, req, res, job);
     if (route.target === 'result') return result(core, res, call, job);
     return cancel(res, job);
   });
@@ -476,6 +566,11 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     submits: () => [...submitCalls],
     maxInFlight: () => peakInFlight,
     limited: () => limitedCount,
+    dropStatusStreams: (drop = {}) => {
+      streamDrops.push({ times: drop.times ?? 1, afterEvents: drop.afterEvents ?? 1 });
+    },
+    statusPolls: () => core.calls.filter((c) => c.method === 'GET' && /\/requests\/[^/]+\/status$/.test(c.path)).length,
+    statusStreams: () => core.calls.filter((c) => c.method === 'GET' && c.path.endsWith('/status/stream')).length,
     inject: (rule) => core.faults.inject(rule),
     clearFaults: () => core.faults.clear(),
     setLatency: (ms) => {

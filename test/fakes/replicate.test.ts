@@ -86,6 +86,43 @@ describe('replicate fake with the real replicate client', () => {
     expect(p.output).toHaveLength(1);
   });
 
+  it('Prefer: wait=N answers 201 with the prediction still running when it outlasts N (scaled) seconds', async () => {
+    const { fake, replicate } = await setup({ latencyMs: 60_000, preferWaitUnitMs: 10 });
+    const p = await replicate.predictions.create({ model: MODEL, input: { prompt: 'slow' }, wait: 2 });
+    expect(fake.submits()[0]?.headers.prefer).toBe('wait=2');
+    expect(p).toMatchObject({ status: 'starting', output: null });
+    expect(fake.predictions.get(p.id)?.terminal).toBe(false);
+  });
+
+  it('Prefer: wait answers with a failed prediction as soon as it fails', async () => {
+    const { fake, replicate } = await setup({ latencyMs: 40 });
+    fake.inject({ on: 'submit', fault: { kind: 'failed', message: 'CUDA out of memory' } });
+    const p = await replicate.predictions.create({ model: MODEL, input: { prompt: 'doomed' }, wait: 60 });
+    expect(p).toMatchObject({ status: 'failed', error: 'CUDA out of memory', output: null });
+    expect(fake.gets()).toHaveLength(0);
+  });
+
+  it('a cancel ends a held create with the canceled prediction', async () => {
+    const { fake, replicate } = await setup({ latencyMs: 60_000 });
+    // A bare `wait` is 60 s: only the cancel can end this hold within the test's time.
+    const held = replicate.predictions.create({ model: MODEL, input: { prompt: 'stop' }, wait: true });
+    await pollUntil(async () => fake.predictions.size, (n) => n === 1);
+    const [id] = [...fake.predictions.keys()];
+    expect(fake.submits()[0]?.headers.prefer).toBe('wait');
+    await replicate.predictions.cancel(id!);
+    expect(await held).toMatchObject({ id, status: 'canceled' });
+  });
+
+  it('gets() counts the status polls of each prediction, faulted and unknown ones too', async () => {
+    const { fake, replicate } = await setup({ latencyMs: 1 });
+    const a = await replicate.predictions.create({ model: MODEL, input: { prompt: 'a' } });
+    fake.inject({ on: 'status', fault: { kind: 'server-error', status: 503 } });
+    await replicate.predictions.get(a.id); // the client retries the 503 by itself: two GETs
+    await rejectionOf(replicate.predictions.get('nosuchprediction'));
+    expect(fake.gets(a.id).map((c) => c.fault)).toEqual(['server-error', undefined]);
+    expect(fake.gets().map((c) => c.path)).toEqual([`/v1/predictions/${a.id}`, `/v1/predictions/${a.id}`, '/v1/predictions/nosuchprediction']);
+  });
+
   it('rejects num_outputs 5 with 422 and invalid_fields; no prediction is created', async () => {
     const { fake, replicate } = await setup();
     const err = await rejectionOf(replicate.predictions.create({ model: MODEL, input: { prompt: 'x', num_outputs: 5 } }));

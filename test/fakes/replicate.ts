@@ -8,7 +8,10 @@
 //   POST /v1/predictions/{id}/cancel            → 200 prediction (status 'canceled' unless already terminal)
 //   GET  /files/{id}/{n}.{webp|jpg|png}         output bytes (public, like replicate.delivery)
 // Errors are problem-style JSON {title, detail, status}. `Prefer: wait=N` holds
-// the create open until the prediction finishes or N s pass (capped at 60).
+// the create open until the prediction ends (succeeds, fails or is canceled) or
+// N s pass, then answers 201 with the prediction as it stands, like Replicate:
+// bare `wait` means 60 s and N is capped at 60. `preferWaitUnitMs` scales one
+// second of the wait for tests (a wait=5 held for 5 × 20 ms).
 import type { ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import {
@@ -130,10 +133,22 @@ export class ReplicatePrediction {
   }
 }
 
+export interface FakeReplicateOptions extends FakeOptions {
+  /** How long one second of `Prefer: wait=N` lasts here, in ms @default 1000 */
+  preferWaitUnitMs?: number;
+}
+
 export interface FakeReplicate extends FakeCommon {
   /** Every created prediction by id. */
   predictions: Map<string, ReplicatePrediction>;
+  /** The `GET /v1/predictions/{id}` calls (status polls), of one prediction or of all. */
+  gets(id?: string): RecordedCall[];
 }
+
+/** The longest a create is held, in seconds: Replicate's cap, and what a bare `Prefer: wait` means. */
+const MAX_PREFER_WAIT_SECONDS = 60;
+/** How often a held create looks again (a cancel can end the prediction before its latency has passed). */
+const HOLD_STEP_MS = 20;
 
 const problem = (status: number, title: string, detail: string, extra: Record<string, unknown> = {}) => ({
   title,
@@ -199,9 +214,11 @@ function newPredictionId(): string {
   return [...randomBytes(26)].map((b) => alphabet[b % 32]).join('');
 }
 
-export async function startFakeReplicate(options?: FakeOptions): Promise<FakeReplicate> {
+export async function startFakeReplicate(options?: FakeReplicateOptions): Promise<FakeReplicate> {
   const predictions = new Map<string, ReplicatePrediction>();
   const submitCalls: RecordedCall[] = [];
+  const getCalls: { id: string; call: RecordedCall }[] = [];
+  const preferWaitUnitMs = options?.preferWaitUnitMs ?? 1000;
   // Separate from the fault RNG so that random seeds never shift fault schedules.
   const seedRng = mulberry32((options?.rngSeed ?? 1) ^ 0x5eed5eed);
 
@@ -263,11 +280,15 @@ export async function startFakeReplicate(options?: FakeOptions): Promise<FakeRep
     }
     predictions.set(prediction.id, prediction);
 
-    const prefer = /(?:^|[,;\s])wait(?:=(\d+))?/.exec(req.headers.prefer ?? '');
+    const prefer = /(?:^|[,;\s])wait(?:=(\d+))?(?:$|[,;\s])/.exec(req.headers.prefer ?? '');
     if (prefer) {
-      const waitMs = Math.min(Number(prefer[1] ?? 60), 60) * 1000;
-      const remaining = prediction.createdAt + prediction.latencyMs - Date.now();
-      if (remaining > 0) await core.sleep(Math.min(waitMs, remaining));
+      const seconds = Math.min(Number(prefer[1] ?? MAX_PREFER_WAIT_SECONDS), MAX_PREFER_WAIT_SECONDS);
+      const holdUntil = Date.now() + seconds * preferWaitUnitMs;
+      // Until it ends or the wait is over, whichever comes first; a cancel meanwhile ends it too.
+      for (let left = holdUntil - Date.now(); left > 0 && !prediction.terminal && !core.closed; left = holdUntil - Date.now()) {
+        const toEnd = prediction.createdAt + prediction.latencyMs - Date.now();
+        await core.sleep(Math.max(1, Math.min(left, toEnd, HOLD_STEP_MS)));
+      }
       if (core.closed) return;
     }
     sendJson(res, 201, prediction.toJSON(core.origin));
@@ -328,6 +349,8 @@ export async function startFakeReplicate(options?: FakeOptions): Promise<FakeRep
     }
     if (!route) return notFound(res);
     if (route.target === 'submit') submitCalls.push(call);
+    // Every status poll counts, a faulted or unknown one too.
+    if (route.target === 'status') getCalls.push({ id: route.id, call });
 
     const httpFault = core.faults.take(route.target, isHttpFault);
     if (httpFault) return core.sendHttpFault(res, call, httpFault, replicateErrors);
@@ -354,6 +377,7 @@ export async function startFakeReplicate(options?: FakeOptions): Promise<FakeRep
     calls: core.calls,
     predictions,
     submits: () => [...submitCalls],
+    gets: (id) => getCalls.filter((g) => id === undefined || g.id === id).map((g) => g.call),
     inject: (rule) => core.faults.inject(rule),
     clearFaults: () => core.faults.clear(),
     setLatency: (ms) => {

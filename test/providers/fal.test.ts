@@ -93,6 +93,8 @@ describe('fal provider (real @fal-ai/client against the fake queue API)', () => 
 
   it('waits out a status call that hangs without submitting again', async () => {
     const fake = await fakeFal(50);
+    // Through the polling path: the status stream drops, the runner polls, and the first poll hangs.
+    fake.dropStatusStreams({ afterEvents: 1 });
     fake.inject({ on: 'status', fault: { kind: 'hang' } });
     const app = await buildApp({ env: falEnv(fake), requestTimeoutMs: 300 });
     const done = await app.engine.waitFor((await app.engine.submit(request(4), requester())).id);

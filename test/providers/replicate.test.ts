@@ -1,12 +1,28 @@
 import { describe, expect, it } from 'vitest';
+import { createDownloader, REPLICATE_MEDIA_HOSTS } from '../../src/providers/download.js';
+import { ReplicateProvider } from '../../src/providers/replicate.js';
 import { startFakeReplicate, type FakeReplicate } from '../fakes/replicate.js';
+import { loopbackFetch } from '../fakes/http.js';
 import { buildApp, onCleanup, readManifest, requester } from '../helpers.js';
 
+/** One second of `Prefer: wait` lasts this long in the fake. */
+const WAIT_UNIT_MS = 20;
+
 async function fakeReplicate(latencyMs = 30): Promise<FakeReplicate> {
-  const fake = await startFakeReplicate({ key: 'r8-test-token', latencyMs });
+  const fake = await startFakeReplicate({ key: 'r8-test-token', latencyMs, preferWaitUnitMs: WAIT_UNIT_MS });
   onCleanup(() => fake.close());
   return fake;
 }
+
+/** The provider as the app builds it, with a held create of `preferWaitSeconds` (scaled by the fake). */
+const heldProvider = (fake: FakeReplicate, preferWaitSeconds = 5) =>
+  new ReplicateProvider({
+    token: 'r8-test-token',
+    baseUrl: fake.url,
+    fetch: loopbackFetch,
+    preferWaitSeconds,
+    download: createDownloader({ mediaHosts: REPLICATE_MEDIA_HOSTS, trustedOrigins: [new URL(fake.url).origin], extraHosts: [], maxBytes: 50_000_000 }),
+  });
 
 const env = (fake: FakeReplicate, extra: Record<string, string> = {}) => ({
   REPLICATE_API_TOKEN: 'r8-test-token',
@@ -82,5 +98,72 @@ describe('Replicate provider (real replicate client against the fake API)', () =
     expect(done.state).toBe('failed');
     expect(done.error).toContain('Replicate refused the credentials (HTTP 401)');
     expect(fake.submits()).toHaveLength(1);
+  });
+});
+
+describe('Replicate provider with Prefer: wait on create', () => {
+  const call = { prompt: 'a lighthouse', model: 'black-forest-labs/flux-schnell', aspectRatio: '1:1' as const, count: 2, seed: 1 };
+
+  it('sends no Prefer header by default', async () => {
+    const fake = await fakeReplicate();
+    const provider = new ReplicateProvider({ token: 'r8-test-token', baseUrl: fake.url, fetch: loopbackFetch, download: createDownloader({ mediaHosts: [], trustedOrigins: [], extraHosts: [], maxBytes: 1 }) });
+    await provider.submit(call);
+    expect(fake.submits()[0]!.headers.prefer).toBeUndefined();
+  });
+
+  it('a prediction finishing within the wait is delivered with zero GET /predictions/{id}', async () => {
+    const fake = await fakeReplicate(30);
+    const app = await buildApp({ env: env(fake), providers: { replicate: heldProvider(fake) } });
+    const done = await app.engine.waitFor((await app.engine.submit(request(6, { seed: 5 }), requester())).id);
+    expect(done.state).toBe('completed');
+    expect(done.images).toHaveLength(6);
+    expect(fake.submits().map((c) => c.headers.prefer)).toEqual(['wait=5', 'wait=5']);
+    expect(fake.gets()).toHaveLength(0);
+  });
+
+  it('status() and result() answer from the held prediction once, then forget it', async () => {
+    const fake = await fakeReplicate(30);
+    const provider = heldProvider(fake);
+    const id = await provider.submit(call);
+    expect(await provider.status(id, call.model)).toEqual({ state: 'succeeded' });
+    expect((await provider.result(id, call.model)).map((o) => o.url)).toEqual([0, 1].map((n) => `${new URL(fake.url).origin}/files/${id}/${n}.png`));
+    expect(fake.gets()).toHaveLength(0);
+    // Forgotten: asked again, it is asked of Replicate.
+    expect(await provider.status(id, call.model)).toEqual({ state: 'succeeded' });
+    expect(fake.gets(id)).toHaveLength(1);
+  });
+
+  it('a prediction outlasting the wait comes back running and is polled as before', async () => {
+    const fake = await fakeReplicate(1_000);
+    // 1 s of wait = 20 ms in the fake: the 1 s prediction outlasts it.
+    const app = await buildApp({ env: env(fake), providers: { replicate: heldProvider(fake, 1) } });
+    const done = await app.engine.waitFor((await app.engine.submit(request(3), requester())).id);
+    expect(done.state).toBe('completed');
+    expect(done.images).toHaveLength(3);
+    expect(fake.submits()[0]!.headers.prefer).toBe('wait=1');
+    const id = done.batches[0]!.requestIds[0]!;
+    // The runner stops polling at the first ended status, so more than one poll means the first saw it
+    // still running: the create was not held to the end.
+    expect(fake.gets(id).length).toBeGreaterThan(1);
+  });
+
+  it('a failed prediction returned by the held create is a failure, and the batch tries again', async () => {
+    const fake = await fakeReplicate(30);
+    fake.inject({ on: 'submit', fault: { kind: 'failed', message: 'CUDA out of memory' } });
+    const app = await buildApp({ env: env(fake, { REPLICATE_CONCURRENCY: '1' }), providers: { replicate: heldProvider(fake) } });
+    const done = await app.engine.waitFor((await app.engine.submit(request(4), requester())).id);
+    expect(done.state).toBe('completed');
+    expect(done.batches[0]).toMatchObject({ attempts: 2, failures: 1, state: 'done' });
+    const [failed] = done.batches[0]!.requestIds;
+    expect(fake.predictions.get(failed!)!.status).toBe('failed');
+    expect(fake.gets()).toHaveLength(0);
+  });
+
+  it('refuses a wait that the request timeout would cut short, naming the range', () => {
+    const download = createDownloader({ mediaHosts: [], trustedOrigins: [], extraHosts: [], maxBytes: 1 });
+    expect(() => new ReplicateProvider({ token: 't', download, requestTimeoutMs: 10_000, preferWaitSeconds: 6 })).toThrow(
+      'Expected `preferWaitSeconds` to be 0 or an integer from 1 to 5 (60 at most, and 5 s under the 10000 ms request timeout), got `6`',
+    );
+    expect(() => new ReplicateProvider({ token: 't', download, preferWaitSeconds: 1.5 })).toThrow('got `1.5`');
   });
 });

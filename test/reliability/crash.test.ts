@@ -43,7 +43,7 @@ describe('crash and restart', () => {
     // 3. mid-poll
     bot = await start();
     const polls = fake.calls.length;
-    await until(() => fake.calls.slice(polls).some((c) => c.path.endsWith('/status')), 'a status poll');
+    await until(() => fake.calls.slice(polls).some((c) => /\/status(\/stream)?$/.test(c.path)), 'a status poll');
     await kill(bot);
 
     // 4. mid-download: one image download hangs

@@ -15,6 +15,9 @@ describe('provider fault soak', () => {
     onCleanup(() => fake.close());
     fake.inject({ on: 'submit', fault: { kind: 'server-error' }, probability: 0.2 });
     fake.inject({ on: 'submit', fault: { kind: 'rate-limit', retryAfterSeconds: 0.05 }, probability: 0.1 });
+    // Half the calls' status streams drop after their first event: those calls fall back to polling,
+    // where 5 % of polls hang.
+    fake.dropStatusStreams({ times: 60, afterEvents: 1 });
     fake.inject({ on: 'status', fault: { kind: 'hang' }, probability: 0.05 });
     fake.inject({ on: 'submit', fault: { kind: 'partial', images: 2 }, probability: 0.05 });
     fake.inject({ on: 'submit', fault: { kind: 'failed', message: 'model crashed' }, probability: 0.02 });
