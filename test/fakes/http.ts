@@ -1,7 +1,7 @@
 // Shared plumbing for the provider fakes (fal.ts, replicate.ts): a loopback
 // node:http server, JSON helpers, the call log, the fault-rule book with its
 // seeded RNG, and a fetch wrapper that refuses to leave 127.0.0.1.
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 // ---------------------------------------------------------------- public types
@@ -294,14 +294,7 @@ export async function startCore(options: FakeOptions | undefined, handler: Handl
   // Keep-alive sockets would otherwise hold close() open until they time out.
   server.keepAliveTimeout = 1000;
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
 
   const core: FakeCore = {
     origin: `http://127.0.0.1:${port}`,
@@ -406,4 +399,16 @@ export async function pollUntil<T>(
     if (Date.now() > deadline) throw new Error(`pollUntil: gave up after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** Listens on 127.0.0.1, on a port the OS chooses; resolves with it. */
+export async function listenOnLoopback(server: Server): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return (server.address() as AddressInfo).port;
 }

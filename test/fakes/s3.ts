@@ -9,7 +9,7 @@
 // injected per operation, to show the client's retries.
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenOnLoopback } from './http.js';
 
 export type S3Operation = 'PutObject' | 'GetObject' | 'HeadObject' | 'CopyObject' | 'DeleteObject' | 'HeadBucket' | 'Unsupported';
 
@@ -270,14 +270,7 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
     });
   });
   server.keepAliveTimeout = 1000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
 
   return {
     url: `http://127.0.0.1:${port}`,
