@@ -4,7 +4,7 @@
  * folder. It reports every outcome to the recorder (the engine), which applies it to the job under the job's lock
  * and answers with the next decision. The runner owns the I/O; the policy is the machine's.
  */
-import { afterStatus, afterStatusError, type BatchEvent, type Decision, type PollDecision, type RetrySettings } from './batch-state.js';
+import { afterStatus, afterStatusError, type BatchEvent, type Decision, type DownloadItem, type PollDecision, type RetrySettings } from './batch-state.js';
 import { delay } from './delay.js';
 import type { CallRecord, ImageStorage, Logger } from './ports.js';
 import { asImageError, asProviderError, MAX_TIMER_MS, type BatchCall, type CallStatus, type OutputImage, type Provider } from './provider.js';
@@ -204,22 +204,43 @@ export class BatchRunner {
   }
 
   /**
-   * Downloads and keeps one output. A refused output (not an allowed host, too large, not an image)
-   * is recorded as such and the others are still kept; any other failure is the try's.
+   * Downloads the outputs the machine asks for, all at once (a call is on disk after its slowest
+   * download, not the sum), then records each in output order. A refused output (not an allowed host,
+   * too large, not an image) is recorded as such and the others are still kept; any other failure is
+   * the try's, raised once the outputs that did arrive are recorded (a retry fetches only the rest).
    */
   private async download(run: Run, decision: Extract<Decision, { kind: 'download' }>): Promise<Decision> {
+    const { jobId, batchIndex } = run;
+    const outcomes = await Promise.allSettled(decision.outputs.map((item) => this.keep(run, item)));
+    let next: Decision = decision;
+    let failure: unknown;
+    for (const outcome of outcomes) {
+      if (outcome.status === 'rejected') {
+        failure ??= outcome.reason;
+        continue;
+      }
+      next = await this.deps.recorder.record(jobId, batchIndex, outcome.value);
+      // Cancelled or stopped meanwhile: the rest is not recorded (a resumed batch fetches it again).
+      if (next.kind !== 'download') break;
+    }
+    if (failure !== undefined && next.kind === 'download') throw failure;
+    return next;
+  }
+
+  /** Downloads one output into its image's file: `saved`, or `refused` when the output may not be kept. */
+  private async keep(run: Run, item: DownloadItem): Promise<Extract<BatchEvent, { type: 'saved' | 'refused' }>> {
     const { provider, signal, jobId, batchIndex } = run;
-    const output = run.outputs[decision.output]!;
+    const output = run.outputs[item.output]!;
     const digits = Math.max(3, String(run.job.request.count).length);
     let stored: Awaited<ReturnType<ImageStorage['writeImage']>>;
     try {
       const bytes = await this.track(provider, 'download', () => provider.download(output, signal));
-      stored = await this.deps.files.writeImage(jobId, String(decision.image).padStart(digits, '0'), bytes);
+      stored = await this.deps.files.writeImage(jobId, String(item.image).padStart(digits, '0'), bytes);
     } catch (error) {
       const failure = asImageError(error);
       if (failure.kind !== 'refused' || signal.aborted) throw failure;
-      this.deps.log.warn({ job: jobId, batch: batchIndex, output: decision.output }, `image refused: ${failure.message}`);
-      return this.deps.recorder.record(jobId, batchIndex, { type: 'refused', output: decision.output, reason: failure.message });
+      this.deps.log.warn({ job: jobId, batch: batchIndex, output: item.output }, `image refused: ${failure.message}`);
+      return { type: 'refused', output: item.output, reason: failure.message };
     }
     const image = {
       file: stored.file,
@@ -229,7 +250,7 @@ export class BatchRunner {
       nsfw: output.nsfw,
       ...(output.seed !== undefined ? { seed: output.seed } : {}),
     };
-    return this.deps.recorder.record(jobId, batchIndex, { type: 'saved', output: decision.output, image });
+    return { type: 'saved', output: item.output, image, index: item.image };
   }
 
   /** Runs one provider request and reports it to the metrics. */

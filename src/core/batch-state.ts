@@ -66,7 +66,8 @@ export type BatchEvent =
   | { type: 'submitted'; requestId: string }
   /** the call succeeded and returned this many outputs */
   | { type: 'fetched'; outputs: number }
-  | { type: 'saved'; output: number; image: SavedOutput }
+  /** `index`: the image number it was written as (the download decision's); default: the output's own */
+  | { type: 'saved'; output: number; image: SavedOutput; index?: number }
   /** one output was refused (host not allowed, too large, not an image): that image fails alone */
   | { type: 'refused'; output: number; reason: string }
   /**
@@ -80,8 +81,11 @@ export type BatchEvent =
 export type Decision =
   | { kind: 'submit'; count: number; seed: number }
   | { kind: 'poll'; requestId: string; deadline: number }
-  /** download output `output` of the call and keep it as image number `image` of the job */
-  | { kind: 'download'; requestId: string; output: number; image: number }
+  /**
+   * download these outputs of the call, all at once, and keep each as image number `image` of the
+   * job; report each as `saved` or `refused`, in any order (the machine asks only for what is left)
+   */
+  | { kind: 'download'; requestId: string; outputs: readonly DownloadItem[] }
   /** run the batch again after `delayMs`; a 429 also pauses the provider's whole lane for `pauseLaneMs` */
   | { kind: 'retry'; delayMs: number; reason: string; pauseLaneMs?: number }
   | { kind: 'fail'; reason: string; pauseLaneMs?: number }
@@ -90,6 +94,12 @@ export type Decision =
   | { kind: 'cancel'; requestId?: string }
   /** nothing to do: finished, or left as saved for the next start */
   | { kind: 'stop' };
+
+/** One output of a call to fetch, and the job's image number it becomes. */
+export interface DownloadItem {
+  output: number;
+  image: number;
+}
 
 export interface StepContext {
   now: number;
@@ -180,7 +190,7 @@ function start(batch: Readonly<Batch>, context: StepContext): Step {
 function saved(batch: Readonly<Batch>, event: Extract<BatchEvent, { type: 'saved' }>, context: StepContext): Step {
   const { image: stored } = event;
   const image: ImageRecord = {
-    index: batch.start + batch.delivered + 1,
+    index: event.index ?? batch.start + callBase(batch, context.images ?? []) + event.output + 1,
     batchIndex: batch.index,
     file: stored.file,
     width: stored.width,
@@ -196,7 +206,13 @@ function saved(batch: Readonly<Batch>, event: Extract<BatchEvent, { type: 'saved
   return { ...next(kept, [...(context.images ?? []), image], context), image };
 }
 
-/** The next output to fetch; or, with every output of the call handled, how the call ends. */
+/**
+ * The outputs still to fetch; or, with every output of the call handled, how the call ends. Output k of
+ * a call is image number start + base + k + 1 (base: the images the batch had before this call), so
+ * its file name is known before any download ends and outputs are fetched in parallel; an output past
+ * what was asked takes the number of one that was refused. Asked only when no download is in flight
+ * (the runner records a whole round before acting on the next decision), so numbers never collide.
+ */
 function next(batch: Batch, images: readonly ImageRecord[], context: StepContext): Step {
   const wanted = batch.size - batch.delivered;
   if (wanted <= 0) {
@@ -205,11 +221,28 @@ function next(batch: Batch, images: readonly ImageRecord[], context: StepContext
   }
   const download = batch.download ?? { outputs: 0, refused: [] };
   const requestId = batch.requestId ?? '';
-  const kept = new Set(images.filter((img) => img.batchIndex === batch.index && img.requestId === requestId).map((img) => img.output));
-  for (let output = 0; output < download.outputs; output += 1) {
-    if (kept.has(output) || download.refused.includes(output)) continue;
-    return { batch, decision: { kind: 'download', requestId, output, image: batch.start + batch.delivered + 1 } };
+  const ofCall = imagesOfCall(batch, images);
+  const kept = new Set(ofCall.map((image) => image.output));
+  const base = batch.delivered - ofCall.length;
+  const room = batch.size - base;
+  const first = batch.start + base + 1;
+  const outputs: DownloadItem[] = [];
+  // The call's own slots: output k is image first + k, unless it was refused or never came.
+  const free: number[] = [];
+  const taken = new Set(ofCall.map((image) => image.index));
+  for (let output = 0; output < room; output += 1) {
+    const slot = first + output;
+    if (output >= download.outputs || download.refused.includes(output)) {
+      if (!taken.has(slot)) free.push(slot);
+    } else if (!kept.has(output)) {
+      outputs.push({ output, image: slot });
+    }
   }
+  // Outputs beyond what was asked fill the slots of refused or missing ones, in order.
+  for (let output = room; output < download.outputs && free.length > 0; output += 1) {
+    if (!kept.has(output) && !download.refused.includes(output)) outputs.push({ output, image: free.shift()! });
+  }
+  if (outputs.length > 0) return { batch, decision: { kind: 'download', requestId, outputs } };
   const rest = without(batch, 'download');
   if (download.refused.length > 0) {
     // Asking again would pay for the same refusal: the batch ends with what it kept.
@@ -319,6 +352,17 @@ export function backoff(failures: number, settings: Pick<RetrySettings, 'retryBa
   const base = settings.retryBaseMs ?? 1000;
   const max = settings.retryMaxMs ?? 10_000;
   return Math.min(max, base * 1.5 ** Math.max(0, failures - 1));
+}
+
+/** The images the batch kept from its current call. */
+function imagesOfCall(batch: Readonly<Batch>, images: readonly ImageRecord[]): ImageRecord[] {
+  const requestId = batch.requestId ?? '';
+  return images.filter((img) => img.batchIndex === batch.index && img.requestId === requestId);
+}
+
+/** The images the batch had before its current call: output k of the call is image start + base + k + 1. */
+function callBase(batch: Readonly<Batch>, images: readonly ImageRecord[]): number {
+  return batch.delivered - imagesOfCall(batch, images).length;
 }
 
 /** The moment a call is given up: its submit time (as saved) plus the call timeout. */

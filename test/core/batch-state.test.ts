@@ -37,7 +37,8 @@ function run(batch: Batch, events: BatchEvent[], extra: Partial<StepContext> = {
   return { ...step, images };
 }
 
-const saved = (output: number): BatchEvent => ({ type: 'saved', output, image: image(output) });
+/** as the runner reports it: the image number the download decision gave (5 + output for a fresh batch) */
+const saved = (output: number, index = 5 + output): BatchEvent => ({ type: 'saved', output, image: image(output), index });
 function image(output: number): SavedOutput {
   return { file: `pending-review/00${output}.png`, width: 64, height: 64, contentType: 'image/png', nsfw: false };
 }
@@ -62,9 +63,11 @@ describe('batch machine: the way through', () => {
     expect(phaseOf(batch)).toEqual({ name: 'submitted', requestId: 'r1' });
   });
 
-  it('downloads the outputs one by one, numbering images after the batch start (submitted → downloading k of n)', () => {
-    const { batch, decision } = run(fresh(), [{ type: 'start' }, { type: 'submitted', requestId: 'r1' }, { type: 'fetched', outputs: 4 }, saved(0)]);
-    expect(decision).toEqual({ kind: 'download', requestId: 'r1', output: 1, image: 6 });
+  it('downloads all outputs at once, output k numbered k after the batch start (submitted → downloading k of n)', () => {
+    const fetched = run(fresh(), [{ type: 'start' }, { type: 'submitted', requestId: 'r1' }, { type: 'fetched', outputs: 4 }]);
+    expect(fetched.decision).toEqual({ kind: 'download', requestId: 'r1', outputs: [0, 1, 2, 3].map((output) => ({ output, image: 5 + output })) });
+    const { batch, decision } = run(fresh(), [{ type: 'start' }, { type: 'submitted', requestId: 'r1' }, { type: 'fetched', outputs: 4 }, saved(2)]);
+    expect(decision).toEqual({ kind: 'download', requestId: 'r1', outputs: [0, 1, 3].map((output) => ({ output, image: 5 + output })) });
     expect(phaseOf(batch)).toEqual({ name: 'downloading', requestId: 'r1', delivered: 1, of: 4 });
   });
 
@@ -73,7 +76,7 @@ describe('batch machine: the way through', () => {
       { type: 'start' },
       { type: 'submitted', requestId: 'r1' },
       { type: 'fetched', outputs: 4 },
-      ...[0, 1, 2, 3].map(saved),
+      ...[0, 1, 2, 3].map((output) => saved(output)),
     ]);
     expect(decision).toEqual({ kind: 'done' });
     expect(batch).toMatchObject({ state: 'done', delivered: 4, finishedAt: at(0) });
@@ -90,7 +93,7 @@ describe('batch machine: the way through', () => {
     const batch = { ...fresh(), state: 'submitted' as const, requestId: 'r1', requestIds: ['r1'], attempts: 1, delivered: 2 };
     const kept = [0, 1].map((output) => ({ ...image(output), index: 5 + output, batchIndex: 1, requestId: 'r1', output, review: { status: 'pending' as const } }));
     const step = transition(batch, { type: 'fetched', outputs: 4 }, context({ images: kept }));
-    expect(step.decision).toEqual({ kind: 'download', requestId: 'r1', output: 2, image: 7 });
+    expect(step.decision).toEqual({ kind: 'download', requestId: 'r1', outputs: [{ output: 2, image: 7 }, { output: 3, image: 8 }] });
   });
 
   it('never changes the record it was given', () => {
@@ -126,10 +129,11 @@ describe('batch machine: partial and refused output', () => {
     expect(decision).toEqual({ kind: 'fail', reason: '1 of 4 images refused: the image URL is not on an allowed download host' });
     expect(batch).toMatchObject({ state: 'failed', delivered: 3, failures: 1, finishedAt: at(0) });
     expect(batch.requestId).toBeUndefined();
+    // Each output keeps its own number: the refused one's is left empty.
     expect(images.map((i) => [i.index, i.output])).toEqual([
       [5, 0],
-      [6, 2],
-      [7, 3],
+      [7, 2],
+      [8, 3],
     ]);
   });
 
@@ -139,9 +143,20 @@ describe('batch machine: partial and refused output', () => {
       { type: 'submitted', requestId: 'r1' },
       { type: 'fetched', outputs: 5 },
       { type: 'refused', output: 0, reason: 'too large' },
-      ...[1, 2, 3, 4].map(saved),
+      ...[1, 2, 3].map((output) => saved(output)),
     ]);
-    expect(decision).toEqual({ kind: 'done' });
+    // The fifth output, beyond the four asked, takes the refused output's number.
+    expect(decision).toEqual({ kind: 'download', requestId: 'r1', outputs: [{ output: 4, image: 5 }] });
+    const { decision: last, images } = run(fresh(), [
+      { type: 'start' },
+      { type: 'submitted', requestId: 'r1' },
+      { type: 'fetched', outputs: 5 },
+      { type: 'refused', output: 0, reason: 'too large' },
+      ...[1, 2, 3].map((output) => saved(output)),
+      saved(4, 5),
+    ]);
+    expect(last).toEqual({ kind: 'done' });
+    expect(images.map((i) => [i.index, i.output])).toEqual([[6, 1], [7, 2], [8, 3], [5, 4]]);
   });
 });
 
@@ -361,7 +376,7 @@ describe('job transitions', () => {
       [0, { type: 'start' }],
       [0, { type: 'submitted', requestId: 'r1' }],
       [0, { type: 'fetched', outputs: 4 }],
-      [0, saved(0)],
+      [0, saved(0, 1)],
     ] as [number, BatchEvent][]) {
       current = advance(current, index, event, { now: T0, settings }).job ?? current;
     }

@@ -91,8 +91,8 @@ describe('retries', () => {
     expect(provider.paid()).toHaveLength(1);
     expect(done.images.map((i) => [i.index, i.output])).toEqual([
       [1, 0],
-      [2, 2],
-      [3, 3],
+      [3, 2],
+      [4, 3],
     ]);
     expect(done.batches[0]).toMatchObject({ state: 'failed', delivered: 3, error: '1 of 4 images refused: the image URL is not on an allowed download host' });
     expect(done).toMatchObject({ state: 'completed', error: 'completed with 1 image failed: 1 of 4 images refused: the image URL is not on an allowed download host' });
@@ -107,8 +107,8 @@ describe('retries', () => {
       [0, 0],
       [0, 1],
       [0, 2],
+      [0, 3],
       [1000, 2],
-      [1000, 3],
     ]);
     expect(done.images.map((i) => [i.requestId, i.output])).toEqual([0, 1, 2, 3].map((output) => ['call-1', output]));
     expect(done.batches[0]).toMatchObject({ state: 'done', attempts: 1, failures: 1 });
