@@ -3,10 +3,11 @@
  *
  * One lane per provider, built from two p-queues: the limiter holds a batch's slot for its whole call
  * (max concurrent calls), and the gate lets submits through one at a time and at most N in any rolling
- * window (`strict` mode, so a provider that counts per sliding minute never sees a burst across a
- * window edge). The gate wraps the submit request and the saving of its request id, not the batch: a
- * resumed batch that only polls takes no token, the time the provider sees is the time we counted, and
- * a crash can lose the id of at most one paid call per provider (the one being saved). Fairness is ours: each tenant has its own queue and
+ * window, each counted from its send until its answer (SendWindow: whatever the network's jitter, no
+ * window of the provider's sees more than N). With no configured N, the first 429 teaches one and each
+ * later 429 lowers it. The gate wraps the submit request and the saving of its request id, not the
+ * batch: a resumed batch that only polls takes no token, and a crash can lose the id of at most one
+ * paid call per provider (the one being saved). Fairness is ours: each tenant has its own queue and
  * the lane takes the next batch round-robin across tenants, only at the moment the limiter can start
  * it — so a guild that queues 1000 images holds one place in the rotation, not the next 250 slots.
  */
@@ -54,10 +55,61 @@ class SlidingWindow {
 
 /**
  * Requests reach the provider a few milliseconds after the gate lets them go, not always in order;
- * a window this much longer than the provider's absorbs that jitter (1 %, at most 100 ms).
+ * a window this much longer than the provider's absorbs clock granularity (1 %, at most 100 ms).
  */
 function gateInterval(intervalMs: number): number {
   return Math.ceil(intervalMs + Math.min(intervalMs * 0.01, 100));
+}
+
+/** Sends kept for the window and for learning a limit: at most this many, and none older than this. */
+const KEPT_SENDS = 10_000;
+const KEPT_SENDS_MS = 3_600_000;
+
+/**
+ * The provider's view of the rate: each accepted send, from when it left until its answer came back.
+ * The provider saw it somewhere in between, so a send counts against the window until its answer,
+ * not from its start: whatever the network's jitter, no window of the provider's sees more than the
+ * limit. Sends pass the gate one at a time, so answers are recorded in order.
+ */
+class SendWindow {
+  private readonly sends: { sent: number; answered: number }[] = [];
+
+  /** 0 if a send may leave now under `rate`, else ms until one may */
+  waitMs(rate: Rate, now: number): number {
+    const interval = gateInterval(rate.intervalMs);
+    let counted = 0;
+    for (let i = this.sends.length - 1; i >= 0 && this.sends[i]!.answered > now - interval; i -= 1) counted += 1;
+    if (counted < rate.limit) return 0;
+    // the send whose leaving brings the count under the limit
+    return this.sends[this.sends.length - rate.limit]!.answered + interval - now;
+  }
+
+  record(sent: number, answered: number): void {
+    this.sends.push({ sent, answered });
+    while (this.sends.length > KEPT_SENDS || (this.sends.length > 0 && this.sends[0]!.answered < answered - KEPT_SENDS_MS)) this.sends.shift();
+  }
+
+  /**
+   * What one 429 tells of an unknown limit, `freeAt` being when its Retry-After says a place frees:
+   * the provider's oldest counted send leaves its window then. Taken as that oldest: the first send of
+   * the latest busy stretch (one with no send in the window before it), so a limit met from idle is
+   * learned in one 429, whatever the window's length. Answers the sends since then over that window.
+   */
+  learn(freeAt: number): Rate | undefined {
+    for (let k = this.sends.length - 1; k >= 0; k -= 1) {
+      const oldest = this.sends[k]!.sent;
+      const window = freeAt - oldest;
+      const before = this.sends[k - 1];
+      if (window > 0 && (!before || before.answered <= oldest - window)) return { limit: this.sends.length - k, intervalMs: window };
+    }
+    return undefined;
+  }
+
+  /** sends counted by `rate` now */
+  counted(rate: Rate, now: number): number {
+    const interval = gateInterval(rate.intervalMs);
+    return this.sends.filter((send) => send.answered > now - interval).length;
+  }
 }
 
 class Lane {
@@ -72,15 +124,20 @@ class Lane {
   timer: NodeJS.Timeout | undefined;
   timerAt = 0;
   readonly running = new Map<string, AbortController>();
+  readonly sends = new SendWindow();
+  /** the limit as learned from 429s, when none was configured */
+  learned: Rate | undefined;
+  /** 429s met so far: a send that met one is not counted as accepted */
+  pauses = 0;
 
   constructor(readonly name: string, readonly options: LaneOptions) {
     this.limiter = new PQueue({ concurrency: options.concurrency });
-    this.gate = new PQueue({
-      concurrency: 1,
-      ...(options.rateLimit
-        ? { intervalCap: options.rateLimit.limit, interval: gateInterval(options.rateLimit.intervalMs), strict: true }
-        : {}),
-    });
+    this.gate = new PQueue({ concurrency: 1 });
+  }
+
+  /** the rate the gate keeps: the configured one, else the one learned from 429s */
+  rate(): Rate | undefined {
+    return this.options.rateLimit ?? this.learned;
   }
 
   waiting(): number {
@@ -147,25 +204,66 @@ export class FairScheduler {
 
   /**
    * Runs one request that counts against the provider's rate (a submit): waits for a pause to end and
-   * for a place in the rolling window, then sends it.
+   * for a place in the window, then sends it. It counts from its send until `request` settles (the
+   * answer, and the request id saved), unless it met a 429 (the provider did not count it).
    */
   async throttle<T>(laneName: string, request: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const lane = this.lane(laneName);
     for (let wait = lane.pausedUntil - this.now(); wait > 0; wait = lane.pausedUntil - this.now()) {
       await delay(wait, signal);
     }
-    return lane.gate.add<T>(request, signal ? { signal } : {});
+    return lane.gate.add<T>(
+      async () => {
+        for (;;) {
+          const rate = lane.rate();
+          const wait = Math.max(lane.pausedUntil - this.now(), rate ? lane.sends.waitMs(rate, this.now()) : 0);
+          if (wait <= 0) break;
+          await delay(wait, signal);
+        }
+        const sent = this.now();
+        const pauses = lane.pauses;
+        try {
+          return await request();
+        } finally {
+          if (lane.pauses === pauses) lane.sends.record(sent, this.now());
+        }
+      },
+      signal ? { signal } : {},
+    );
   }
 
-  /** Stops starting calls on a lane for `ms` (a 429's Retry-After). Calls already sent go on. */
+  /**
+   * Stops starting calls on a lane for `ms` (a 429's Retry-After). Calls already sent go on. With no
+   * configured limit, the 429 teaches one (SendWindow.learn), and each later 429 lowers it by one: the
+   * lane converges on the provider's limit instead of paying a pause per 429.
+   */
   pause(laneName: string, ms: number): void {
     const lane = this.lane(laneName);
-    const until = this.now() + Math.min(Math.max(0, ms), RETRY_AFTER_CAP_MS);
+    const now = this.now();
+    const until = now + Math.min(Math.max(0, ms), RETRY_AFTER_CAP_MS);
+    lane.pauses += 1;
+    if (!lane.options.rateLimit) this.learnLimit(lane, now, until);
     if (until <= lane.pausedUntil) return;
     lane.pausedUntil = until;
     lane.limiter.pause();
     lane.gate.pause();
     this.wakeAt(lane, until);
+  }
+
+  private learnLimit(lane: Lane, now: number, freeAt: number): void {
+    const known = lane.learned;
+    if (!known) {
+      lane.learned = lane.sends.learn(freeAt);
+    } else if (lane.sends.counted(known, now) > 0) {
+      // A 429 inside the learned limit: the limit is lower than thought. (One with nothing counted
+      // was not about the rate: a place ahead of it, at the provider, was the cause.)
+      lane.learned = { limit: Math.max(1, known.limit - 1), intervalMs: known.intervalMs };
+    }
+  }
+
+  /** The rate a lane keeps now: configured, or learned from 429s; undefined for none. */
+  rateOf(laneName: string): Rate | undefined {
+    return this.lane(laneName).rate();
   }
 
   isPaused(laneName: string): boolean {

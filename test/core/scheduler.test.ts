@@ -93,6 +93,57 @@ describe('FairScheduler', () => {
     expect(sent).toEqual([0, 0, 0, 1010, 1010, 1010, 2020, 2020, 2020, 3030]);
   });
 
+  it('counts a send against the window until its answer arrives, not from when it left', async () => {
+    const sent: number[] = [];
+    const scheduler = new FairScheduler({ lanes: { fal: { concurrency: 10, rateLimit: { limit: 2, intervalMs: 1000 } } } });
+    // each answer takes 300 ms: the provider may have counted the send at any moment until then
+    const send = () => scheduler.throttle('fal', async () => {
+      sent.push(Date.now());
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    });
+    const all = Promise.all([send(), send(), send()]);
+    await vi.advanceTimersByTimeAsync(5000);
+    await all;
+    // the first two leave at 0 and 300 and are answered at 300 and 600; the third waits until the
+    // first answer is a whole window (and its margin) old: 300 + 1010, not 0 + 1010
+    expect(sent).toEqual([0, 300, 1310]);
+  });
+
+  it('learns an unknown limit from one 429 and keeps to it, lowering it by one for each 429 after', async () => {
+    const sent: number[] = [];
+    const limited: number[] = [];
+    const scheduler = new FairScheduler({ lanes: { fal: { concurrency: 10 } } });
+    let limit = 10;
+    // a provider that takes `limit` sends in any second, answering a 429 with the wait for a place
+    const send = () =>
+      scheduler.throttle('fal', async () => {
+        const now = Date.now();
+        const inWindow = sent.filter((t) => t > now - 1000);
+        if (inWindow.length >= limit) {
+          limited.push(now);
+          return scheduler.pause('fal', inWindow[inWindow.length - limit]! + 1000 - now);
+        }
+        sent.push(now);
+      });
+    const first = Promise.all(Array.from({ length: 40 }, send));
+    await vi.advanceTimersByTimeAsync(10_000);
+    await first;
+    // one 429 taught it: 10 in a window of 1 s (the Retry-After's end minus the first send)
+    expect(limited).toHaveLength(1);
+    expect(scheduler.rateOf('fal')).toEqual({ limit: 10, intervalMs: 1000 });
+    for (const t of sent) expect(sent.filter((u) => u >= t && u < t + 1000).length).toBeLessThanOrEqual(10);
+    // the provider lowers its limit: each 429 lowers the learned one by one, and then there are none
+    limit = 8;
+    const second = Promise.all(Array.from({ length: 40 }, send));
+    await vi.advanceTimersByTimeAsync(20_000);
+    await second;
+    expect(scheduler.rateOf('fal')).toEqual({ limit: 8, intervalMs: 1000 });
+    expect(limited).toHaveLength(3);
+    const after = sent.filter((t) => t > limited.at(-1)!);
+    expect(after.length).toBeGreaterThan(20);
+    for (const t of after) expect(after.filter((u) => u >= t && u < t + 1000).length).toBeLessThanOrEqual(8);
+  });
+
   it('holds rate-counted requests during a pause', async () => {
     const sent: number[] = [];
     const scheduler = new FairScheduler({ lanes: { fal: { concurrency: 4 } } });

@@ -4,55 +4,39 @@
  * downloads are open together (or gives up after a while, so a runner that fetched one at a time
  * would finish, and fail the assertion, rather than hang).
  */
-import { createServer, type Server } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { startFakeFal, type FakeFal } from '../fakes/fal.js';
-import { listenOnLoopback } from '../fakes/http.js';
+import { startFakeFal } from '../fakes/fal.js';
+import { startFront, type Front } from '../fakes/front.js';
 import { buildApp, filesIn, onCleanup, requester } from '../helpers.js';
 
-interface Front {
-  url: string;
-  /** the most image downloads that were open at the same moment */
-  mostOpen: () => number;
-  /** image paths in the order their requests arrived */
-  paths: string[];
-}
-
-/**
- * The fal fake behind a loopback front (so the images' host is FAL_BASE_URL's, which is allowed):
- * queue requests pass straight through; image requests are held until `together` are open at once,
- * or `giveUpMs` passed, then fetched from the fake.
- */
-async function frontOf(fake: FakeFal, together: number, giveUpMs: number): Promise<Front> {
+/** Holds each image request until `together` are open at once, or `giveUpMs` passed; counts the most open. */
+function barrier(together: number, giveUpMs: number) {
   const waiting: (() => void)[] = [];
   const paths: string[] = [];
   let open = 0;
   let mostOpen = 0;
-  const server: Server = createServer((req, res) => {
-    const forward = async () => {
-      const chunks: Buffer[] = [];
-      for await (const chunk of req) chunks.push(chunk as Buffer);
-      const body = req.method === 'POST' ? Buffer.concat(chunks) : undefined;
-      const headers = Object.fromEntries(Object.entries(req.headers).filter(([name]) => name !== 'host' && name !== 'content-length')) as Record<string, string>;
-      const answer = await fetch(fake.url + (req.url ?? ''), { method: req.method ?? 'GET', headers, ...(body ? { body } : {}) });
-      const bytes = Buffer.from(await answer.arrayBuffer());
-      res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/octet-stream' }).end(bytes);
-    };
-    if (!req.url?.startsWith('/files/')) return void forward();
-    paths.push(req.url);
-    open += 1;
-    mostOpen = Math.max(mostOpen, open);
-    const release = () => {
-      clearTimeout(timer);
-      void forward().finally(() => (open -= 1));
-    };
-    const timer = setTimeout(release, giveUpMs);
-    waiting.push(release);
-    if (waiting.length >= together) for (const go of waiting.splice(0)) go();
-  });
-  const port = await listenOnLoopback(server);
-  onCleanup(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  return { url: `http://127.0.0.1:${port}`, mostOpen: () => mostOpen, paths };
+  return {
+    paths,
+    mostOpen: () => mostOpen,
+    hooks: {
+      before: (req: { url?: string }) => {
+        if (!req.url?.startsWith('/files/')) return Promise.resolve();
+        paths.push(req.url);
+        open += 1;
+        mostOpen = Math.max(mostOpen, open);
+        return new Promise<void>((resolve) => {
+          const release = () => {
+            clearTimeout(timer);
+            open -= 1;
+            resolve();
+          };
+          const timer = setTimeout(release, giveUpMs);
+          waiting.push(release);
+          if (waiting.length >= together) for (const go of waiting.splice(0)) go();
+        });
+      },
+    },
+  };
 }
 
 describe('downloads of one call', () => {
@@ -61,7 +45,9 @@ describe('downloads of one call', () => {
     const origin = { url: '' };
     const fake = await startFakeFal({ key: 'fal-test-key', latencyMs: 20, outputUrl: (url) => url.replace(/^http:\/\/[^/]+/, origin.url) });
     onCleanup(() => fake.close());
-    const front = await frontOf(fake, 4, 5_000);
+    const held = barrier(4, 5_000);
+    const front: Front = await startFront(() => fake.url, held.hooks);
+    onCleanup(() => front.close());
     origin.url = front.url;
     const app = await buildApp({ env: { FAL_KEY: 'fal-test-key', FAL_BASE_URL: front.url, FAL_CONCURRENCY: '1' } });
     const job = await app.engine.submit(
@@ -71,8 +57,8 @@ describe('downloads of one call', () => {
     const done = await app.engine.waitFor(job.id);
     expect(done.state).toBe('completed');
     // all four were open together: one at a time, the host would never have seen more than one
-    expect(front.mostOpen()).toBe(4);
-    expect(front.paths).toHaveLength(4);
+    expect(held.mostOpen()).toBe(4);
+    expect(held.paths).toHaveLength(4);
     expect(fake.submits()).toHaveLength(1);
     // output k of the call is image k + 1, whatever order the downloads ended in
     expect(done.images.map((image) => [image.index, image.output, image.file])).toEqual(
