@@ -6,7 +6,7 @@
  *
  * Provider output is untrusted: an image is kept only if its first bytes say PNG, JPEG or WebP, it
  * stays under the byte cap while streaming, its header declares no more than the pixel limit, and
- * it decodes whole.
+ * it arrived whole (image-check.ts: checked as it streams, nothing decoded).
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -14,9 +14,11 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/p
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import sharp from 'sharp';
 import type { ImageReader } from '../core/ports.js';
 import type { ReviewStatus } from '../core/types.js';
+import { ImageInspector, UnreadableImageError } from './image-check.js';
+
+export { sniffFormat, UnreadableImageError } from './image-check.js';
 
 export const REVIEW_FOLDERS: Record<ReviewStatus, string> = {
   pending: 'pending-review',
@@ -29,17 +31,10 @@ const EXTENSIONS: Record<string, string> = { png: 'png', jpeg: 'jpg', webp: 'web
 export const TEMP_MARK = '.part-';
 export const DIR_MODE = 0o700;
 export const FILE_MODE = 0o600;
+/** bytes gathered from the network before one write to disk */
+const WRITE_PIECE = 256 * 1024;
 /** @default the largest picture kept: 8192 × 8192 (a 4× upscale of a 2-megapixel image fits) */
 export const MAX_IMAGE_PIXELS = 8192 * 8192;
-
-/** The format the bytes themselves announce, or undefined: the URL's extension and headers are not trusted. */
-export function sniffFormat(head: Uint8Array): 'png' | 'jpeg' | 'webp' | undefined {
-  const starts = (bytes: number[], at = 0) => bytes.every((byte, i) => head[at + i] === byte);
-  if (starts([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) return 'png';
-  if (starts([0xff, 0xd8, 0xff])) return 'jpeg';
-  if (starts([0x52, 0x49, 0x46, 0x46]) && starts([0x57, 0x45, 0x42, 0x50], 8)) return 'webp';
-  return undefined;
-}
 
 export interface ImageFilesOptions {
   /** bytes allowed for one image @default 25 MiB */
@@ -55,10 +50,6 @@ export interface StoredImage {
   height: number;
   contentType: string;
   bytes: number;
-}
-
-export class UnreadableImageError extends Error {
-  override name = 'UnreadableImageError';
 }
 
 export class ImageFiles implements ImageReader {
@@ -92,32 +83,13 @@ export class ImageFiles implements ImageReader {
     await this.mkdir(folder);
     const temp = path.join(folder, `${baseName}${TEMP_MARK}${randomBytes(4).toString('hex')}`);
     try {
+      const inspector = new ImageInspector(this.maxPixels);
       await pipeline(
-        Readable.from(this.checked(Buffer.isBuffer(source) ? [source] : source)),
+        Readable.from(this.checked(Buffer.isBuffer(source) ? [source] : source, inspector)),
         createWriteStream(temp, { mode: FILE_MODE }),
       );
-      // The header first (no pixel is decoded): its format and declared size decide before any work.
-      const meta = await sharp(temp)
-        .metadata()
-        .catch(() => {
-          throw new UnreadableImageError('the image could not be read');
-        });
-      const extension = EXTENSIONS[meta.format ?? ''];
-      if (!extension) throw new UnreadableImageError('the image is not a PNG, JPEG or WebP');
-      if (!meta.width || !meta.height) throw new UnreadableImageError('the image has no dimensions');
-      if (meta.width * meta.height > this.maxPixels) {
-        throw new UnreadableImageError(`the image is larger than ${Math.round(this.maxPixels / 1e6)} megapixels`);
-      }
-      // Then decoded whole: reading its last row in sequential mode makes the decoder go through every
-      // row before it (a truncated or corrupt body whose header looks right is refused here, not shown
-      // in a gallery), while memory holds a few rows, not the picture.
-      await sharp(temp, { limitInputPixels: this.maxPixels, failOn: 'warning', sequentialRead: true })
-        .extract({ left: 0, top: meta.height - 1, width: 1, height: 1 })
-        .raw()
-        .toBuffer()
-        .catch(() => {
-          throw new UnreadableImageError('the image is damaged or incomplete');
-        });
+      const meta = inspector.end();
+      const extension = EXTENSIONS[meta.format]!;
       const file = path.join(REVIEW_FOLDERS.pending, `${baseName}.${extension}`);
       await rename(temp, path.join(this.jobDir(jobId), file));
       return {
@@ -125,7 +97,7 @@ export class ImageFiles implements ImageReader {
         width: meta.width,
         height: meta.height,
         contentType: `image/${extension === 'jpg' ? 'jpeg' : extension}`,
-        bytes: meta.size ?? 0,
+        bytes: meta.bytes,
       };
     } catch (error) {
       await rm(temp, { force: true });
@@ -133,29 +105,28 @@ export class ImageFiles implements ImageReader {
     }
   }
 
-  /** Passes the bytes through, refusing a body that is not PNG/JPEG/WebP or passes the byte cap. */
-  private async *checked(source: AsyncIterable<Uint8Array> | Uint8Array[]): AsyncGenerator<Uint8Array> {
+  /**
+   * Passes the bytes through the inspector, refusing a body past the byte cap, and hands them on in
+   * pieces of at least WRITE_PIECE bytes (one write to disk per piece, not per network read).
+   */
+  private async *checked(source: AsyncIterable<Uint8Array> | Uint8Array[], inspector: ImageInspector): AsyncGenerator<Uint8Array> {
     let total = 0;
-    let head: Buffer | undefined = Buffer.alloc(0);
+    let piece: Uint8Array[] = [];
+    let pieceBytes = 0;
     for await (const chunk of source) {
       total += chunk.length;
       if (total > this.maxBytes) {
         throw new UnreadableImageError(`the image is larger than ${Math.round(this.maxBytes / 1024 / 1024)} MiB (MAX_IMAGE_BYTES)`);
       }
-      if (head) {
-        head = Buffer.concat([head, chunk]);
-        if (head.length < 12) continue;
-        if (!sniffFormat(head)) throw new UnreadableImageError('the image is not a PNG, JPEG or WebP');
-        yield head;
-        head = undefined;
-        continue;
-      }
-      yield chunk;
+      inspector.push(chunk);
+      piece.push(chunk);
+      pieceBytes += chunk.length;
+      if (pieceBytes < WRITE_PIECE) continue;
+      yield piece.length === 1 ? piece[0]! : Buffer.concat(piece);
+      piece = [];
+      pieceBytes = 0;
     }
-    if (head) {
-      if (!sniffFormat(head)) throw new UnreadableImageError('the image is not a PNG, JPEG or WebP');
-      yield head;
-    }
+    if (piece.length > 0) yield Buffer.concat(piece);
   }
 
   private async mkdir(folder: string): Promise<void> {
