@@ -191,10 +191,15 @@ export class BatchRunner {
     signal.addEventListener('abort', stop, { once: true });
     const timer = setTimeout(stop, Math.min(MAX_TIMER_MS, waitMs));
     try {
-      return await provider.watch(requestId, run.job.request.model, watching.signal);
+      const status = await provider.watch(requestId, run.job.request.model, watching.signal);
+      this.deps.recorder.call({ provider: provider.name, operation: 'watch', outcome: 'ok' });
+      return status;
     } catch (error) {
+      // A watch we stopped (deadline, cancel, shutdown) is not a failure of the push.
       if (!watching.signal.aborted) {
-        this.deps.log.debug({ job: run.jobId, batch: run.batchIndex, requestId, error: asProviderError(error).message }, 'status push failed; polling');
+        const failure = asProviderError(error);
+        this.deps.recorder.call({ provider: provider.name, operation: 'watch', outcome: 'error', kind: failure.kind, status: failure.details.status });
+        this.deps.log.debug({ job: run.jobId, batch: run.batchIndex, requestId, error: failure.message }, 'status push failed; polling');
       }
       return undefined;
     } finally {

@@ -71,7 +71,8 @@ export interface Reviewer {
 /** One provider request as the metrics see it. */
 export interface CallRecord {
   provider: ProviderName;
-  operation: 'submit' | 'status' | 'result' | 'download';
+  /** `watch`: one wait on the provider's push (status stream, webhook) for a call's end */
+  operation: 'submit' | 'status' | 'result' | 'download' | 'watch';
   outcome: 'ok' | 'error';
   /** the error's kind (rate_limited, server, timeout …) when outcome is error */
   kind?: string;
