@@ -218,10 +218,10 @@ export class BatchRunner {
     const { jobId, batchIndex } = run;
     const outcomes = await Promise.allSettled(decision.outputs.map((item) => this.keep(run, item)));
     let next: Decision = decision;
-    let failure: unknown;
+    let failure: Error | undefined;
     for (const outcome of outcomes) {
       if (outcome.status === 'rejected') {
-        failure ??= outcome.reason;
+        failure ??= asImageError(outcome.reason);
         continue;
       }
       next = await this.deps.recorder.record(jobId, batchIndex, outcome.value);
