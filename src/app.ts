@@ -6,6 +6,7 @@ import type { ImagineLimits } from '../commands/imagine.js';
 import { configuredProviders, DEFAULT_MODELS, type Config } from './config.js';
 import type { LaneOptions } from './core/dispatch.js';
 import { Engine } from './core/engine.js';
+import { MemoryCallNotices, type CallNotices } from './core/notices.js';
 import type { ImageStore, JobRepository } from './core/ports.js';
 import type { Provider } from './core/provider.js';
 import type { ProviderName } from './core/types.js';
@@ -28,6 +29,8 @@ export interface App {
   providers: Partial<Record<ProviderName, Provider>>;
   limits: ImagineLimits;
   logger: Logger;
+  /** ended calls told by webhook: in this process, or in Redis in distributed mode */
+  notices: CallNotices;
   /** distributed mode (REDIS_URL): the Redis connection and what is built on it; undefined in one process */
   shared?: Distributed;
   /** stops the engine (running calls stay persisted for the next start) and closes the store */
@@ -63,6 +66,12 @@ export interface AppOverrides extends ProviderOverrides {
   /** distributed mode: how long a dead process's tickets and job locks stay locked (tests shorten them) */
   queueLockMs?: number;
   jobLockMs?: number;
+  /**
+   * This process receives webhooks (it runs the public server: src/main.ts). With PUBLIC_URL, calls ask
+   * for webhooks only where their end can reach the process watching them: here, or through Redis.
+   * A process of its own without the server (the command line) watches the status stream and polls.
+   */
+  servesWebhooks?: boolean;
 }
 
 export async function createApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
@@ -98,7 +107,9 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
       logger.warn({ provider: name }, `${name.toUpperCase()}_MODELS=*: users may pick any ${name} model, including ones with no known price`);
     }
   }
-  const providers = overrides.providers ?? createProviders(config, overrides);
+  const notices: CallNotices = overrides.notices ?? shared?.notices ?? new MemoryCallNotices();
+  const webhooks = config.webhooks && (shared || overrides.servesWebhooks) ? config.webhooks : undefined;
+  const providers = overrides.providers ?? createProviders({ ...config, webhooks }, { ...overrides, notices });
   const engine = new Engine({
     jobs,
     files,
@@ -132,6 +143,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     providers,
     limits,
     logger,
+    notices,
     ...(shared ? { shared } : {}),
     async close() {
       await engine.stop();

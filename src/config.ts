@@ -28,7 +28,7 @@ export interface Config {
     reviewers: string[];
   };
   fal?: ProviderConfig & { key: string; baseUrl?: string };
-  replicate?: ProviderConfig & { token: string; baseUrl: string };
+  replicate?: ProviderConfig & { token: string; baseUrl: string; /** signs Replicate's webhooks; unset = asked of the API */ webhookSecret?: string };
   local: ProviderConfig & { latencyMs: number };
   defaultProvider: ProviderName;
   storeUrl: string;
@@ -57,6 +57,10 @@ export interface Config {
   prices: Record<string, number>;
   playground: { enabled: boolean; port: number };
   publicUrl?: string;
+  /** the bot's public HTTP server (webhooks), started when PUBLIC_URL is set */
+  http: { host: string; port: number };
+  /** calls end by webhook (PUBLIC_URL set); undefined = status stream and polling only */
+  webhooks?: WebhookConfig;
   logLevel: string;
   /** distributed mode: store, queues and limits in this Redis; undefined = one process on SQLite */
   redisUrl?: string;
@@ -74,6 +78,19 @@ export interface Config {
   /** images in an S3-compatible bucket (OUTPUT_DIR is then this process's cache of it); undefined = on disk */
   s3?: S3Config;
 }
+
+/** Webhooks: where the providers deliver, and how often a call whose webhook has not come is polled anyway. */
+export interface WebhookConfig {
+  /** full delivery URLs (PUBLIC_URL + /webhooks/fal, /webhooks/replicate) */
+  falUrl: string;
+  replicateUrl: string;
+  /** one status poll of a watched call this often, in case its webhook never comes */
+  safetyPollMs: number;
+  /** fal's webhook signing keys (a JWKS) */
+  falJwksUrl: string;
+}
+
+export const DEFAULT_FAL_JWKS_URL = 'https://rest.alpha.fal.ai/.well-known/jwks.json';
 
 /** Where images are kept in object storage. Credentials come from the AWS SDK's own chain, never from here. */
 export interface S3Config {
@@ -237,6 +254,19 @@ export function loadConfig(env: Env = process.env): Config {
     concurrency: int(env, 'REPLICATE_CONCURRENCY', 1, 1000, 10),
   };
 
+  const publicUrl = read(env, 'PUBLIC_URL', url, 'an http(s) URL');
+  const http = {
+    host: read(env, 'HTTP_HOST', z.string().regex(/^([0-9a-fA-F:.]+|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$/).optional(), 'an address to listen on, such as 0.0.0.0 or 127.0.0.1') ?? '0.0.0.0',
+    port: int(env, 'HTTP_PORT', 0, 65535, 8080),
+  };
+  const webhookSecret = read(env, 'REPLICATE_WEBHOOK_SECRET', z.string().regex(/^whsec_[A-Za-z0-9+/=]{8,}$/).optional(), 'a signing secret whsec_…', true);
+  const falJwksUrl = read(env, 'FAL_JWKS_URL', url, 'an http(s) URL') ?? DEFAULT_FAL_JWKS_URL;
+  const safetyPollMs = int(env, 'WEBHOOK_SAFETY_POLL_SECONDS', 1, 3600, 30) * 1000;
+  const base = publicUrl === undefined ? undefined : withoutTrailingSlash(publicUrl);
+  const webhooks: WebhookConfig | undefined = base
+    ? { falUrl: `${base}/webhooks/fal`, replicateUrl: `${base}/webhooks/replicate`, safetyPollMs, falJwksUrl }
+    : undefined;
+
   const redisUrl = read(env, 'REDIS_URL', z.string().regex(/^rediss?:\/\/\S+$/).optional(), 'redis://HOST:PORT (or rediss://)', true);
   const role = read(env, 'ROLE', z.enum(ROLES).optional(), `one of ${ROLES.join(', ')}`) ?? 'all';
   if (role !== 'all' && !redisUrl) throw new ConfigError(`ROLE: "${role}" needs REDIS_URL (edge and worker processes share work through Redis)`);
@@ -247,7 +277,7 @@ export function loadConfig(env: Env = process.env): Config {
     discord: discordToken && discordAppId ? { token: discordToken, appId: discordAppId, ...discord } : undefined,
     slack: slackToken && slackSecret ? { botToken: slackToken, signingSecret: slackSecret, ...slack } : undefined,
     fal: falKey ? { key: falKey, ...fal } : undefined,
-    replicate: replicateToken ? { token: replicateToken, ...replicate } : undefined,
+    replicate: replicateToken ? { token: replicateToken, ...replicate, ...(webhookSecret ? { webhookSecret } : {}) } : undefined,
     local: {
       model: DEFAULT_MODELS.local,
       models: [DEFAULT_MODELS.local],
@@ -277,7 +307,9 @@ export function loadConfig(env: Env = process.env): Config {
       enabled: playgroundMode ? playgroundMode === 'on' : !discordToken && !slackToken,
       port: int(env, 'PLAYGROUND_PORT', 0, 65535, 4000),
     },
-    publicUrl: read(env, 'PUBLIC_URL', url, 'an http(s) URL'),
+    publicUrl,
+    http,
+    ...(webhooks ? { webhooks } : {}),
     logLevel:
       read(env, 'LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(), 'a pino level') ??
       'info',

@@ -29,6 +29,7 @@ export const REDACT_PATHS = [
   'config.slack.appToken',
   'config.fal.key',
   'config.replicate.token',
+  'config.replicate.webhookSecret',
 ];
 
 export function createLogger(level: string, destination?: DestinationStream): Logger {

@@ -7,6 +7,9 @@
  * (its dispatcher runs no batches); `worker` runs batches and takes no commands — no gateway, no Slack
  * receiver, no playground — but still delivers what it changes (progress edits, galleries of the jobs
  * it finishes) over the platforms' APIs, since the engine tells only the process that made a change.
+ *
+ * With PUBLIC_URL, the public HTTP server (HTTP_HOST:HTTP_PORT) receives the providers' webhooks; it
+ * starts before unfinished jobs resume, so the deliveries of resumed calls are received.
  */
 import { createApp } from './app.js';
 import { Delivery } from './chat/delivery/index.js';
@@ -16,10 +19,13 @@ import { startSlack } from './chat/slack/index.js';
 import type { ChatAdapter } from './chat/types.js';
 import { configuredProviders, loadConfig } from './config.js';
 import { startHealthServer, type HealthServer } from './health.js';
+import { createWebhookReceiver } from './providers/webhooks.js';
+import { startWebServer, type WebServer } from './web/server.js';
+import { webhookRoutes } from './web/webhooks.js';
 
 export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const config = loadConfig(env);
-  const app = await createApp(config);
+  const app = await createApp(config, { servesWebhooks: config.webhooks !== undefined });
   const adapters: ChatAdapter[] = [];
   // One delivery for every adapter: it listens to the engine once and routes each job to its platform.
   const delivery = new Delivery(app);
@@ -58,6 +64,18 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
     });
   }
 
+  let web: WebServer | undefined;
+  if (config.webhooks) {
+    const receiver = createWebhookReceiver(config, app.notices, app.logger);
+    web = await startWebServer({ host: config.http.host, port: config.http.port, log: app.logger, routes: webhookRoutes(receiver) }).catch(
+      (error: NodeJS.ErrnoException) => {
+        if (error.code === 'EADDRINUSE') throw new Error(`HTTP_PORT: port ${config.http.port} is in use; set HTTP_PORT to a free port (webhooks are delivered there)`);
+        throw error;
+      },
+    );
+    void receiver.warmUp();
+  }
+
   const resumed = await app.engine.resume();
   app.logger.info(
     {
@@ -68,6 +86,7 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
       resumed,
       outputDir: config.outputDir,
       health: health?.url,
+      webhooks: config.webhooks ? { fal: config.fal ? config.webhooks.falUrl : undefined, replicate: config.replicate ? config.webhooks.replicateUrl : undefined, listening: web?.url } : undefined,
     },
     'Art Factory started',
   );
@@ -80,6 +99,7 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
     const timer = setTimeout(() => process.exit(1), 10_000);
     await Promise.allSettled(adapters.map((adapter) => adapter.stop()));
     await health?.stop();
+    await web?.stop();
     await app.close();
     clearTimeout(timer);
     process.exit(0);

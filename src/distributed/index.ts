@@ -13,6 +13,7 @@ import type { ProviderName } from '../core/types.js';
 import { openKeyv } from '../store/keyv.js';
 import { openRedis, RedisAdmissionBook, RedisJobLocks, RedisJobStore } from '../store/redis.js';
 import { RedisDispatcher, settledWithin } from './dispatch.js';
+import { RedisCallNotices } from './notices.js';
 import { checkSharedFolder } from './shared-folder.js';
 
 /** How long each closing step waits before the connection is cut. */
@@ -34,6 +35,8 @@ export interface Distributed {
   locks: RedisJobLocks;
   book: RedisAdmissionBook;
   dispatcher: RedisDispatcher;
+  /** ended calls told by webhook, seen by every process */
+  notices: RedisCallNotices;
   prefix: string;
   /** after the engine has stopped: closes the store and every connection */
   close(): Promise<void>;
@@ -43,14 +46,17 @@ export async function openDistributed(config: Config & { redisUrl: string }, opt
   const prefix = config.redisPrefix;
   const redis = openRedis(config.redisUrl, options.logger);
   let keyv: Keyv | undefined;
+  const notices = new RedisCallNotices(redis, prefix, options.logger);
   try {
     await redis.ping();
+    await notices.start();
     // The namespace keeps two bots on one Redis apart, as the prefix does for the other keys.
     keyv = await openKeyv(config.redisUrl, prefix);
     // With a bucket, images are shared through it: OUTPUT_DIR is each process's own cache.
     if (!config.s3) await checkSharedFolder(redis, prefix, config.outputDir);
   } catch (error) {
     await keyv?.disconnect().catch(() => undefined);
+    await settledWithin(notices.close(), CLOSE_GRACE_MS);
     redis.disconnect();
     throw error;
   }
@@ -72,11 +78,13 @@ export async function openDistributed(config: Config & { redisUrl: string }, opt
     locks: new RedisJobLocks(redis, prefix, options.jobLockMs !== undefined ? { ttlMs: options.jobLockMs } : {}),
     book: new RedisAdmissionBook(redis, prefix),
     dispatcher,
+    notices,
     prefix,
     async close() {
       // Each step gets a moment: with Redis gone, a save or a quit would wait for a reconnect.
       await settledWithin(jobs.close(), CLOSE_GRACE_MS);
       await settledWithin(opened.disconnect(), CLOSE_GRACE_MS);
+      await settledWithin(notices.close(), CLOSE_GRACE_MS);
       await settledWithin(redis.quit(), CLOSE_GRACE_MS);
       redis.disconnect();
     },

@@ -2,10 +2,17 @@
  * fal.ai through @fal-ai/client's queue API: submit → (request id persisted by the caller) → watch the
  * status stream (status polls if it fails) → result. `subscribe` is avoided on purpose: it polls for
  * ever on an unknown status and cannot be resumed after a restart.
+ *
+ * With a webhook (PUBLIC_URL), the submit asks fal to POST the call's end to us (`?fal_webhook=`), and
+ * the watch waits for that notice instead of holding a status stream open per call in flight (the
+ * point of webhooks for large batches); one status poll every `safetyPollMs` catches a webhook that
+ * never comes. The webhook carries the result's payload, kept for result() so it needs no GET.
  */
 import { ApiError, createFalClient, type FalClient, type QueueStatus, type RequestMiddleware } from '@fal-ai/client';
+import { delay } from '../core/delay.js';
+import { untilEnded, type CallNotice, type CallWebhook } from '../core/notices.js';
 import { MAX_TIMER_MS, ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
-import { textOf } from '../core/text.js';
+import { oneLine, textOf } from '../core/text.js';
 import type { AspectRatio } from '../core/types.js';
 import type { Downloader } from './download.js';
 import { strictFetch, type Fetch } from './http.js';
@@ -35,7 +42,21 @@ export interface FalProviderOptions {
   download: Downloader;
   /** learn that a call ended from fal's status stream instead of polling for it @default true */
   statusStream?: boolean;
+  /**
+   * Waits before each new try of a status stream that dropped before the call ended; the watch rejects
+   * (and the runner polls) once they are spent.
+   * @default [250, 500, 1000]
+   */
+  streamRetryMs?: readonly number[];
+  /** end calls by webhook (replaces the status stream) */
+  webhook?: CallWebhook;
 }
+
+export const DEFAULT_STREAM_RETRY_MS: readonly number[] = [250, 500, 1000];
+/** Payloads delivered by webhook and not fetched yet (the run that watched them aborted): the oldest go first. */
+const MAX_KEPT_PAYLOADS = 256;
+/** fal's request ids are UUIDs; anything outside this is not one of its ids. */
+const REQUEST_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 interface FalImage {
   url: string;
@@ -94,8 +115,10 @@ export class FalProvider implements Provider {
   readonly name = 'fal' as const;
   readonly maxImagesPerCall = 4;
   readonly typicalCallMs = 5_000;
-  /** set unless `statusStream: false`: the runner then polls only when the stream fails */
+  /** the webhook's notice, else the status stream unless `statusStream: false`: the runner polls only when it fails */
   readonly watch?: (requestId: string, model: string, signal: AbortSignal) => Promise<CallStatus>;
+  /** result payloads a webhook delivered, until result() takes them */
+  private readonly delivered = new Map<string, unknown>();
   private readonly client: FalClient;
   /** for status streams only: no SDK retries, no whole-response timeout */
   private readonly streamClient: FalClient;
@@ -115,17 +138,65 @@ export class FalProvider implements Provider {
       credentials: options.key,
       fetch: strictFetch({ provider: 'fal', fetch: headersTimeout(options.fetch ?? fetch, requestTimeoutMs), requestTimeoutMs: MAX_TIMER_MS }),
       requestMiddleware,
-      // A failed stream is not retried here: the runner falls back to polling at once.
+      // No SDK retries: a dropped stream is opened again by followStream, with its own backoff.
       retry: { maxRetries: 0 },
     });
-    if (options.statusStream !== false) this.watch = (requestId, model, signal) => this.streamStatus(requestId, model, signal);
+    if (options.webhook) this.watch = (requestId, model, signal) => this.awaitNotice(options.webhook!, requestId, model, signal);
+    else if (options.statusStream !== false) this.watch = (requestId, model, signal) => this.followStream(requestId, model, signal);
   }
 
   async submit(call: BatchCall, signal?: AbortSignal): Promise<string> {
+    const { webhook } = this.options;
     const queued = await this.guard(() =>
-      this.client.queue.submit(call.model, { input: falInput(call), ...(signal ? { abortSignal: signal } : {}) }),
+      this.client.queue.submit(call.model, {
+        input: falInput(call),
+        ...(webhook ? { webhookUrl: webhook.url } : {}),
+        ...(signal ? { abortSignal: signal } : {}),
+      }),
     );
+    // Paid for now: a board that cannot be written must not fail the submit (that would pay again); its
+    // webhook is then refused as unknown, and the safety poll ends the call.
+    await webhook?.notices.expect('fal', queued.request_id).catch(() => undefined);
     return queued.request_id;
+  }
+
+  /**
+   * The call's end from its webhook's notice, or from our own status poll every `safetyPollMs`. A call
+   * the board did not know (resumed after a restart: its webhook may have come while we were down) is
+   * polled once at once.
+   */
+  private async awaitNotice(webhook: CallWebhook, requestId: string, model: string, signal: AbortSignal): Promise<CallStatus> {
+    const known = await webhook.notices.expect('fal', requestId);
+    const notice = await untilEnded(webhook.notices, 'fal', requestId, signal, {
+      safetyPollMs: webhook.safetyPollMs,
+      pollFirst: !known,
+      poll: (pollSignal) => this.status(requestId, model, pollSignal),
+    });
+    if (notice.output !== undefined) this.keep(requestId, notice.output);
+    return notice.status;
+  }
+
+  private keep(requestId: string, payload: unknown): void {
+    this.delivered.delete(requestId);
+    this.delivered.set(requestId, payload);
+    if (this.delivered.size > MAX_KEPT_PAYLOADS) this.delivered.delete(this.delivered.keys().next().value!);
+  }
+
+  /**
+   * The status stream, opened again after a drop (waiting `streamRetryMs` before each new try) until the
+   * call ends; rejects once the tries are spent, or at once for an answer another try would not change.
+   */
+  private async followStream(requestId: string, model: string, signal: AbortSignal): Promise<CallStatus> {
+    const waits = this.options.streamRetryMs ?? DEFAULT_STREAM_RETRY_MS;
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await this.streamStatus(requestId, model, signal);
+      } catch (error) {
+        const wait = waits[attempt];
+        if (signal.aborted || wait === undefined || !worthReconnecting(error)) throw error;
+        await delay(wait, signal);
+      }
+    }
   }
 
   async status(requestId: string, model: string, signal?: AbortSignal): Promise<CallStatus> {
@@ -163,10 +234,12 @@ export class FalProvider implements Provider {
   }
 
   async result(requestId: string, model: string, signal?: AbortSignal): Promise<OutputImage[]> {
-    const result = await this.guard(() =>
-      this.client.queue.result(model, { requestId, ...(signal ? { abortSignal: signal } : {}) }),
-    );
-    const output = (result.data ?? {}) as FalOutput;
+    const delivered = this.delivered.get(requestId);
+    this.delivered.delete(requestId);
+    const data: unknown =
+      delivered ??
+      (await this.guard(() => this.client.queue.result(model, { requestId, ...(signal ? { abortSignal: signal } : {}) }))).data;
+    const output = (data ?? {}) as FalOutput;
     const nsfw = output.has_nsfw_concepts ?? [];
     return (output.images ?? []).map((image, index) => ({
       url: image.url,
@@ -179,6 +252,7 @@ export class FalProvider implements Provider {
   }
 
   async cancel(requestId: string, model: string): Promise<void> {
+    this.delivered.delete(requestId);
     await this.guard(() => this.client.queue.cancel(model, { requestId }));
   }
 
@@ -201,4 +275,31 @@ export class FalProvider implements Provider {
       throw error;
     }
   }
+}
+
+/** A stream failure another try may get past: a drop, a network error, a 5xx or 429; not auth, not a 4xx. */
+function worthReconnecting(error: unknown): boolean {
+  const cause = error instanceof ProviderError ? (error.details.cause ?? error) : error;
+  if (cause instanceof ApiError) return cause.status === 429 || cause.status >= 500;
+  if (cause instanceof ProviderError) return cause.kind !== 'auth' && cause.kind !== 'invalid' && cause.kind !== 'not_found';
+  return true;
+}
+
+/**
+ * A fal webhook body (`{request_id, gateway_request_id, status: "OK" | "ERROR", payload, error?}`) as a
+ * notice: OK → succeeded, with the payload (the result's data) kept for result(); a payload that fal
+ * could not serialise comes as null, and result() fetches it. ERROR → failed, with fal's error.
+ */
+export function falNoticeOf(body: unknown): CallNotice | undefined {
+  if (!body || typeof body !== 'object') return undefined;
+  const { request_id: requestId, status, payload, error } = body as Record<string, unknown>;
+  if (typeof requestId !== 'string' || !REQUEST_ID.test(requestId)) return undefined;
+  if (status === 'OK') {
+    return { provider: 'fal', requestId, status: { state: 'succeeded' }, ...(payload && typeof payload === 'object' ? { output: payload } : {}) };
+  }
+  if (status === 'ERROR') {
+    const detail = payload && typeof payload === 'object' && 'detail' in payload ? `: ${textOf(payload.detail)}` : '';
+    return { provider: 'fal', requestId, status: { state: 'failed', error: oneLine(`${textOf(error ?? 'fal reported an error')}${detail}`) } };
+  }
+  return undefined;
 }

@@ -1,5 +1,6 @@
 /** Builds the configured providers. `local` is always there: it needs nothing. */
 import type { Config } from '../config.js';
+import type { CallNotices, CallWebhook } from '../core/notices.js';
 import type { Provider } from '../core/provider.js';
 import type { ProviderName } from '../core/types.js';
 import { FalProvider } from './fal.js';
@@ -12,6 +13,12 @@ export interface ProviderOverrides {
   /** the fetch the hosted providers use (tests pass one that only reaches loopback) */
   fetch?: Fetch;
   requestTimeoutMs?: number;
+  /** the notice board webhooks end calls through (required for webhooks: PUBLIC_URL) */
+  notices?: CallNotices;
+  /** time between a webhook-watched call's own status polls (tests shorten it) @default WEBHOOK_SAFETY_POLL_SECONDS */
+  webhookSafetyPollMs?: number;
+  /** waits before each reconnect of fal's status stream (tests shorten them) @default [250, 500, 1000] */
+  falStreamRetryMs?: readonly number[];
 }
 
 /**
@@ -29,6 +36,11 @@ function downloaderFor(config: Config, mediaHosts: readonly string[], baseUrl: s
 
 export function createProviders(config: Config, overrides: ProviderOverrides = {}): Partial<Record<ProviderName, Provider>> {
   const http = { ...(overrides.fetch ? { fetch: overrides.fetch } : {}), ...(overrides.requestTimeoutMs ? { requestTimeoutMs: overrides.requestTimeoutMs } : {}) };
+  const { webhooks } = config;
+  const { notices } = overrides;
+  if (webhooks && !notices) throw new Error('createProviders: PUBLIC_URL turns webhooks on, and they need a notice board (overrides.notices)');
+  const webhook = (url: string): { webhook?: CallWebhook } =>
+    webhooks && notices ? { webhook: { url, notices, safetyPollMs: overrides.webhookSafetyPollMs ?? webhooks.safetyPollMs } } : {};
   return {
     ...(config.fal
       ? {
@@ -36,6 +48,8 @@ export function createProviders(config: Config, overrides: ProviderOverrides = {
             key: config.fal.key,
             baseUrl: config.fal.baseUrl,
             download: downloaderFor(config, FAL_MEDIA_HOSTS, config.fal.baseUrl),
+            ...(overrides.falStreamRetryMs ? { streamRetryMs: overrides.falStreamRetryMs } : {}),
+            ...webhook(webhooks?.falUrl ?? ''),
             ...http,
           }),
         }
@@ -51,6 +65,7 @@ export function createProviders(config: Config, overrides: ProviderOverrides = {
               REPLICATE_MEDIA_HOSTS,
               config.replicate.baseUrl === DEFAULT_REPLICATE_BASE_URL ? undefined : config.replicate.baseUrl,
             ),
+            ...webhook(webhooks?.replicateUrl ?? ''),
             ...http,
           }),
         }

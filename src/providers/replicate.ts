@@ -7,8 +7,14 @@
  * prediction ends or N seconds pass. A prediction that ended within the wait is kept here, and the
  * runner's next status() and result() for its id answer from it without any HTTP call; one that did
  * not is polled as before.
+ *
+ * With a webhook (PUBLIC_URL), each create asks Replicate to POST the prediction when it completes
+ * (`webhook` + `webhook_events_filter: ["completed"]`); the watch waits for that notice, and polls once
+ * every `safetyPollMs` in case it never comes. The webhook's body is the whole prediction: its outputs
+ * are kept like a held create's, so result() needs no GET.
  */
 import Replicate, { type Prediction } from 'replicate';
+import { untilEnded, type CallNotice, type CallWebhook } from '../core/notices.js';
 import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import { textOf } from '../core/text.js';
 import type { Downloader } from './download.js';
@@ -49,7 +55,12 @@ export interface ReplicateProviderOptions {
    * @default 0
    */
   preferWaitSeconds?: number;
+  /** end calls by webhook: the runner waits for its notice, polling only every `safetyPollMs` */
+  webhook?: CallWebhook;
 }
+
+/** Replicate's prediction ids: lowercase letters and digits. */
+const PREDICTION_ID = /^[a-z0-9]{1,64}$/;
 
 /** The margin a held create keeps under the request timeout, so Replicate answers before we give up. */
 const HELD_CREATE_MARGIN_MS = 5_000;
@@ -75,6 +86,8 @@ export class ReplicateProvider implements Provider {
   /** Predictions a held create returned already ended, until their status() is asked once. */
   private readonly ended = new Map<string, Prediction>();
   private readonly preferWaitSeconds: number;
+  /** set with a webhook: the runner waits for the webhook's notice before it polls */
+  readonly watch?: (requestId: string, model: string, signal: AbortSignal) => Promise<CallStatus>;
 
   constructor(private readonly options: ReplicateProviderOptions) {
     const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
@@ -88,6 +101,7 @@ export class ReplicateProvider implements Provider {
       );
     }
     this.preferWaitSeconds = wait;
+    if (options.webhook) this.watch = (requestId, model, signal) => this.awaitNotice(options.webhook!, requestId, model, signal);
   }
 
   /** A client per operation, so its built-in retries replay our first failure instead of resending. */
@@ -102,40 +116,51 @@ export class ReplicateProvider implements Provider {
 
   async submit(call: BatchCall, signal?: AbortSignal): Promise<string> {
     const wait = this.preferWaitSeconds;
+    const { webhook } = this.options;
     // The SDK's `wait: N` sends `Prefer: wait=N`. The id comes back only with the held answer, so the
     // caller saves it up to N s later than without: keep N short (see preferWaitSeconds).
     const prediction = await this.guard(() =>
       this.client().predictions.create({
         model: call.model,
         input: replicateInput(call),
+        ...(webhook ? { webhook: webhook.url, webhook_events_filter: ['completed' as const] } : {}),
         ...(wait > 0 ? { wait } : {}),
         ...(signal ? { signal } : {}),
       }),
     );
     if (wait > 0 && isEnded(prediction)) this.keep(prediction);
+    // Paid for now: a board that cannot be written must not fail the create (that would pay again); its
+    // webhook is then refused as unknown, and the safety poll ends the call.
+    await webhook?.notices.expect('replicate', prediction.id).catch(() => undefined);
     return prediction.id;
+  }
+
+  /**
+   * The prediction's end from its webhook's notice, or from our own poll every `safetyPollMs`; one a held
+   * create returned ended is answered at once. A prediction the board did not know (resumed after a
+   * restart: its webhook may have come while we were down) is polled once at once.
+   */
+  private async awaitNotice(webhook: CallWebhook, requestId: string, model: string, signal: AbortSignal): Promise<CallStatus> {
+    if (this.ended.has(requestId)) return this.status(requestId, model, signal);
+    const known = await webhook.notices.expect('replicate', requestId);
+    const notice = await untilEnded(webhook.notices, 'replicate', requestId, signal, {
+      safetyPollMs: webhook.safetyPollMs,
+      pollFirst: !known,
+      poll: (pollSignal) => this.status(requestId, model, pollSignal),
+    });
+    if (notice.status.state === 'succeeded' && Array.isArray(notice.output)) {
+      this.outputs.set(requestId, notice.output.filter((url): url is string => typeof url === 'string'));
+    }
+    return notice.status;
   }
 
   async status(requestId: string, _model: string, signal?: AbortSignal): Promise<CallStatus> {
     const kept = this.ended.get(requestId);
     this.ended.delete(requestId);
     const prediction = kept ?? (await this.guard(() => this.client().predictions.get(requestId, signal ? { signal } : {})));
-    switch (prediction.status) {
-      case 'starting':
-        return { state: 'queued' };
-      case 'processing':
-        return { state: 'running' };
-      case 'succeeded':
-        this.outputs.set(requestId, outputUrls(prediction));
-        return { state: 'succeeded' };
-      case 'canceled':
-        return { state: 'canceled' };
-      case 'failed':
-        return { state: 'failed', error: textOf(prediction.error ?? 'the prediction failed') };
-      default:
-        // `aborted` and anything newer: an end, never something to wait on for ever.
-        return { state: 'failed', error: `the prediction ended as "${String(prediction.status)}"` };
-    }
+    const status = statusOf(prediction);
+    if (status.state === 'succeeded') this.outputs.set(requestId, outputUrls(prediction));
+    return status;
   }
 
   async result(requestId: string, _model: string, signal?: AbortSignal): Promise<OutputImage[]> {
@@ -180,6 +205,38 @@ export class ReplicateProvider implements Provider {
       throw error;
     }
   }
+}
+
+/** A prediction's status as the batch machine knows it. */
+function statusOf(prediction: Pick<Prediction, 'status' | 'error'>): CallStatus {
+  switch (prediction.status) {
+    case 'starting':
+      return { state: 'queued' };
+    case 'processing':
+      return { state: 'running' };
+    case 'succeeded':
+      return { state: 'succeeded' };
+    case 'canceled':
+      return { state: 'canceled' };
+    case 'failed':
+      return { state: 'failed', error: textOf(prediction.error ?? 'the prediction failed') };
+    default:
+      // `aborted` and anything newer: an end, never something to wait on for ever.
+      return { state: 'failed', error: `the prediction ended as "${String(prediction.status)}"` };
+  }
+}
+
+/**
+ * A Replicate webhook body (the prediction) as a notice, its output URLs kept for result(); a prediction
+ * that has not ended yet (an event other than "completed") as its id alone; anything else undefined.
+ */
+export function replicateNoticeOf(body: unknown): CallNotice | { requestId: string; ended: false } | undefined {
+  if (!body || typeof body !== 'object') return undefined;
+  const prediction = body as Prediction;
+  if (typeof prediction.id !== 'string' || !PREDICTION_ID.test(prediction.id) || typeof prediction.status !== 'string') return undefined;
+  if (!isEnded(prediction)) return { requestId: prediction.id, ended: false };
+  const status = statusOf(prediction);
+  return { provider: 'replicate', requestId: prediction.id, status, ...(status.state === 'succeeded' ? { output: outputUrls(prediction) } : {}) };
 }
 
 /** Whether a prediction has ended: anything but `starting` and `processing` (`aborted` and newer ends too). */

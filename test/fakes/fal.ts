@@ -11,11 +11,16 @@
 //   GET  /{owner}/{app}/requests/{id}         result (x-fal-request-id header)
 //   PUT  /{owner}/{app}/requests/{id}/cancel  202 {status: 'CANCELLATION_REQUESTED'}
 //   GET  /files/{id}/{n}.{png|jpg}            the image bytes (public, no auth, like fal.media)
+//   GET  /.well-known/jwks.json                the ED25519 public key its webhooks are signed with
+// A submit with `?fal_webhook=<url>` gets a signed POST to that URL when the request completes (or is
+// cancelled), as fal sends them: body {request_id, gateway_request_id, status: OK | ERROR, payload,
+// error?}, headers X-Fal-Webhook-Request-Id / -User-Id / -Timestamp / -Signature (hex ED25519 over
+// request id, user id, timestamp and the body's SHA-256 hex, one per line). `injectWebhook` adds faults.
 // Status/result/cancel use only owner/app (fal-ai/flux, not fal-ai/flux/schnell);
 // a request id asked for under another app path gets 404 here, which catches
 // callers that build those URLs with the full endpoint id.
 import type { ServerResponse } from 'node:http';
-import { randomUUID } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomUUID, sign } from 'node:crypto';
 import {
   type ErrorDialect,
   type FakeCommon,
@@ -23,6 +28,9 @@ import {
   type FakeOptions,
   type ParsedRequest,
   type RecordedCall,
+  type WebhookDelivery,
+  type WebhookFault,
+  WebhookOutbox,
   isGenerationFault,
   isHttpFault,
   mulberry32,
@@ -34,7 +42,10 @@ import {
 } from './http.js';
 import { CONTENT_TYPES, type FakeImageFormat, fakeImage, solidImage } from './png.js';
 
-export type { FakeOptions, Fault, FaultRule, FaultTarget, RecordedCall } from './http.js';
+export type { FakeOptions, Fault, FaultRule, FaultTarget, RecordedCall, WebhookDelivery, WebhookFault } from './http.js';
+
+/** The user id the fake's webhooks carry (X-Fal-Webhook-User-Id). */
+export const FAKE_FAL_USER_ID = 'fake-fal-user';
 
 export type FalQueueState = 'IN_QUEUE' | 'IN_PROGRESS' | 'COMPLETED';
 
@@ -59,6 +70,9 @@ export class FalRequest {
   partialImages: number | undefined;
   /** Set once a result was served: later 'result' faults no longer rewrite it. */
   resultServed = false;
+  /** Where its end is POSTed (`?fal_webhook=` of the submit), and whether it was. */
+  webhookUrl: string | undefined;
+  webhookSent = false;
 
   constructor(
     readonly id: string,
@@ -83,6 +97,11 @@ export class FalRequest {
     if (elapsed >= this.latencyMs) return 'COMPLETED';
     // First third in the queue, the rest running: both states show up in polls.
     return elapsed < this.latencyMs / 3 ? 'IN_QUEUE' : 'IN_PROGRESS';
+  }
+
+  /** Epoch ms at which the provider finishes it (its state turns COMPLETED; a cancel, not recorded, ends it sooner). */
+  get completedAt(): number {
+    return this.createdAt + this.latencyMs;
   }
 
   /** How many images the result carries (after a 'partial' fault). */
@@ -137,6 +156,12 @@ export interface FakeFal extends FakeCommon {
   /** Status polls (`GET …/status`) and status streams (`GET …/status/stream`) received so far. */
   statusPolls(): number;
   statusStreams(): number;
+  /** Where the fake serves the JWKS its webhooks are signed with (for FAL_JWKS_URL). */
+  jwksUrl: string;
+  /** The next `times` webhook deliveries get `fault`. */
+  injectWebhook(fault: WebhookFault, times?: number): void;
+  /** Every webhook delivery made or dropped, with the answer it got. */
+  webhookDeliveries(): WebhookDelivery[];
 }
 
 // fal's error bodies carry `detail`; the client builds ApiError{status, body}.
@@ -263,6 +288,28 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
   };
   // Separate from the fault RNG so that random seeds never shift fault schedules.
   const seedRng = mulberry32((options?.rngSeed ?? 1) ^ 0x5eed5eed);
+  // A signing key of this fake's own, published as fal publishes its keys.
+  const signingKey = generateKeyPairSync('ed25519');
+  const jwks = { keys: [{ ...signingKey.publicKey.export({ format: 'jwk' }), kid: 'fake-fal-webhook-1', alg: 'EdDSA', use: 'sig' }] };
+  const outbox = new WebhookOutbox(
+    {
+      headers(body, requestId, seconds) {
+        const digest = createHash('sha256').update(body).digest('hex');
+        const message = [requestId, FAKE_FAL_USER_ID, String(seconds), digest].join('\n');
+        return {
+          'x-fal-webhook-request-id': requestId,
+          'x-fal-webhook-user-id': FAKE_FAL_USER_ID,
+          'x-fal-webhook-timestamp': String(seconds),
+          'x-fal-webhook-signature': sign(null, Buffer.from(message), signingKey.privateKey).toString('hex'),
+        };
+      },
+      corrupt(headers) {
+        const signature = headers['x-fal-webhook-signature']!;
+        return { 'x-fal-webhook-signature': (signature[0] === '0' ? '1' : '0') + signature.slice(1) };
+      },
+    },
+    randomUUID,
+  );
 
   const queueUrls = (core: FakeCore, job: FalRequest) => {
     const base = `${core.origin}/${job.appPath}/requests/${job.id}`;
@@ -318,6 +365,10 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
       else job.partialImages = fault.images;
     }
     requests.set(job.id, job);
+    if (req.query.fal_webhook) {
+      job.webhookUrl = req.query.fal_webhook;
+      outbox.later(job.latencyMs, () => sendWebhook(core, job));
+    }
     const queuedAhead = [...requests.values()].filter(
       (j) => j !== job && j.state === 'IN_QUEUE' && j.createdAt <= job.createdAt,
     ).length;
@@ -423,15 +474,7 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     if (job.cancelled) {
       return sendJson(res, 400, { detail: 'Request was cancelled', error_type: 'request_cancelled' }, { ...headers, 'x-fal-error-type': 'request_cancelled' });
     }
-    // Generation faults aimed at 'result' apply to the first result served for
-    // a request, and stick to it (a later GET answers the same).
-    const fault = job.resultServed ? undefined : core.faults.take('result', isGenerationFault);
-    job.resultServed = true;
-    if (fault) {
-      call.fault = fault.kind;
-      if (fault.kind === 'failed') job.failure = fault.message ?? 'Internal Server Error';
-      else job.partialImages = fault.images;
-    }
+    settleResult(core, job, call);
     if (job.failure) {
       // fal's result endpoint replays the status, headers and body the model
       // returned; a model that raised gives 500 with a typed `detail` array
@@ -444,25 +487,56 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
         { ...headers, 'x-fal-retryable': 'false' },
       );
     }
-    const count = job.imageCount;
-    const images = Array.from({ length: count }, (_, n) => ({
+    sendJson(res, 200, resultData(core, job), headers);
+  }
+
+  /**
+   * Generation faults aimed at 'result' apply to the first result served (by GET or by webhook) for a
+   * request, and stick to it (a later GET answers the same).
+   */
+  function settleResult(core: FakeCore, job: FalRequest, call?: RecordedCall): void {
+    const fault = job.resultServed ? undefined : core.faults.take('result', isGenerationFault);
+    job.resultServed = true;
+    if (fault) {
+      if (call) call.fault = fault.kind;
+      if (fault.kind === 'failed') job.failure = fault.message ?? 'Internal Server Error';
+      else job.partialImages = fault.images;
+    }
+  }
+
+  /** A completed request's output, as its result and its webhook's payload carry it. */
+  function resultData(core: FakeCore, job: FalRequest): Record<string, unknown> {
+    const images = Array.from({ length: job.imageCount }, (_, n) => ({
       url: (options?.outputUrl ?? ((u: string) => u))(`${core.origin}/files/${job.id}/${n}.${job.ext}`, job.id, n),
       width: job.width,
       height: job.height,
       content_type: job.outputFormat === 'png' ? 'image/png' : 'image/jpeg',
     }));
-    sendJson(
-      res,
-      200,
-      {
-        images,
-        timings: { inference: job.latencyMs / 1000 },
-        seed: job.seed,
-        has_nsfw_concepts: images.map(() => job.nsfw),
-        prompt: String(job.input.prompt),
-      },
-      headers,
-    );
+    return {
+      images,
+      timings: { inference: job.latencyMs / 1000 },
+      seed: job.seed,
+      has_nsfw_concepts: images.map(() => job.nsfw),
+      prompt: String(job.input.prompt),
+    };
+  }
+
+  /** POSTs the request's end to its webhook URL, once: OK with the result's data, or ERROR. */
+  function sendWebhook(core: FakeCore, job: FalRequest): void {
+    if (!job.webhookUrl || job.webhookSent) return;
+    // A timer a millisecond early: the request is not COMPLETED yet.
+    if (job.state !== 'COMPLETED') return outbox.later(Math.max(1, job.completedAt - Date.now()), () => sendWebhook(core, job));
+    job.webhookSent = true;
+    let end: Record<string, unknown>;
+    if (job.cancelled) {
+      end = { status: 'ERROR', error: 'Request was cancelled', payload: { detail: 'Request was cancelled' } };
+    } else {
+      settleResult(core, job);
+      end = job.failure
+        ? { status: 'ERROR', error: 'Invalid status code: 500', payload: { detail: [{ loc: ['body'], msg: job.failure, type: 'internal_server_error' }] } }
+        : { status: 'OK', payload: resultData(core, job) };
+    }
+    outbox.send(job.webhookUrl, job.id, (requestId) => JSON.stringify({ request_id: requestId, gateway_request_id: requestId, ...end }));
   }
 
   function cancel(res: ServerResponse, job: FalRequest): void {
@@ -475,6 +549,7 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     job.cancelled = true;
     sendJson(res, 202, { status: 'CANCELLATION_REQUESTED' }, headers);
     for (const update of [...streamWatchers]) update();
+    sendWebhook(core, job);
   }
 
   async function file(res: ServerResponse, id: string, index: number, ext: string): Promise<void> {
@@ -500,6 +575,7 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
 
   const core = await startCore(options, async (core, req, res) => {
     const call = core.record(req);
+    if (req.method === 'GET' && req.path === '/.well-known/jwks.json') return sendJson(res, 200, jwks);
     const fileMatch = /^\/files\/([^/]+)\/(\d+)\.([a-z]+)$/.exec(req.path);
     const requestMatch = /^\/(.+)\/requests\/([^/]+?)(\/status\/stream|\/status|\/cancel)?$/.exec(req.path);
 
@@ -571,11 +647,17 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     },
     statusPolls: () => core.calls.filter((c) => c.method === 'GET' && /\/requests\/[^/]+\/status$/.test(c.path)).length,
     statusStreams: () => core.calls.filter((c) => c.method === 'GET' && c.path.endsWith('/status/stream')).length,
+    jwksUrl: `${core.origin}/.well-known/jwks.json`,
+    injectWebhook: (fault, times) => outbox.inject(fault, times),
+    webhookDeliveries: () => [...outbox.deliveries],
     inject: (rule) => core.faults.inject(rule),
     clearFaults: () => core.faults.clear(),
     setLatency: (ms) => {
       core.latencyMs = ms;
     },
-    close: () => core.close(),
+    close: () => {
+      outbox.close();
+      return core.close();
+    },
   };
 }

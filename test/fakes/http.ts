@@ -412,3 +412,108 @@ export async function listenOnLoopback(server: Server): Promise<number> {
   });
   return (server.address() as AddressInfo).port;
 }
+
+// ---------------------------------------------------------------- webhook deliveries
+
+/** What can go wrong with the next webhook deliveries (see `WebhookOutbox.inject`). */
+export type WebhookFault =
+  | { kind: 'drop' } // never sent
+  | { kind: 'bad-signature' } // sent with a signature that does not verify
+  | { kind: 'old-timestamp'; seconds?: number } // signed correctly, but dated this long ago (default 600)
+  | { kind: 'replay' } // sent twice, the same bytes and headers, the second once the first is answered
+  | { kind: 'unknown-id' } // about a request id nobody submitted, instead of the real one
+  | { kind: 'delay'; ms: number }; // sent this much later
+
+/** One webhook POST the fake made (or dropped), with the answer it got. */
+export interface WebhookDelivery {
+  url: string;
+  /** the request id the body is about */
+  requestId: string;
+  headers: Record<string, string>;
+  body: string;
+  /** Epoch ms when it was sent (or dropped). */
+  at: number;
+  fault?: WebhookFault['kind'];
+  /** the receiver's HTTP status; 0 when it could not be reached; undefined while unanswered or dropped */
+  status?: number;
+  /** the receiver's answer body (first 300 characters) */
+  answer?: string;
+}
+
+/** How a provider signs a delivery. */
+export interface WebhookSigner {
+  headers(body: string, requestId: string, timestampSeconds: number): Record<string, string>;
+  /** the same headers with a signature that does not verify */
+  corrupt(headers: Record<string, string>): Record<string, string>;
+}
+
+/**
+ * Sends a fake's signed webhooks, with the faults injected for them, and keeps a log of every delivery.
+ * Timers and sends in flight are dropped by close().
+ */
+export class WebhookOutbox {
+  readonly deliveries: WebhookDelivery[] = [];
+  private readonly rules: { fault: WebhookFault; remaining: number }[] = [];
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private closed = false;
+
+  constructor(
+    private readonly signer: WebhookSigner,
+    /** a request id of the provider's form that nobody submitted */
+    private readonly unknownId: () => string,
+  ) {}
+
+  /** The next `times` deliveries get `fault` (rules apply in the order injected). */
+  inject(fault: WebhookFault, times = 1): void {
+    this.rules.push({ fault, remaining: times });
+  }
+
+  /** Runs `fn` after `ms` unless the fake closes first. */
+  later(ms: number, fn: () => void): void {
+    if (this.closed) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      if (!this.closed) fn();
+    }, Math.max(0, ms));
+    this.timers.add(timer);
+  }
+
+  /** Delivers `body(requestId)` to `url`, signed, with the next fault applied. */
+  send(url: string, requestId: string, body: (requestId: string) => string): void {
+    const rule = this.rules.find((r) => r.remaining > 0);
+    if (rule) rule.remaining -= 1;
+    const fault = rule?.fault;
+    if (fault?.kind === 'delay') return this.later(fault.ms, () => void this.post(url, requestId, body, fault));
+    void this.post(url, requestId, body, fault);
+  }
+
+  private async post(url: string, realId: string, makeBody: (requestId: string) => string, fault: WebhookFault | undefined): Promise<void> {
+    const requestId = fault?.kind === 'unknown-id' ? this.unknownId() : realId;
+    const body = makeBody(requestId);
+    const seconds = Math.floor(Date.now() / 1000) - (fault?.kind === 'old-timestamp' ? (fault.seconds ?? 600) : 0);
+    let headers = { 'content-type': 'application/json', ...this.signer.headers(body, requestId, seconds) };
+    if (fault?.kind === 'bad-signature') headers = { ...headers, ...this.signer.corrupt(headers) };
+    const record = (): WebhookDelivery => {
+      const delivery: WebhookDelivery = { url, requestId, headers, body, at: Date.now(), ...(fault ? { fault: fault.kind } : {}) };
+      this.deliveries.push(delivery);
+      return delivery;
+    };
+    if (fault?.kind === 'drop') return void record();
+    for (let copy = 0; copy < (fault?.kind === 'replay' ? 2 : 1) && !this.closed; copy += 1) {
+      const delivery = record();
+      try {
+        const response = await loopbackFetch(url, { method: 'POST', headers, body });
+        delivery.answer = (await response.text()).slice(0, 300);
+        delivery.status = response.status;
+      } catch {
+        delivery.status = 0;
+      }
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+  }
+}

@@ -12,8 +12,13 @@
 // N s pass, then answers 201 with the prediction as it stands, like Replicate:
 // bare `wait` means 60 s and N is capped at 60. `preferWaitUnitMs` scales one
 // second of the wait for tests (a wait=5 held for 5 × 20 ms).
+//   GET  /v1/webhooks/default/secret            {key: "whsec_…"}: the secret its webhooks are signed with
+// A create with `webhook` gets the prediction POSTed there when it completes (succeeds, fails or is
+// canceled), signed as Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature: v1,<base64
+// HMAC-SHA256 over "{id}.{timestamp}.{body}">); only the "completed" event is sent, and not at all
+// when `webhook_events_filter` leaves it out. `injectWebhook` adds faults.
 import type { ServerResponse } from 'node:http';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import {
   type ErrorDialect,
   type FakeCommon,
@@ -21,6 +26,9 @@ import {
   type FakeOptions,
   type ParsedRequest,
   type RecordedCall,
+  type WebhookDelivery,
+  type WebhookFault,
+  WebhookOutbox,
   isGenerationFault,
   isHttpFault,
   mulberry32,
@@ -31,7 +39,7 @@ import {
 } from './http.js';
 import { CONTENT_TYPES, type FakeImageFormat, fakeImage } from './png.js';
 
-export type { FakeOptions, Fault, FaultRule, FaultTarget, RecordedCall } from './http.js';
+export type { FakeOptions, Fault, FaultRule, FaultTarget, RecordedCall, WebhookDelivery, WebhookFault } from './http.js';
 
 export type PredictionStatus = 'starting' | 'processing' | 'succeeded' | 'failed' | 'canceled';
 
@@ -64,6 +72,9 @@ export class ReplicatePrediction {
   partialOutputs: number | undefined;
   /** Set once a GET showed a terminal status: 'status' faults no longer rewrite it. */
   terminalSeen = false;
+  /** The create's `webhook_events_filter`, and whether the completed event was sent. */
+  webhookEvents: string[] | undefined;
+  webhookSent = false;
 
   constructor(
     readonly id: string,
@@ -143,6 +154,12 @@ export interface FakeReplicate extends FakeCommon {
   predictions: Map<string, ReplicatePrediction>;
   /** The `GET /v1/predictions/{id}` calls (status polls), of one prediction or of all. */
   gets(id?: string): RecordedCall[];
+  /** The account's webhook signing secret (`whsec_…`), as `GET /v1/webhooks/default/secret` answers it. */
+  webhookSecret: string;
+  /** The next `times` webhook deliveries get `fault`. */
+  injectWebhook(fault: WebhookFault, times?: number): void;
+  /** Every webhook delivery made or dropped, with the answer it got. */
+  webhookDeliveries(): WebhookDelivery[];
 }
 
 /** The longest a create is held, in seconds: Replicate's cap, and what a bare `Prefer: wait` means. */
@@ -221,6 +238,28 @@ export async function startFakeReplicate(options?: FakeReplicateOptions): Promis
   const preferWaitUnitMs = options?.preferWaitUnitMs ?? 1000;
   // Separate from the fault RNG so that random seeds never shift fault schedules.
   const seedRng = mulberry32((options?.rngSeed ?? 1) ^ 0x5eed5eed);
+  const webhookSecret = `whsec_${randomBytes(24).toString('base64')}`;
+  const hmac = (content: string) => createHmac('sha256', Buffer.from(webhookSecret.slice('whsec_'.length), 'base64')).update(content).digest('base64');
+  const outbox = new WebhookOutbox(
+    {
+      headers(body, _requestId, seconds) {
+        const id = `msg_${randomBytes(12).toString('hex')}`;
+        return { 'webhook-id': id, 'webhook-timestamp': String(seconds), 'webhook-signature': `v1,${hmac(`${id}.${seconds}.${body}`)}` };
+      },
+      corrupt: () => ({ 'webhook-signature': `v1,${hmac('not what was sent')}` }),
+    },
+    newPredictionId,
+  );
+
+  /** POSTs the prediction to its webhook once it has completed (once). */
+  function sendWebhook(core: FakeCore, prediction: ReplicatePrediction): void {
+    if (!prediction.webhook || prediction.webhookSent) return;
+    if (prediction.webhookEvents && !prediction.webhookEvents.includes('completed')) return;
+    // A timer a millisecond early: the prediction has not ended yet.
+    if (!prediction.terminal) return outbox.later(Math.max(1, prediction.createdAt + prediction.latencyMs - Date.now()), () => sendWebhook(core, prediction));
+    prediction.webhookSent = true;
+    outbox.send(prediction.webhook, prediction.id, (id) => JSON.stringify({ ...prediction.toJSON(core.origin), id }));
+  }
 
   const authorized = (core: FakeCore, req: ParsedRequest) =>
     core.options.key === undefined || req.headers.authorization === `Bearer ${core.options.key}`;
@@ -279,6 +318,11 @@ export async function startFakeReplicate(options?: FakeReplicateOptions): Promis
       else prediction.partialOutputs = fault.images;
     }
     predictions.set(prediction.id, prediction);
+    if (prediction.webhook) {
+      const events = body.webhook_events_filter;
+      prediction.webhookEvents = Array.isArray(events) ? events.map(String) : undefined;
+      outbox.later(prediction.latencyMs, () => sendWebhook(core, prediction));
+    }
 
     const prefer = /(?:^|[,;\s])wait(?:=(\d+))?(?:$|[,;\s])/.exec(req.headers.prefer ?? '');
     if (prefer) {
@@ -314,6 +358,7 @@ export async function startFakeReplicate(options?: FakeReplicateOptions): Promis
     if (!prediction.terminal) prediction.canceledAt = Date.now();
     prediction.terminalSeen = true;
     sendJson(res, 200, prediction.toJSON(core.origin));
+    sendWebhook(core, prediction);
   }
 
   async function file(res: ServerResponse, id: string, index: number, ext: string): Promise<void> {
@@ -327,6 +372,10 @@ export async function startFakeReplicate(options?: FakeReplicateOptions): Promis
 
   const core = await startCore(options, async (core, req, res) => {
     const call = core.record(req);
+    if (req.method === 'GET' && req.path === '/v1/webhooks/default/secret') {
+      if (!authorized(core, req)) return sendJson(res, 401, replicateErrors.unauthorized());
+      return sendJson(res, 200, { key: webhookSecret });
+    }
     const fileMatch = /^\/files\/([^/]+)\/(\d+)\.([a-z]+)$/.exec(req.path);
     const modelCreate = /^\/v1\/models\/([^/]+)\/([^/]+)\/predictions\/?$/.exec(req.path);
     const predictionMatch = /^\/v1\/predictions\/([^/]+?)(\/cancel)?\/?$/.exec(req.path);
@@ -378,11 +427,17 @@ export async function startFakeReplicate(options?: FakeReplicateOptions): Promis
     predictions,
     submits: () => [...submitCalls],
     gets: (id) => getCalls.filter((g) => id === undefined || g.id === id).map((g) => g.call),
+    webhookSecret,
+    injectWebhook: (fault, times) => outbox.inject(fault, times),
+    webhookDeliveries: () => [...outbox.deliveries],
     inject: (rule) => core.faults.inject(rule),
     clearFaults: () => core.faults.clear(),
     setLatency: (ms) => {
       core.latencyMs = ms;
     },
-    close: () => core.close(),
+    close: () => {
+      outbox.close();
+      return core.close();
+    },
   };
 }

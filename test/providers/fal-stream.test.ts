@@ -25,27 +25,32 @@ describe('fal status stream under the runner', () => {
     // Long enough that a poll every 10 ms (the test apps' interval) would have been made many times.
     const fake = await fakeFal(200);
     const app = await buildApp({ env: falEnv(fake) });
+    const calls: string[] = [];
+    app.engine.on('call', (call) => calls.push(`${call.operation} ${call.outcome}`));
     const done = await app.engine.waitFor((await app.engine.submit(request(4), requester())).id);
     expect(done.state).toBe('completed');
     expect(done.images).toHaveLength(4);
     expect(fake.submits()).toHaveLength(1);
     expect(fake.statusStreams()).toBe(1);
     expect(fake.statusPolls()).toBe(0);
+    // the wait on the stream is a provider request in the metrics like any other
+    expect(calls.slice(0, 3)).toEqual(['submit ok', 'watch ok', 'result ok']);
     const [requestId] = fake.requests.keys();
     const kinds = fake.calls.map((c) => (c.method === 'POST' ? 'submit' : c.path.replace(requestId!, 'ID').replace(/^\/files\/ID\/\d\.png$/, 'file')));
     expect(kinds).toEqual(['submit', '/fal-ai/flux/requests/ID/status/stream', '/fal-ai/flux/requests/ID', 'file', 'file', 'file', 'file']);
     expect(done.batches[0]).toMatchObject({ attempts: 1, failures: 0, state: 'done' });
   });
 
-  it('falls back to polling when the stream drops mid-way, and still finishes the same call', async () => {
+  it('falls back to polling when the stream keeps dropping mid-way (every reconnect too), and still finishes the same call', async () => {
     const fake = await fakeFal(200);
-    fake.dropStatusStreams({ afterEvents: 1 });
-    const app = await buildApp({ env: falEnv(fake) });
+    // the first stream and its three reconnects
+    fake.dropStatusStreams({ times: 4, afterEvents: 1 });
+    const app = await buildApp({ env: falEnv(fake), falStreamRetryMs: [5, 10, 20] });
     const done = await app.engine.waitFor((await app.engine.submit(request(4), requester())).id);
     expect(done.state).toBe('completed');
     expect(done.images).toHaveLength(4);
     expect(fake.submits()).toHaveLength(1);
-    expect(fake.statusStreams()).toBe(1);
+    expect(fake.statusStreams()).toBe(4);
     expect(fake.statusPolls()).toBeGreaterThan(0);
     // every poll came after the stream (the fallback), and the result only once the call had ended
     const streamAt = fake.calls.findIndex((c) => c.path.endsWith('/status/stream'));

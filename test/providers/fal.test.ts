@@ -96,7 +96,7 @@ describe('fal provider (real @fal-ai/client against the fake queue API)', () => 
     // Through the polling path: the status stream drops, the runner polls, and the first poll hangs.
     fake.dropStatusStreams({ afterEvents: 1 });
     fake.inject({ on: 'status', fault: { kind: 'hang' } });
-    const app = await buildApp({ env: falEnv(fake), requestTimeoutMs: 300 });
+    const app = await buildApp({ env: falEnv(fake), requestTimeoutMs: 300, falStreamRetryMs: [] });
     const done = await app.engine.waitFor((await app.engine.submit(request(4), requester())).id);
     expect(done.state).toBe('completed');
     expect(fake.submits()).toHaveLength(1);

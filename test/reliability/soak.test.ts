@@ -30,6 +30,8 @@ describe('provider fault soak', () => {
     const app = await buildApp({
       env: { FAL_KEY: 'k', FAL_BASE_URL: fake.url, FAL_CONCURRENCY: '6', TENANT_MAX_RUNNING_JOBS: '4', PROVIDER_TIMEOUT: '5' },
       requestTimeoutMs: 150,
+      // a dropped stream falls back to polling at once (no reconnect), so the polls' faults are met
+      falStreamRetryMs: [],
     });
 
     // watchdog: while jobs are unfinished, some job must show progress at least every 5 s

@@ -1,0 +1,190 @@
+/**
+ * The bot's public HTTP server (reachable at PUBLIC_URL): a small route table on node:http. Today it
+ * receives the providers' webhooks (src/web/webhooks.ts); review pages will join it. Every request is
+ * untrusted: a body is read only for a route that wants one, and only up to a cap; an unknown path is
+ * 404, a known path with another method 405. A refusal is answered with one line of reason, and
+ * logged as one line (method, path, status, reason) — never the headers, the query or the body.
+ */
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from '../core/ports.js';
+
+/** The largest request body read @default 1 MiB */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+export interface WebRequest {
+  method: Method;
+  /** the path without the query */
+  path: string;
+  /** values of the route's `:name` segments */
+  params: Record<string, string>;
+  query: URLSearchParams;
+  headers: IncomingHttpHeaders;
+  /** the raw body, as received (signatures are computed over these bytes); empty for GET */
+  body: Buffer;
+}
+
+export interface WebAnswer {
+  status: number;
+  /** a string is sent as it is; anything else as JSON */
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** why a request was refused: sent as `{"error": reason}` when there is no body, and logged */
+  reason?: string;
+}
+
+export interface Route {
+  method: Method;
+  /** `/webhooks/fal`, or with named segments: `/review/:job/:image` */
+  path: string;
+  handle(request: WebRequest): Promise<WebAnswer>;
+}
+
+export interface WebServerOptions {
+  port: number;
+  /** @default '0.0.0.0' */
+  host?: string;
+  routes?: Route[];
+  log: Logger;
+  /** @default MAX_BODY_BYTES */
+  maxBodyBytes?: number;
+}
+
+export interface WebServer {
+  /** where it listens (`http://host:port`; 127.0.0.1 stands for 0.0.0.0) */
+  url: string;
+  port: number;
+  /** adds routes; a request is matched against them in the order they were added */
+  add(...routes: Route[]): void;
+  stop(): Promise<void>;
+}
+
+interface CompiledRoute {
+  route: Route;
+  pattern: RegExp;
+  names: string[];
+}
+
+function compile(route: Route): CompiledRoute {
+  const names: string[] = [];
+  const source = route.path
+    .split('/')
+    .map((segment) => {
+      if (!segment.startsWith(':')) return segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      names.push(segment.slice(1));
+      return '([^/]+)';
+    })
+    .join('/');
+  return { route, pattern: new RegExp(`^${source}$`), names };
+}
+
+class BodyTooLarge extends Error {}
+
+/** The body, or BodyTooLarge past `max` bytes (a declared length past it is refused before reading). */
+async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > max) throw new BodyTooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > max) throw new BodyTooLarge();
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+function send(res: ServerResponse, answer: WebAnswer, extra: Record<string, string> = {}): void {
+  const body = answer.body !== undefined ? answer.body : answer.reason !== undefined ? { error: answer.reason } : { ok: true };
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  res.writeHead(answer.status, {
+    'content-type': typeof body === 'string' ? 'text/plain; charset=utf-8' : 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    ...answer.headers,
+    ...extra,
+  });
+  res.end(text);
+}
+
+export async function startWebServer(options: WebServerOptions): Promise<WebServer> {
+  const { log } = options;
+  const maxBodyBytes = options.maxBodyBytes ?? MAX_BODY_BYTES;
+  const routes: CompiledRoute[] = (options.routes ?? []).map(compile);
+
+  const refuse = (res: ServerResponse, method: string, path: string, answer: WebAnswer, extra: Record<string, string> = {}) => {
+    log.warn({ method: method.slice(0, 10), path: path.slice(0, 200), status: answer.status, reason: answer.reason }, 'web: request refused');
+    send(res, answer, extra);
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const url = new URL(req.url ?? '/', 'http://bot.invalid');
+    const method = (req.method ?? 'GET').toUpperCase();
+    const path = url.pathname;
+    const matching = routes.map((compiled) => ({ compiled, match: compiled.pattern.exec(path) })).filter((m) => m.match);
+    if (matching.length === 0) {
+      // Scanners knock on every door: not worth a warning each.
+      log.debug({ method, path: path.slice(0, 200) }, 'web: no such path');
+      return send(res, { status: 404, reason: 'no such path' });
+    }
+    const found = matching.find((m) => m.compiled.route.method === method);
+    if (!found) {
+      const allow = [...new Set(matching.map((m) => m.compiled.route.method))].join(', ');
+      return refuse(res, method, path, { status: 405, reason: `method ${method.slice(0, 10)} not allowed here (allowed: ${allow})` }, { allow });
+    }
+    let body: Buffer;
+    try {
+      body = method === 'GET' ? Buffer.alloc(0) : await readBody(req, maxBodyBytes);
+    } catch (error) {
+      if (!(error instanceof BodyTooLarge)) throw error;
+      // The rest of the body is not read: the connection is closed once the answer is out.
+      return refuse(res, method, path, { status: 413, reason: `body larger than ${maxBodyBytes} bytes` }, { connection: 'close' });
+    }
+    const { compiled } = found;
+    let params: Record<string, string>;
+    try {
+      params = Object.fromEntries(compiled.names.map((name, i) => [name, decodeURIComponent(found.match![i + 1]!)]));
+    } catch {
+      return refuse(res, method, path, { status: 400, reason: 'malformed path' });
+    }
+    const answer = await compiled.route.handle({ method: method as Method, path, params, query: url.searchParams, headers: req.headers, body });
+    if (answer.status >= 400) return refuse(res, method, path, answer);
+    send(res, answer);
+  };
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      log.error({ err: error, method: req.method, path: req.url?.split('?')[0]?.slice(0, 200) }, 'web: a request failed');
+      if (!res.headersSent) send(res, { status: 500, reason: 'internal error' });
+      else res.destroy();
+    });
+  });
+  // A slow sender cannot hold a socket for ever.
+  server.requestTimeout = 30_000;
+  server.headersTimeout = 10_000;
+  const host = options.host ?? '0.0.0.0';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  return {
+    url: `http://${shown}:${port}`,
+    port,
+    add(...added) {
+      routes.push(...added.map(compile));
+    },
+    async stop() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    },
+  };
+}
