@@ -28,7 +28,14 @@ export interface Config {
     reviewers: string[];
   };
   fal?: ProviderConfig & { key: string; baseUrl?: string };
-  replicate?: ProviderConfig & { token: string; baseUrl: string; /** signs Replicate's webhooks; unset = asked of the API */ webhookSecret?: string };
+  replicate?: ProviderConfig & {
+    token: string;
+    baseUrl: string;
+    /** signs Replicate's webhooks; unset = asked of the API */
+    webhookSecret?: string;
+    /** seconds a create may be held for the prediction to end (`Prefer: wait`); 0 = off */
+    preferWaitSeconds: number;
+  };
   local: ProviderConfig & { latencyMs: number };
   defaultProvider: ProviderName;
   storeUrl: string;
@@ -252,6 +259,8 @@ export function loadConfig(env: Env = process.env): Config {
     models: models(env, 'REPLICATE_MODELS', 'replicate', replicateModel),
     rateLimit: rate(env, 'REPLICATE_RATE_LIMIT', '600/min'),
     concurrency: int(env, 'REPLICATE_CONCURRENCY', 1, 1000, 10),
+    // 25 s at most: a held create must answer 5 s inside the 30 s request timeout.
+    preferWaitSeconds: int(env, 'REPLICATE_PREFER_WAIT', 0, 25, 0),
   };
 
   const publicUrl = read(env, 'PUBLIC_URL', url, 'an http(s) URL');

@@ -32,7 +32,9 @@ describe('loadConfig', () => {
     const config = loadConfig({ FAL_KEY: 'id:secret', REPLICATE_API_TOKEN: 'r8_x' });
     expect(config.fal).toMatchObject({ model: 'fal-ai/flux/schnell', concurrency: 10 });
     expect(config.fal!.rateLimit).toBeUndefined();
-    expect(config.replicate).toMatchObject({ baseUrl: 'https://api.replicate.com/v1', rateLimit: { limit: 600, intervalMs: 60_000 } });
+    expect(config.replicate).toMatchObject({ baseUrl: 'https://api.replicate.com/v1', rateLimit: { limit: 600, intervalMs: 60_000 }, preferWaitSeconds: 0 });
+    expect(loadConfig({ REPLICATE_API_TOKEN: 'r8_x', REPLICATE_PREFER_WAIT: '20' }).replicate!.preferWaitSeconds).toBe(20);
+    expect(() => loadConfig({ REPLICATE_API_TOKEN: 'r8_x', REPLICATE_PREFER_WAIT: '60' })).toThrow(/REPLICATE_PREFER_WAIT/);
     expect(config.defaultProvider).toBe('fal');
     expect(configuredProviders(config)).toEqual(['fal', 'replicate', 'local']);
   });

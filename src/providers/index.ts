@@ -66,6 +66,7 @@ export function createProviders(config: Config, overrides: ProviderOverrides = {
               config.replicate.baseUrl === DEFAULT_REPLICATE_BASE_URL ? undefined : config.replicate.baseUrl,
             ),
             ...webhook(webhooks?.replicateUrl ?? ''),
+            ...(config.replicate.preferWaitSeconds > 0 ? { preferWaitSeconds: config.replicate.preferWaitSeconds } : {}),
             ...http,
           }),
         }
