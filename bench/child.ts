@@ -6,15 +6,22 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseImagineText } from '../commands/imagine.js';
 import { createApp, type App } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { LatestThrottle } from '../src/core/throttle.js';
+import type { CallStatus, Provider } from '../src/core/provider.js';
 import type { Job, ProgressEvent } from '../src/core/types.js';
 import { createLogger } from '../src/logger.js';
+import { createDownloader, FAL_MEDIA_HOSTS } from '../src/providers/download.js';
+import { FalProvider } from '../src/providers/fal.js';
 import { loopbackFetch } from '../test/fakes/http.js';
-import type { ChildMessage, CoreResult, CoreSpec, JobOutcome } from './protocol.js';
+import type { CallFinish, ChildMessage, CoreResult, CoreSpec, JobOutcome } from './protocol.js';
+
+/** Epoch ms with sub-millisecond resolution, on the wall clock the parent's Date.now() reads. */
+const epochNow = () => performance.timeOrigin + performance.now();
 
 async function build(spec: CoreSpec, dir: string): Promise<App> {
   const config = loadConfig({
@@ -27,6 +34,9 @@ async function build(spec: CoreSpec, dir: string): Promise<App> {
     TENANT_RATE_LIMIT: '',
     // speed is measured here, not quotas: no cap across tenants
     GLOBAL_DAILY_IMAGES: '0',
+    // Nor a tenant's plan (its calls in flight, its largest job): the provider's limits are the ones measured.
+    DEFAULT_PLAN: 'business',
+    PLAN_BUSINESS: '1000/1000',
     HEALTH_PORT: 'off',
     PLAYGROUND: 'off',
     LOG_LEVEL: 'silent',
@@ -34,25 +44,129 @@ async function build(spec: CoreSpec, dir: string): Promise<App> {
   });
   // Rates are scaled (100 per 3 s), which N/s|min|h cannot spell: set the parsed value directly.
   if (spec.rateLimit) config.fal!.rateLimit = spec.rateLimit;
+  // Polling instead of the status stream is a provider option no setting spells: build the provider
+  // here as createProviders does (same download policy: fal's hosts and the fake's origin, trusted).
+  const providers =
+    spec.statusStream === false
+      ? {
+          fal: new FalProvider({
+            key: spec.falKey,
+            baseUrl: spec.falUrl,
+            fetch: loopbackFetch,
+            statusStream: false,
+            download: createDownloader({
+              mediaHosts: FAL_MEDIA_HOSTS,
+              trustedOrigins: [new URL(spec.falUrl).origin],
+              extraHosts: config.downloadHosts,
+              maxBytes: config.maxImageBytes,
+            }),
+          }),
+        }
+      : undefined;
   return createApp(config, {
     logger: createLogger('silent'),
     fetch: loopbackFetch,
-    retryBaseMs: spec.retryBaseMs,
-    pollIntervalMs: spec.pollIntervalMs,
+    ...(providers ? { providers } : {}),
+    ...(spec.retryBaseMs !== undefined ? { retryBaseMs: spec.retryBaseMs } : {}),
+    ...(spec.pollIntervalMs !== undefined ? { pollIntervalMs: spec.pollIntervalMs } : {}),
   });
+}
+
+/**
+ * When each image file was written (epoch), by job and file name: wraps the writeImage of the instance
+ * the engine holds. A call's images are on disk once the last of them is.
+ */
+function instrumentWrites(app: App): Map<string, number> {
+  const written = new Map<string, number>();
+  const writeImage = app.files.writeImage.bind(app.files);
+  app.files.writeImage = async (jobId, baseName, source) => {
+    const stored = await writeImage(jobId, baseName, source);
+    written.set(`${jobId}/${path.basename(stored.file)}`, epochNow());
+    return stored;
+  };
+  return written;
+}
+
+/** Per request id (epoch): when the core learned the call had ended (stream or poll), and when its result arrived. */
+interface CallStages {
+  seen: Map<string, number>;
+  fetched: Map<string, number>;
+}
+
+/**
+ * Notes each call's stages by wrapping the fal provider instance the engine holds (its status stream,
+ * its status polls, its result). Only the first time counts: a call is seen ended once.
+ */
+function instrumentProvider(app: App): CallStages {
+  const stages: CallStages = { seen: new Map(), fetched: new Map() };
+  const fal = app.providers.fal;
+  if (!fal) return stages;
+  const mark = (map: Map<string, number>, requestId: string) => void (map.has(requestId) || map.set(requestId, epochNow()));
+  const ended = (status: CallStatus) => status.state !== 'queued' && status.state !== 'running';
+  const { watch, status, result } = { watch: fal.watch?.bind(fal), status: fal.status.bind(fal), result: fal.result.bind(fal) };
+  Object.assign(fal, {
+    ...(watch
+      ? {
+          watch: async (requestId: string, model: string, signal: AbortSignal) => {
+            const answer = await watch(requestId, model, signal);
+            if (ended(answer)) mark(stages.seen, requestId);
+            return answer;
+          },
+        }
+      : {}),
+    status: async (requestId: string, model: string, signal?: AbortSignal) => {
+      const answer = await status(requestId, model, signal);
+      if (ended(answer)) mark(stages.seen, requestId);
+      return answer;
+    },
+    result: async (requestId: string, model: string, signal?: AbortSignal) => {
+      const answer = await result(requestId, model, signal);
+      mark(stages.fetched, requestId);
+      return answer;
+    },
+  } satisfies Partial<Provider>);
+  return stages;
+}
+
+/**
+ * The calls of a finished job that delivered their batch's images alone (one request id, every image
+ * delivered), with when the last of those images was written. Batches retried with a second call, or
+ * topped up after a partial output, are left out: their images came from more than one call.
+ */
+function callFinishes(job: Job, written: Map<string, number>, recorded: Map<string, number>, stages: CallStages): CallFinish[] {
+  const out: CallFinish[] = [];
+  for (const batch of job.batches) {
+    const requestId = batch.requestIds.length === 1 ? batch.requestIds[0]! : undefined;
+    if (!requestId || batch.state !== 'done' || batch.delivered !== batch.size) continue;
+    const times = job.images.filter((image) => image.batchIndex === batch.index).map((image) => written.get(`${job.id}/${path.basename(image.file)}`));
+    if (times.length !== batch.size || times.some((t) => t === undefined)) continue;
+    const recordedAt = recorded.get(`${job.id}/${batch.index}`);
+    const [seenAt, fetchedAt] = [stages.seen.get(requestId), stages.fetched.get(requestId)];
+    out.push({
+      requestId,
+      images: batch.size,
+      onDiskAt: Math.max(...(times as number[])),
+      ...(recordedAt !== undefined ? { recordedAt } : {}),
+      ...(seenAt !== undefined ? { seenAt } : {}),
+      ...(fetchedAt !== undefined ? { fetchedAt } : {}),
+    });
+  }
+  return out;
 }
 
 /** Times every job save and manifest write (wrapping the instances the engine holds, nothing else). */
 function instrumentStore(app: App): CoreResult['store'] {
-  const store = { saves: 0, saveMs: 0, manifests: 0, manifestMs: 0, lastJobBytes: 0 };
+  const store = { saves: 0, saveMs: 0, saveMaxMs: 0, manifests: 0, manifestMs: 0, lastJobBytes: 0 };
   const save = app.jobs.save.bind(app.jobs);
   app.jobs.save = async (job) => {
     const started = performance.now();
     try {
       return await save(job);
     } finally {
+      const took = performance.now() - started;
       store.saves += 1;
-      store.saveMs += performance.now() - started;
+      store.saveMs += took;
+      store.saveMaxMs = Math.max(store.saveMaxMs, took);
     }
   };
   const writeManifest = app.files.writeManifest.bind(app.files);
@@ -73,11 +187,42 @@ async function countFiles(app: App, jobId: string): Promise<number> {
   return (await readdir(dir).catch(() => [] as string[])).filter((f) => !f.includes('.part-')).length;
 }
 
+/**
+ * One 1-image job accepted and finished before the run, as on a bot that has been up a while: the
+ * first use of each path (the store's statements, the provider's client, the image check) is then
+ * not what the run's first requests pay.
+ */
+async function warmUp(app: App): Promise<void> {
+  const { engine } = app;
+  let id: string | undefined;
+  let ended = false;
+  let resolve: () => void = () => {};
+  const done = new Promise<void>((r) => (resolve = r));
+  const onFinished = (job: Job) => {
+    if (job.requester.tenant !== 'warm-up') return;
+    ended = true;
+    if (id === undefined || job.id === id) resolve();
+  };
+  engine.on('finished', onFinished);
+  try {
+    const parsed = parseImagineText('warming up --count 1 --ar 1:1 --provider fal', app.limits);
+    id = (await engine.submit(parsed, { tenant: 'warm-up', userId: 'warm-up', platform: 'playground' })).id;
+    if (ended) resolve();
+    await done;
+  } finally {
+    engine.off('finished', onFinished);
+  }
+}
+
 export async function runCore(spec: CoreSpec): Promise<CoreResult> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'af-bench-'));
   const app = await build(spec, dir);
   const { engine } = app;
   const store = instrumentStore(app);
+  const written = instrumentWrites(app);
+  const stages = instrumentProvider(app);
+  /** `jobId/batchIndex` → epoch of the first progress event showing that batch done */
+  const recorded = new Map<string, number>();
   let t0 = 0;
   try {
     const outcomes: JobOutcome[] = spec.requests.map((_, request) => ({ request, images: 0, files: 0 }));
@@ -104,6 +249,9 @@ export async function runCore(spec: CoreSpec): Promise<CoreResult> {
         })
       : undefined;
     engine.on('progress', (event, job) => {
+      // Every batch newly done (the event's currentBatch is only the one that moved last).
+      const now = epochNow();
+      for (const batch of job.batches) if (batch.state === 'done' && !recorded.has(`${job.id}/${batch.index}`)) recorded.set(`${job.id}/${batch.index}`, now);
       if (!throttle || job.requester.userId !== watchedUser) return;
       while (batchDoneAt.length < event.batchesDone) batchDoneAt.push(Date.now() - t0);
       throttle.push(event.jobId, event);
@@ -121,7 +269,13 @@ export async function runCore(spec: CoreSpec): Promise<CoreResult> {
       check();
     });
 
+    if (spec.warmUp) {
+      await warmUp(app);
+      Object.assign(store, { saves: 0, saveMs: 0, saveMaxMs: 0, manifests: 0, manifestMs: 0, lastJobBytes: 0 });
+    }
     const baselineRssMb = process.memoryUsage().rss / 2 ** 20;
+    const loop = monitorEventLoopDelay({ resolution: 5 });
+    loop.enable();
     const cpu0 = process.cpuUsage();
     t0 = Date.now();
     const limits = app.limits;
@@ -143,8 +297,11 @@ export async function runCore(spec: CoreSpec): Promise<CoreResult> {
     await Promise.all(spec.requests.map((_, index) => accept(index)));
     allAccepted = true;
     check();
-    await done;
+    // acceptOnly: the jobs are left to the engine's stop (below); none of them is reported finished.
+    if (!spec.acceptOnly) await done;
     const cpu = process.cpuUsage(cpu0);
+    loop.disable();
+    const calls: CallFinish[] = [];
 
     for (const outcome of outcomes) {
       const job = outcome.jobId ? finished.get(outcome.jobId) : undefined;
@@ -154,6 +311,7 @@ export async function runCore(spec: CoreSpec): Promise<CoreResult> {
       outcome.images = job.images.length;
       outcome.files = await countFiles(app, job.id);
       store.lastJobBytes = Math.max(store.lastJobBytes, JSON.stringify(job).length);
+      calls.push(...callFinishes(job, written, recorded, stages));
     }
     await sleep(watch ? watch.editMs * 2 : 0); // let the final flush land
     return {
@@ -165,6 +323,8 @@ export async function runCore(spec: CoreSpec): Promise<CoreResult> {
       maxRssMb: process.resourceUsage().maxRSS / 1024,
       store,
       ...(watch ? { edits: { sends, batchDoneAt } } : {}),
+      calls,
+      loopDelay: { p99Ms: loop.percentile(99) / 1e6, maxMs: loop.max / 1e6 },
     };
   } finally {
     await app.close();

@@ -47,6 +47,9 @@ async function build(spec: ClusterChildSpec): Promise<App> {
     TENANT_RATE_LIMIT: '',
     TENANT_DAILY_IMAGES: '0',
     GLOBAL_DAILY_IMAGES: '0',
+    // Nor a tenant's plan (its calls in flight, its largest job): the provider's limits are the ones measured.
+    DEFAULT_PLAN: 'business',
+    PLAN_BUSINESS: '1000/1000',
     HEALTH_PORT: 'off',
     PLAYGROUND: 'off',
     LOG_LEVEL: 'silent',

@@ -4,12 +4,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { catalogChart, inFlight, rollingStarts } from '../bench/chart.js';
 import { BenchChildError, runInChild } from '../bench/fork.js';
 import { idealMakespan, idealStarts, maxInWindow, percentile } from '../bench/ideal.js';
-import { benchmarksMd } from '../bench/notes.js';
+import { benchmarksMd, tightExcess } from '../bench/notes.js';
 import type { CoreResult, CoreSpec } from '../bench/protocol.js';
 import { attempt, machine, rows, type Results } from '../bench/report.js';
-import { catalog } from '../bench/scenarios.js';
+import { burstSpread, catalog, finishLatency, TIGHT, TIGHT_IDEAL_MS, type CatalogFigures, type TightFigures } from '../bench/scenarios.js';
 import { startFakeFal } from './fakes/fal.js';
 import { noisePng } from './fakes/png.js';
 
@@ -103,6 +104,19 @@ describe('bench: catalog smoke run', () => {
     expect(figures.maxRssMb).toBeLessThan(1024);
     expect(Number.isFinite(figures.cpuMsPerImage)).toBe(true);
     expect(figures.cpuMsPerImage).toBeGreaterThan(0);
+
+    // Every call's finish is measured, across the two processes' clocks: no image is on disk before the
+    // provider finished its call (but for Date.now()'s truncation), and the stages come in order.
+    expect(figures.finish.measured).toBe(figures.calls);
+    expect(figures.finish.minMs).toBeGreaterThan(-1);
+    expect(figures.finish.stages.seen.p50Ms).toBeGreaterThan(-1);
+    expect(figures.finish.stages.result.p50Ms).toBeGreaterThanOrEqual(0);
+    expect(figures.finish.stages.images.p50Ms).toBeGreaterThanOrEqual(0);
+    expect(figures.finish.streams).toBeGreaterThanOrEqual(figures.calls);
+    // The provider's view for the chart: one start and one end per call, each end a call's length later.
+    expect(figures.timeline.starts).toHaveLength(figures.calls);
+    expect(figures.timeline.ends).toHaveLength(figures.calls);
+    expect(figures.timeline.ends[0]! - figures.timeline.starts[0]!).toBeCloseTo(5_000, 0);
   }, 60_000);
 });
 
@@ -196,5 +210,95 @@ describe('bench: a failed scenario', () => {
     expect(md).toContain('## Failed runs');
     expect(md).toContain('### Fairness (scenario 3)');
     expect(md.split('waiting for a job').length - 1).toBe(5);
+  });
+});
+
+describe('bench: the new runs, small', () => {
+  it('polling run: the child builds the provider with statusStream false, so calls end by polls and no stream opens', async () => {
+    const f = await finishLatency({ stream: false, jobs: 3 });
+    expect(f.measured).toBe(3);
+    expect(f.streams).toBe(0);
+    expect(f.polls).toBeGreaterThanOrEqual(3);
+    // Seen by a poll: after the provider finished, and never later than one interval (500 ms) plus the machine's slack.
+    expect(f.stages.seen.p50Ms).toBeGreaterThan(-1);
+    expect(f.minMs).toBeGreaterThan(-1);
+  }, 60_000);
+
+  it('spread burst: answers every request, each with its latency, and returns once all are answered', async () => {
+    const f = await burstSpread({ speed: 50 }, { requests: 20, tenants: 5, spreadMs: 100 });
+    expect(f.refused).toBe(0);
+    expect(Number.isFinite(f.acceptP99Ms)).toBe(true);
+    expect(f.acceptP50Ms).toBeLessThanOrEqual(f.acceptP99Ms);
+    expect(f.saves).toBeGreaterThanOrEqual(20);
+  }, 60_000);
+});
+
+describe('bench: the chart', () => {
+  it('counts starts in the rolling window as the fake does: a start leaves it one window later', () => {
+    expect(rollingStarts([0, 0, 500], 1_000)).toEqual([
+      { t: 0, n: 2 },
+      { t: 500, n: 3 },
+      { t: 1_000, n: 1 },
+      { t: 1_500, n: 0 },
+    ]);
+  });
+
+  it('counts calls in flight, an end and a start at the same instant as one step', () => {
+    expect(inFlight([0, 100, 300], [200, 300, 500])).toEqual([
+      { t: 0, n: 1 },
+      { t: 100, n: 2 },
+      { t: 200, n: 1 },
+      { t: 300, n: 1 },
+      { t: 500, n: 0 },
+    ]);
+  });
+
+  it('draws an SVG with both limits labelled, both schedules in the legend and a mark per 429', async () => {
+    const starts = Array.from({ length: 12 }, (_, k) => k * 600);
+    const c = { timeline: { starts, ends: starts.map((s) => s + 5_000), refused: [1_234] }, makespanMs: 12_000, idealMs: 10_000, ratio: 1.2, rateLimited: 1 };
+    const svg = await catalogChart(c as unknown as CatalogFigures, 5);
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg).toContain('limit: 100 per 60 s');
+    expect(svg).toContain('limit: 10 in flight');
+    expect(svg).toContain('fastest possible (the floor)');
+    expect(svg).toContain('1 × 429 (red triangles)');
+  });
+});
+
+describe('bench: the tight scenario in the table and the notes', () => {
+  // Window by window: 10 starts 12 ms apart, each window opening 30 ms late; the job ends 40 ms after its last call.
+  const starts = Array.from({ length: TIGHT.calls }, (_, k) => 50 + Math.floor(k / TIGHT.limit) * (TIGHT.windowMs + 30) + (k % TIGHT.limit) * 12);
+  const ends = starts.map((s) => s + TIGHT.callMs);
+  const makespanMs = Math.max(...ends) + 40;
+  const tight = (told: boolean, rateLimited: number): TightFigures => {
+    const finish = { measured: 60, calls: 60, minMs: 1, p50Ms: 20, p99Ms: 30, maxMs: 31, polls: 0, streams: 60, recordedP99Ms: 32, stages: { seen: { p50Ms: 1, p99Ms: 2 }, result: { p50Ms: 2, p99Ms: 3 }, images: { p50Ms: 15, p99Ms: 25 } } };
+    return { told, images: 240, delivered: 240, calls: 60, makespanMs, idealMs: TIGHT_IDEAL_MS, ratio: makespanMs / TIGHT_IDEAL_MS, rateLimited, maxPerWindow: 10, maxInFlight: 10, finish, timeline: { starts, ends, refused: [] } };
+  };
+
+  it('splits the time above the floor exactly: first start, late windows, the last window\'s submits, the tail', () => {
+    const e = tightExcess(tight(true, 0));
+    expect(e.first).toBe(50);
+    expect(e.reopen).toEqual([30, 30, 30, 30, 30]);
+    expect(e.spread).toBe(108);
+    expect(e.lastCall).toBe(0);
+    expect(e.tail).toBe(40);
+    expect(e.first + e.reopen.reduce((a, b) => a + b, 0) + e.spread + e.lastCall + e.tail).toBe(makespanMs - TIGHT_IDEAL_MS);
+  });
+
+  it('holds the told run to ≤ 1.05× with no 429 and the other to ≤ 1.25×, and explains a miss with its figures', () => {
+    const results: Results = { catalogScale: 5, burstScale: 20, only: ['tight'], tight: tight(true, 0), tightUnknown: tight(false, 2) };
+    const table = rows(results);
+    expect(table.map((row) => [row.target, row.met])).toEqual([
+      ['≤ 1.05×, 0', false], // 5.55 s against 5.2 s: 1.07×
+      ['≤ 1.25×', true],
+    ]);
+    const md = benchmarksMd(results, table, machine(), 1_000, '0 / 0 / 0');
+    expect(md).toContain('### Tight (scenario 9)');
+    expect(md).toContain('- 50 ms before the first submit reached the provider');
+    expect(md).toContain('150 ms in all (30 ms, 30 ms, 30 ms, 30 ms, 30 ms)');
+    expect(md).toContain('- 108 ms from the last window');
+    expect(md).toContain('**Runs**: only tight (BENCH_ONLY)');
+    // Not asked for: no distributed row, not even "skipped".
+    expect(md).not.toContain('8 Distributed');
   });
 });
