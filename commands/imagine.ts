@@ -15,15 +15,19 @@ import {
 } from '../src/core/command.js';
 import { truncate } from '../src/core/text.js';
 import { UserError } from '../src/core/errors.js';
-import { ASPECT_RATIOS, PROVIDER_NAMES, type ImagineRequest, type ProviderName } from '../src/core/types.js';
+import { tenantImagineLimits, type ImagineDefaults } from '../src/core/settings.js';
+import { ASPECT_RATIOS, OUTPUT_FORMATS, PROVIDER_NAMES, type ImagineRequest, type OutputFormat, type ProviderName } from '../src/core/types.js';
 
 export const PROMPT_MAX = 1500;
 export const NEGATIVE_MAX = 1000;
 export const SEED_MAX = 2 ** 32 - 1;
 export const DEFAULT_COUNT = 4;
 
-/** What the deployment allows /imagine to ask for (the limits every command gets). */
-export type ImagineLimits = CommandLimits;
+/**
+ * What the deployment allows /imagine to ask for (the limits every command gets), and the tenant's
+ * defaults from /settings (count, ar, format), which fill what the options leave out.
+ */
+export type ImagineLimits = CommandLimits & { defaults?: ImagineDefaults };
 
 export function definition(limits?: ImagineLimits): CommandDefinition {
   return {
@@ -38,9 +42,9 @@ export function definition(limits?: ImagineLimits): CommandDefinition {
         minValue: 1,
         ...(limits ? { maxValue: limits.maxImagesPerJob } : {}),
         flags: ['count', 'n'],
-        description: `How many images (default ${DEFAULT_COUNT})`,
+        description: `How many images (default ${limits?.defaults?.count ?? DEFAULT_COUNT})`,
       },
-      { name: 'ar', type: 'string', choices: ASPECT_RATIOS, flags: ['ar', 'aspect'], placeholder: 'RATIO', description: 'Aspect ratio (default 1:1)' },
+      { name: 'ar', type: 'string', choices: ASPECT_RATIOS, flags: ['ar', 'aspect'], placeholder: 'RATIO', description: `Aspect ratio (default ${limits?.defaults?.ar ?? '1:1'})` },
       { name: 'seed', type: 'integer', minValue: 0, maxValue: SEED_MAX, flags: ['seed'], description: 'Seed, for a reproducible job' },
       {
         name: 'provider',
@@ -51,6 +55,15 @@ export function definition(limits?: ImagineLimits): CommandDefinition {
       },
       { name: 'model', type: 'string', maxLength: 200, flags: ['model'], placeholder: 'ID', description: 'Model id of the provider' },
       { name: 'negative', type: 'string', maxLength: NEGATIVE_MAX, flags: ['no', 'negative'], description: 'What to leave out' },
+      { name: 'format', type: 'string', choices: OUTPUT_FORMATS, flags: ['format'], description: `Image file format (default ${limits?.defaults?.format ?? 'png'})` },
+      {
+        name: 'quality',
+        type: 'integer',
+        minValue: 1,
+        maxValue: 100,
+        flags: ['quality'],
+        description: "Quality of jpeg and webp images (default the provider's)",
+      },
     ],
   };
 }
@@ -89,7 +102,9 @@ function stringOption(raw: unknown, name: string): string | undefined {
 const MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}$/i;
 
 /** Validates raw options (typed, or parsed from flags) into a request, or throws one clear UserError. */
-export function parseImagine(raw: RawOptions, limits: ImagineLimits): ImagineRequest {
+export function parseImagine(given: RawOptions, limits: ImagineLimits): ImagineRequest {
+  // The tenant's defaults (/settings) stand for the options left out, and are checked like them.
+  const raw: RawOptions = { ...limits.defaults, ...Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined && v !== null)) };
   const prompt = stringOption(raw.prompt, 'prompt') ?? '';
   const promptLength = Array.from(prompt).length;
   if (promptLength === 0) throw new UserError('invalid_option', 'Expected `prompt` to be 1 to 1500 characters, got an empty prompt.');
@@ -141,6 +156,8 @@ export function parseImagine(raw: RawOptions, limits: ImagineLimits): ImagineReq
     );
   }
 
+  const { format, quality } = formatOptions(raw);
+
   return {
     prompt,
     count,
@@ -149,7 +166,27 @@ export function parseImagine(raw: RawOptions, limits: ImagineLimits): ImagineReq
     aspectRatio: (arText ?? '1:1') as ImagineRequest['aspectRatio'],
     ...(seed !== undefined ? { seed } : {}),
     ...(negative ? { negative } : {}),
+    ...(format ? { format } : {}),
+    ...(quality !== undefined ? { quality } : {}),
   };
+}
+
+/** `format` (`jpg` taken for `jpeg`) and `quality`, which only a lossy format has. */
+function formatOptions(raw: RawOptions): { format?: OutputFormat; quality?: number } {
+  const text = stringOption(raw.format, 'format')?.toLowerCase();
+  const name = text === 'jpg' ? 'jpeg' : text;
+  if (name && !(OUTPUT_FORMATS as readonly string[]).includes(name)) {
+    throw new UserError('invalid_option', `Expected \`format\` to be one of ${OUTPUT_FORMATS.join(', ')}, got ${shown(text)}.`);
+  }
+  const format = name as OutputFormat | undefined;
+  const quality = integerOption(raw.quality, 'quality', 1, 100);
+  if (quality !== undefined && (format ?? 'png') === 'png') {
+    throw new UserError(
+      'invalid_option',
+      `Expected \`quality\` only with \`format\` jpeg or webp (png is lossless), got ${shown(quality)} with ${format ? '' : 'the default '}png.`,
+    );
+  }
+  return { ...(format ? { format } : {}), ...(quality !== undefined ? { quality } : {}) };
 }
 
 /** `a red fox --count 12 --ar 16:9 --seed 42 --provider fal --no blur` → the same request as typed options. */
@@ -169,7 +206,9 @@ const HELP = /^(help|--help|-h)?$/i;
  * and enqueues. The caller shows the job's progress from the engine's events.
  */
 async function run(context: CommandContext): Promise<CommandResult> {
-  const { input, limits } = context;
+  const { input } = context;
+  // The tenant's defaults (help shows them too); a context made for help alone may have no engine.
+  const limits = await tenantImagineLimits(context.engine?.tenantSettings, context.requester.tenant, context.limits);
   if (typeof input === 'string' && HELP.test(input.trim())) return { kind: 'text', text: help(limits), monospace: true };
   const request = typeof input === 'string' ? parseImagineText(input, limits) : parseImagine(input, limits);
   await context.accept?.();

@@ -7,8 +7,9 @@ import { formatHelp, type Command, type CommandContext, type CommandLimits, type
 import { GENERIC_FAILURE, isUserError } from '../src/core/errors.js';
 import { imagine } from './imagine.js';
 import { jobs } from './jobs.js';
+import { settings } from './settings.js';
 
-export const commands: readonly Command[] = [imagine, jobs];
+export const commands: readonly Command[] = [imagine, jobs, settings];
 
 /** The command called `name` (without its slash), if there is one. */
 export function commandNamed(name: string): Command | undefined {

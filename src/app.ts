@@ -9,11 +9,13 @@ import { Engine } from './core/engine.js';
 import { MemoryCallNotices, type CallNotices } from './core/notices.js';
 import type { ImageStore, JobRepository } from './core/ports.js';
 import type { Provider } from './core/provider.js';
+import { TenantSettings } from './core/settings.js';
 import type { ProviderName } from './core/types.js';
 import { createLogger, type Logger } from './logger.js';
 import { createProviders, type ProviderOverrides } from './providers/index.js';
 import { ImageFiles } from './store/files.js';
 import { openDistributed, type Distributed } from './distributed/index.js';
+import { KeyvImageCache } from './store/cache.js';
 import { JobStore } from './store/jobs.js';
 import { openKeyv } from './store/keyv.js';
 import type { Keyv } from 'keyv';
@@ -31,6 +33,8 @@ export interface App {
   logger: Logger;
   /** ended calls told by webhook: in this process, or in Redis in distributed mode */
   notices: CallNotices;
+  /** per-tenant settings (/settings), in the same store */
+  settings: TenantSettings;
   /** distributed mode (REDIS_URL): the Redis connection and what is built on it; undefined in one process */
   shared?: Distributed;
   /** stops the engine (running calls stay persisted for the next start) and closes the store */
@@ -97,11 +101,24 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
           logger,
           queueLockMs: overrides.queueLockMs ?? config.queueLockMs,
           jobLockMs: overrides.jobLockMs ?? Math.round(config.queueLockMs / 2),
+          // `settings` is made once the store is open, below; tickets start (and ask) only after that.
+          tenantConcurrency: async (tenant: string): Promise<number> => (await settings.limits(tenant)).calls,
         },
       )
     : undefined;
   const keyv = shared?.keyv ?? (await openKeyv(config.storeUrl));
   const jobs: JobRepository & { close(): Promise<void> } = shared?.jobs ?? new JobStore(keyv);
+  const settings: TenantSettings = new TenantSettings({
+    store: keyv,
+    log: logger,
+    policy: {
+      plans: config.plans,
+      defaultPlan: config.defaultPlan,
+      maxImagesPerJob: config.maxImagesPerJob,
+      ...(config.tenantDailyImages !== undefined ? { tenantDailyImages: config.tenantDailyImages } : {}),
+      ...(config.globalDailyImages !== undefined ? { globalDailyImages: config.globalDailyImages } : {}),
+    },
+  });
   for (const name of ['fal', 'replicate'] as const) {
     if (config[name]?.models === '*') {
       logger.warn({ provider: name }, `${name.toUpperCase()}_MODELS=*: users may pick any ${name} model, including ones with no known price`);
@@ -116,6 +133,9 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     providers,
     logger: logger,
     ...(shared ? { dispatcher: shared.dispatcher, locks: shared.locks, book: shared.book } : {}),
+    // CACHE=off: no index is read or written.
+    ...(config.cache ? { cache: new KeyvImageCache(keyv, files) } : {}),
+    tenantSettings: settings,
     settings: {
       lanes,
       tenantRate: config.tenantRateLimit,
@@ -144,6 +164,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     limits,
     logger,
     notices,
+    settings,
     ...(shared ? { shared } : {}),
     async close() {
       await engine.stop();

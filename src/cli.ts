@@ -3,9 +3,10 @@
  *
  *   art-factory generate --prompt "a red fox" --count 12 [--provider local|fal|replicate] [--model ID]
  *                        [--ar 16:9] [--seed N] [--no TEXT] [--out DIR] [--tenant NAME]
+ *   art-factory settings [--tenant ID] [key value …]   show a tenant's /settings, or change them
  *   art-factory resume   finish the unfinished jobs in the store
  *   art-factory migrate --to redis://HOST[:PORT] [--prefix P] [--force]   copy the SQLite store into Redis
- *   art-factory deploy-commands   register /imagine and /jobs with Discord
+ *   art-factory deploy-commands   register /imagine, /jobs and /settings with Discord
  *   art-factory start    run the bot (what `npm start` does)
  *
  * Exit codes: 0 done (a warning on stderr if some images failed), 1 the job failed (or the migration
@@ -16,6 +17,8 @@ import os from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import cliProgress from 'cli-progress';
 import { imagine } from '../commands/imagine.js';
+import { answer } from '../commands/index.js';
+import { settings } from '../commands/settings.js';
 import { createApp, type App } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { placeholderOf } from './core/command.js';
@@ -46,6 +49,7 @@ function usage(): string {
   return [
     'Usage:',
     `  art-factory generate ${lines.join(`\n${' '.repeat(23)}`)}`,
+    '  art-factory settings [--tenant ID] [key value …]',
     '  art-factory resume',
     '  art-factory migrate --to redis://HOST[:PORT] [--prefix P] [--force]',
     '  art-factory deploy-commands',
@@ -174,6 +178,40 @@ async function generate(argv: string[], env: NodeJS.ProcessEnv): Promise<number>
   });
 }
 
+/**
+ * `settings [--tenant ID] [key value …]`: /settings for one tenant (a guild id, a Slack team id, or
+ * `cli`, the default). The operator may change anything; the change is logged under their user name.
+ */
+async function settingsCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const rest: string[] = [];
+  let tenant = 'cli';
+  for (let i = 0; i < argv.length; i += 1) {
+    const word = argv[i]!;
+    if (word === '--tenant' || word.startsWith('--tenant=')) {
+      const value = word === '--tenant' ? argv[(i += 1)] : word.slice('--tenant='.length);
+      if (!value || !/^[\w:.-]{1,100}$/.test(value)) throw new CliError('--tenant needs an id: a guild id, a Slack team id, or cli', 2);
+      tenant = value;
+    } else rest.push(word);
+  }
+  return withApp(env, undefined, async (app) => {
+    const user = os.userInfo().username;
+    const result = await answer(
+      settings,
+      {
+        engine: app.engine,
+        limits: app.limits,
+        input: rest.join(' '),
+        requester: { tenant, userId: user, userName: user, platform: 'cli' },
+        mayManage: () => Promise.resolve(true),
+      },
+      (error) => app.logger.error({ err: error }, 'settings failed'),
+    );
+    if (result.kind !== 'text') throw new CliError(result.text, result.kind === 'refused' ? 2 : 1);
+    process.stdout.write(`${result.text}\n`);
+    return 0;
+  });
+}
+
 async function resume(env: NodeJS.ProcessEnv): Promise<number> {
   return withApp(env, undefined, async (app) => {
     const ids = await app.jobs.activeIds();
@@ -267,6 +305,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     switch (command) {
       case 'generate':
         return await generate(rest, env);
+      case 'settings':
+        return await settingsCommand(rest, env);
       case 'resume':
         return await resume(env);
       case 'migrate':

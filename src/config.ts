@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { parseRate, type Rate } from './core/rate.js';
+import { DEFAULT_PLANS, PLANS, type Plan, type PlanLimits } from './core/settings.js';
 import { PROVIDER_NAMES, type ProviderName } from './core/types.js';
 
 export interface ProviderConfig {
@@ -52,6 +53,10 @@ export interface Config {
   tenantDailyImages?: number;
   /** images per UTC day across all tenants; undefined = no cap */
   globalDailyImages?: number;
+  /** per plan tier: a tenant's provider calls in flight at once and its largest job (never above maxImagesPerJob) */
+  plans: Record<Plan, PlanLimits>;
+  /** the plan of a tenant whose /settings set none */
+  defaultPlan: Plan;
   /** extra hosts (`host` or `host:port`, https) images may be downloaded from */
   downloadHosts: string[];
   /** largest image accepted from a provider, in bytes */
@@ -84,6 +89,8 @@ export interface Config {
   discordShards?: { count: number | 'auto'; ids?: number[] };
   /** images in an S3-compatible bucket (OUTPUT_DIR is then this process's cache of it); undefined = on disk */
   s3?: S3Config;
+  /** serve a seeded request already delivered from its files instead of calling the provider again (CACHE) */
+  cache: boolean;
 }
 
 /** Webhooks: where the providers deliver, and how often a call whose webhook has not come is polled anyway. */
@@ -163,6 +170,19 @@ function int(env: Env, name: string, min: number, max: number, fallback: number)
     z.coerce.number().int().min(min).max(max).optional(),
     `an integer from ${min} to ${max}`,
   ) ?? fallback;
+}
+
+/** `PLAN_PRO=5/100`: calls in flight at once / largest job in images. */
+function plan(env: Env, name: string, fallback: PlanLimits): PlanLimits {
+  const raw = read(env, name, optionalString, 'CALLS/IMAGES');
+  if (raw === undefined) return fallback;
+  const match = /^(\d{1,4})\s*\/\s*(\d{1,7})$/.exec(raw);
+  const calls = Number(match?.[1]);
+  const images = Number(match?.[2]);
+  if (!match || calls < 1 || calls > 1000 || images < 1 || images > 1000) {
+    throw new ConfigError(`${name}: expected CALLS/IMAGES such as ${fallback.calls}/${fallback.images} (calls 1 to 1000, images 1 to 1000), got "${raw}"`);
+  }
+  return { calls, images };
 }
 
 function rate(env: Env, name: string, fallback: string | undefined): Rate | undefined {
@@ -307,6 +327,12 @@ export function loadConfig(env: Env = process.env): Config {
     tenantMaxQueuedJobs: int(env, 'TENANT_MAX_QUEUED_JOBS', 0, 1000, 20),
     tenantDailyImages: int(env, 'TENANT_DAILY_IMAGES', 0, 10_000_000, 1000) || undefined,
     globalDailyImages: int(env, 'GLOBAL_DAILY_IMAGES', 0, 100_000_000, 5000) || undefined,
+    plans: {
+      free: plan(env, 'PLAN_FREE', DEFAULT_PLANS.free),
+      pro: plan(env, 'PLAN_PRO', DEFAULT_PLANS.pro),
+      business: plan(env, 'PLAN_BUSINESS', DEFAULT_PLANS.business),
+    },
+    defaultPlan: read(env, 'DEFAULT_PLAN', z.enum(PLANS).optional(), `one of ${PLANS.join(', ')}`) ?? 'business',
     downloadHosts: hostList(env, 'DOWNLOAD_HOSTS'),
     maxImageBytes: int(env, 'MAX_IMAGE_BYTES', 1024, 1024 * 1024 * 1024, DEFAULT_MAX_IMAGE_BYTES),
     userMaxActiveJobs: int(env, 'USER_MAX_ACTIVE_JOBS', 1, 1000, 5),
@@ -330,6 +356,7 @@ export function loadConfig(env: Env = process.env): Config {
     role,
     ...(discordShards ? { discordShards } : {}),
     ...(s3 ? { s3 } : {}),
+    cache: (read(env, 'CACHE', z.enum(['on', 'off']).optional(), 'on or off') ?? 'on') === 'on',
   };
 }
 

@@ -49,7 +49,7 @@ describe('art-factory generate', () => {
     expect(run.code).toBe(0);
     expect(run.stdout.startsWith(out)).toBe(true);
     const { default: manifest } = await import(run.stdout.trim(), { with: { type: 'json' } });
-    expect(manifest.parameters).toEqual({ count: 1, aspectRatio: '9:16', seed: 9 });
+    expect(manifest.parameters).toEqual({ count: 1, aspectRatio: '9:16', seed: 9, format: 'png', quality: null });
     expect(manifest.images[0]).toMatchObject({ width: 576, height: 1024, seed: 9 });
   });
 
@@ -103,7 +103,7 @@ describe('art-factory generate', () => {
 });
 
 describe('art-factory deploy-commands', () => {
-  it('registers /imagine and /jobs on the guild named by DISCORD_GUILD_ID', async () => {
+  it('registers /imagine, /jobs and /settings on the guild named by DISCORD_GUILD_ID', async () => {
     const { startFakeDiscord } = await import('./fakes/discord.js');
     const fake = await startFakeDiscord({ token: 'deploy-token' });
     onCleanup(() => fake.close());
@@ -115,8 +115,8 @@ describe('art-factory deploy-commands', () => {
     });
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
-    expect(run.stdout.trim()).toBe(`Registered 2 commands on guild ${fake.defaultGuildId}.`);
-    expect(fake.commands(fake.defaultGuildId!).map((c) => c.name).sort()).toEqual(['imagine', 'jobs']);
+    expect(run.stdout.trim()).toBe(`Registered 3 commands on guild ${fake.defaultGuildId}.`);
+    expect(fake.commands(fake.defaultGuildId!).map((c) => c.name).sort()).toEqual(['imagine', 'jobs', 'settings']);
   });
 
   it('exits 2 when Discord is not configured', async () => {

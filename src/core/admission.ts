@@ -21,6 +21,11 @@ export interface AdmissionLimits {
 
 export type { Placement } from './ports.js';
 
+/** A tenant's own daily cap, from its settings (given whenever settings are on): `daily` undefined = no tenant cap. */
+export interface TenantCap {
+  daily?: number;
+}
+
 function formatWait(ms: number): string {
   const minutes = Math.max(1, Math.ceil(ms / 60_000));
   return minutes < 60 ? `${minutes} min` : `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
@@ -162,11 +167,11 @@ export class Admission {
    * their own for fairness, but they share one daily cap: otherwise each new account would bring a
    * fresh day's worth of images.
    */
-  async reserveImages(tenant: string, count: number, now: number): Promise<void> {
+  async reserveImages(tenant: string, count: number, now: number, tenantCap?: TenantCap): Promise<void> {
     const day = new Date(now).toISOString().slice(0, 10);
     const taken: string[] = [];
     try {
-      for (const { key, cap, whose } of this.caps(tenant)) {
+      for (const { key, cap, whose } of this.caps(tenant, tenantCap)) {
         if ((await this.jobs.reserveImages(key, day, count, cap)) === undefined) {
           const left = Math.max(0, cap - (await this.jobs.imagesUsed(key, day)));
           const midnight = Date.parse(`${day}T00:00:00.000Z`) + 86_400_000;
@@ -185,14 +190,22 @@ export class Admission {
   }
 
   /** Gives back images reserved on `day` (an ISO date) that were not made. */
-  async releaseImages(tenant: string, day: string, count: number): Promise<void> {
+  async releaseImages(tenant: string, day: string, count: number, tenantCap?: TenantCap): Promise<void> {
     if (count <= 0) return;
-    for (const { key } of this.caps(tenant)) await this.jobs.releaseImages(key, day.slice(0, 10), count);
+    for (const { key } of this.caps(tenant, tenantCap)) await this.jobs.releaseImages(key, day.slice(0, 10), count);
   }
 
-  private caps(tenant: string): { key: string; cap: number; whose: string }[] {
-    const { tenantDailyImages, globalDailyImages } = this.limits;
+  /**
+   * The daily caps a tenant's images count against. `tenantCap` is the tenant's own (/settings `daily`)
+   * in place of TENANT_DAILY_IMAGES; direct messages keep their shared cap whatever it says.
+   */
+  private caps(tenant: string, tenantCap?: TenantCap): { key: string; cap: number; whose: string }[] {
+    const { globalDailyImages } = this.limits;
     const dm = tenant.startsWith('dm:');
+    // With settings, a tenant's images are always counted (uncapped: up to the largest safe number), so
+    // that a cap set later in the day, and what a job gives back, find the day's true tally.
+    const tenantDailyImages =
+      tenantCap === undefined || dm ? this.limits.tenantDailyImages : (tenantCap.daily ?? Number.MAX_SAFE_INTEGER);
     return [
       ...(tenantDailyImages !== undefined
         ? [{ key: dm ? 'dm:*' : tenant, cap: tenantDailyImages, whose: dm ? 'for direct messages' : 'here' }]

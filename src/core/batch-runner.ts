@@ -4,13 +4,88 @@
  * folder. It reports every outcome to the recorder (the engine), which applies it to the job under the job's lock
  * and answers with the next decision. The runner owns the I/O; the policy is the machine's.
  */
-import { afterStatus, afterStatusError, type BatchEvent, type Decision, type DownloadItem, type PollDecision, type RetrySettings } from './batch-state.js';
+import {
+  afterStatus,
+  afterStatusError,
+  type BatchEvent,
+  type CachedOutput,
+  type Decision,
+  type DownloadItem,
+  type PollDecision,
+  type RetrySettings,
+} from './batch-state.js';
 import { delay } from './delay.js';
 import type { CallRecord, ImageStorage, Logger } from './ports.js';
 import { asImageError, asProviderError, MAX_TIMER_MS, type BatchCall, type CallStatus, type OutputImage, type Provider } from './provider.js';
 import type { Dispatcher } from './dispatch.js';
 import { isJobFinished } from './progress.js';
-import type { Job, ProviderName } from './types.js';
+import type { AspectRatio, ImagineRequest, Job, OutputFormat, ProviderName } from './types.js';
+
+/**
+ * What makes one image: the call (provider, model, parameters, prompt, seed, size) and the image's
+ * place in that call's output. The same identity gives the same picture, so it need not be paid twice.
+ */
+export interface ImageIdentity {
+  provider: ProviderName;
+  model: string;
+  prompt: string;
+  negative?: string;
+  aspectRatio: AspectRatio;
+  format: OutputFormat;
+  quality?: number;
+  /** the call's seed and how many images it asked for */
+  seed: number;
+  count: number;
+  /** 0-based position in the call's output */
+  output: number;
+}
+
+/** An image delivered by an earlier job, as the cache knows it. */
+export interface CachedImage {
+  jobId: string;
+  /** as the job recorded it when saved (a review may have moved it since) */
+  file: string;
+  nsfw: boolean;
+  seed?: number;
+}
+
+/**
+ * Images already delivered, by what made them (src/store/cache.ts, in the Keyv store). A call of a job
+ * whose seed was given, all of whose images are known, is answered from their files instead of sent.
+ */
+export interface ImageCache {
+  /** the image kept for each identity, in the same order (undefined where there is none) */
+  find(identities: readonly ImageIdentity[]): Promise<(CachedImage | undefined)[]>;
+  /** its bytes, wherever a review moved it; undefined when it is gone */
+  read(image: CachedImage): Promise<Buffer | undefined>;
+  remember(entries: readonly { identity: ImageIdentity; image: CachedImage }[]): Promise<void>;
+}
+
+/** The identity of output `output` of a call of this request. */
+export function imageIdentity(
+  provider: ProviderName,
+  request: Readonly<ImagineRequest>,
+  call: { seed: number; count: number },
+  output: number,
+): ImageIdentity {
+  return {
+    provider,
+    model: request.model,
+    prompt: request.prompt,
+    ...(request.negative ? { negative: request.negative } : {}),
+    aspectRatio: request.aspectRatio,
+    format: request.format ?? 'png',
+    ...(request.quality !== undefined ? { quality: request.quality } : {}),
+    seed: call.seed,
+    count: call.count,
+    output,
+  };
+}
+
+/** The format a job's images are kept in (converted on saving when the provider sent another). */
+function wantedFormat(request: Readonly<ImagineRequest>): { format: OutputFormat; quality?: number } {
+  return { format: request.format ?? 'png', ...(request.quality !== undefined ? { quality: request.quality } : {}) };
+}
 
 /** What the runner needs from whoever owns the jobs (the engine): read a job, record what happened. */
 export interface BatchRecorder {
@@ -31,6 +106,8 @@ export interface RunnerDeps {
   settings: RetrySettings;
   log: Logger;
   now: () => number;
+  /** images already delivered, served instead of a call (CACHE=off: none) */
+  cache?: ImageCache;
 }
 
 /** One try of one batch: what every step of it needs to know. */
@@ -42,6 +119,8 @@ interface Run {
   signal: AbortSignal;
   /** outputs of the call, once fetched */
   outputs: OutputImage[];
+  /** the batch was served from the cache: no call was made */
+  cached?: boolean;
 }
 
 export class BatchRunner {
@@ -74,7 +153,7 @@ export class BatchRunner {
       try {
         switch (decision.kind) {
           case 'submit':
-            decision = await this.submit(run, decision);
+            decision = (await this.reuse(run, decision)) ?? (await this.submit(run, decision));
             continue;
           case 'poll':
             decision = await this.poll(run, decision);
@@ -86,7 +165,9 @@ export class BatchRunner {
             if (decision.requestId) await provider.cancel(decision.requestId, job.request.model).catch(() => {});
             return;
           case 'done':
+            if (run.cached) return;
             this.recordCallTime(provider.name, this.deps.now() - started);
+            await this.remember(run);
             return;
           default:
             // retry, fail, stop: the engine has acted on them already
@@ -116,6 +197,7 @@ export class BatchRunner {
       aspectRatio: request.aspectRatio,
       count: decision.count,
       seed: decision.seed,
+      ...wantedFormat(request),
     };
     return this.deps.gate.throttle(
       run.provider.name,
@@ -240,7 +322,7 @@ export class BatchRunner {
     let stored: Awaited<ReturnType<ImageStorage['writeImage']>>;
     try {
       const bytes = await this.track(provider, 'download', () => provider.download(output, signal));
-      stored = await this.deps.files.writeImage(jobId, String(item.image).padStart(digits, '0'), bytes);
+      stored = await this.deps.files.writeImage(jobId, String(item.image).padStart(digits, '0'), bytes, wantedFormat(run.job.request));
     } catch (error) {
       const failure = asImageError(error);
       if (failure.kind !== 'refused' || signal.aborted) throw failure;
@@ -256,6 +338,79 @@ export class BatchRunner {
       ...(output.seed !== undefined ? { seed: output.seed } : {}),
     };
     return { type: 'saved', output: item.output, image, index: item.image };
+  }
+
+  /**
+   * The call about to be sent, answered from the cache when its job's seed was given and every image
+   * it would make was delivered before: each is copied (never linked: a review of one job must not
+   * move another's file) into its image's file, and the batch is done without a call. Undefined when
+   * any image is missing or cannot be copied: the whole call is sent then, since a call for only the
+   * rest would be another call (another size), making other pictures.
+   */
+  private async reuse(run: Run, decision: Extract<Decision, { kind: 'submit' }>): Promise<Decision | undefined> {
+    const { cache } = this.deps;
+    const { job, jobId, batchIndex } = run;
+    if (!cache || !job.seedGiven || run.signal.aborted) return undefined;
+    const batch = job.batches[batchIndex]!;
+    const outputs = Array.from({ length: decision.count }, (_, output) => output);
+    let images: CachedOutput[];
+    try {
+      const found = await cache.find(outputs.map((output) => imageIdentity(job.request.provider, job.request, decision, output)));
+      if (found.length !== outputs.length || found.some((hit) => hit === undefined)) return undefined;
+      const digits = Math.max(3, String(job.request.count).length);
+      images = await Promise.all(
+        found.map(async (hit, output): Promise<CachedOutput> => {
+          const bytes = await cache.read(hit!);
+          if (!bytes) throw new Error(`${hit!.file} of job ${hit!.jobId} is gone`);
+          const index = batch.start + batch.delivered + output + 1;
+          const stored = await this.deps.files.writeImage(jobId, String(index).padStart(digits, '0'), bytes, wantedFormat(job.request));
+          return {
+            file: stored.file,
+            width: stored.width,
+            height: stored.height,
+            contentType: stored.contentType,
+            nsfw: hit!.nsfw,
+            ...(hit!.seed !== undefined ? { seed: hit!.seed } : {}),
+            output,
+            index,
+            from: { jobId: hit!.jobId, file: hit!.file },
+          };
+        }),
+      );
+    } catch (error) {
+      this.deps.log.warn({ job: jobId, batch: batchIndex, err: error }, 'cached images could not be copied; calling the provider');
+      return undefined;
+    }
+    run.cached = true;
+    this.deps.log.info({ job: jobId, batch: batchIndex, images: images.length }, 'batch served from the image cache');
+    return this.deps.recorder.record(jobId, batchIndex, { type: 'cached', images });
+  }
+
+  /**
+   * Indexes the images of a batch that one call made whole (output k of the call seeded `batch.seed`
+   * for `batch.size` images), for later jobs to reuse. Images of top-up calls are not indexed: the
+   * call that made them is not the one a new job would send. A failure only costs a later call.
+   */
+  private async remember(run: Run): Promise<void> {
+    const { cache } = this.deps;
+    if (!cache) return;
+    try {
+      const job = await this.deps.recorder.job(run.jobId);
+      const batch = job?.batches[run.batchIndex];
+      if (!job || !batch || batch.cached) return;
+      const images = job.images.filter((image) => image.batchIndex === batch.index);
+      const calls = new Set(images.map((image) => image.requestId));
+      if (images.length !== batch.size || calls.size !== 1 || images.some((image) => image.cached || image.output === undefined)) return;
+      const call = { seed: batch.seed, count: batch.size };
+      await cache.remember(
+        images.map((image) => ({
+          identity: imageIdentity(job.request.provider, job.request, call, image.output!),
+          image: { jobId: job.id, file: image.file, nsfw: image.nsfw, ...(image.seed !== undefined ? { seed: image.seed } : {}) },
+        })),
+      );
+    } catch (error) {
+      this.deps.log.warn({ job: run.jobId, batch: run.batchIndex, err: error }, 'indexing images for the cache failed');
+    }
   }
 
   /** Runs one provider request and reports it to the metrics. */

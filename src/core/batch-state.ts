@@ -59,6 +59,14 @@ export interface SavedOutput {
   seed?: number;
 }
 
+/** An earlier job's image, copied in as output `output` of the call it stands for (image number `index`). */
+export interface CachedOutput extends SavedOutput {
+  output: number;
+  index: number;
+  /** where it was copied from */
+  from: { jobId: string; file: string };
+}
+
 /** What happened to a batch. */
 export type BatchEvent =
   /** its task was picked up by the scheduler */
@@ -70,6 +78,11 @@ export type BatchEvent =
   | { type: 'saved'; output: number; image: SavedOutput; index?: number }
   /** one output was refused (host not allowed, too large, not an image): that image fails alone */
   | { type: 'refused'; output: number; reason: string }
+  /**
+   * Instead of the call about to be sent: every image it would make is kept already from an earlier
+   * job (same provider, model, parameters, prompt and seed), and was copied in. No call is paid for.
+   */
+  | { type: 'cached'; images: CachedOutput[] }
   /**
    * A try failed. `aborted`: the task's signal was aborted (a cancel or a shutdown). `dropCall`: the
    * call is over at the provider (it failed, or was cancelled past its deadline), so a retry sends a
@@ -118,6 +131,8 @@ export interface Step {
   decision: Decision;
   /** an image to add to the job */
   image?: ImageRecord;
+  /** several at once (images served from the cache) */
+  images?: ImageRecord[];
 }
 
 const STOP: Decision = { kind: 'stop' };
@@ -156,6 +171,8 @@ export function transition(batch: Readonly<Batch>, event: BatchEvent, context: S
     }
     case 'error':
       return failed(batch, event, context);
+    case 'cached':
+      return cached(batch, event, context);
   }
 }
 
@@ -204,6 +221,45 @@ function saved(batch: Readonly<Batch>, event: Extract<BatchEvent, { type: 'saved
   };
   const kept = { ...batch, delivered: batch.delivered + 1, ...(stored.nsfw ? { nsfw: true } : {}) };
   return { ...next(kept, [...(context.images ?? []), image], context), image };
+}
+
+/**
+ * A call that was about to be sent, answered from the cache: the batch is done with the copies, and
+ * the try it had counted is given back (no call was made). Anything but a batch about to send, with
+ * every image it was about to ask for, sends its call after all.
+ */
+function cached(batch: Readonly<Batch>, event: Extract<BatchEvent, { type: 'cached' }>, context: StepContext): Step {
+  if (context.canceled) return failed(batch, { type: 'error', error: new ProviderError('failed', 'canceled') }, context);
+  const wanted = batch.size - batch.delivered;
+  if (batch.state !== 'submitted' || batch.requestId !== undefined || event.images.length !== wanted) {
+    return { batch, decision: { kind: 'submit', count: wanted, seed: seedAt(batch.seed, batch.delivered) } };
+  }
+  const images = event.images.map(
+    (stored): ImageRecord => ({
+      index: stored.index,
+      batchIndex: batch.index,
+      file: stored.file,
+      width: stored.width,
+      height: stored.height,
+      seed: stored.seed ?? seedAt(batch.seed, batch.delivered),
+      output: stored.output,
+      nsfw: stored.nsfw,
+      contentType: stored.contentType,
+      review: { status: 'pending' },
+      cached: stored.from,
+    }),
+  );
+  const { error: _error, submittedAt: _submittedAt, ...rest } = without(batch, 'retryAt', 'download');
+  const done: Batch = {
+    ...rest,
+    state: 'done',
+    attempts: Math.max(0, batch.attempts - 1),
+    delivered: batch.size,
+    finishedAt: iso(context.now),
+    ...(batch.delivered === 0 ? { cached: true } : {}),
+    ...(images.some((image) => image.nsfw) ? { nsfw: true } : {}),
+  };
+  return { batch: done, decision: { kind: 'done' }, images };
 }
 
 /**

@@ -32,6 +32,12 @@ export interface CommandContext {
    * refuse here (a replayed delivery) by throwing a UserError.
    */
   accept?: () => Promise<void>;
+  /**
+   * Whether the requester may change this tenant's settings (Discord: Manage Server; Slack: a
+   * workspace admin or owner; the playground's local user and the CLI's operator: yes). Asked only
+   * when something is to change; unset = no one may.
+   */
+  mayManage?: () => Promise<boolean>;
 }
 
 /**
@@ -73,6 +79,8 @@ export interface CommandDefinition {
   usage?: string;
   /** options in display order; the first `required` string option is the free text before any flag */
   options: readonly CommandOption[];
+  /** offered to server managers only by default (Discord: `default_member_permissions` Manage Server) */
+  managersOnly?: boolean;
 }
 
 /** Raw option values as a platform delivers them, before validation. */

@@ -10,9 +10,9 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { Admission, type AdmissionLimits } from './admission.js';
+import { Admission, type AdmissionLimits, type TenantCap } from './admission.js';
 import type { BatchTicket, Dispatcher } from './dispatch.js';
-import { BatchRunner } from './batch-runner.js';
+import { BatchRunner, type ImageCache } from './batch-runner.js';
 import { backoff, restart, type BatchEvent, type Decision, type RetrySettings } from './batch-state.js';
 import { delay } from './delay.js';
 import { UserError } from './errors.js';
@@ -35,9 +35,12 @@ import { computeProgress, isJobFinished } from './progress.js';
 import type { Provider } from './provider.js';
 import type { Rate } from './rate.js';
 import { LocalDispatcher, type LaneOptions } from './scheduler.js';
+import type { TenantSettings } from './settings.js';
+import { plural } from './text.js';
 import type { ImagineRequest, Job, ProgressEvent, ProviderName, Requester, ReviewStatus } from './types.js';
 
 export type { CallRecord, ImageStorage, JobRepository, Logger, Reviewer } from './ports.js';
+export type { CachedImage, ImageCache, ImageIdentity } from './batch-runner.js';
 export type { ChangeOptions } from './ledger.js';
 export { isJobFinished } from './progress.js';
 
@@ -63,6 +66,13 @@ export interface EngineDeps {
   dispatcher?: Dispatcher;
   locks?: JobLocks;
   book?: AdmissionBook;
+  /** images already delivered, served instead of paying for the same call again (CACHE=off: unset) */
+  cache?: ImageCache;
+  /**
+   * Per-tenant settings (/settings): the plan's largest job and the tenant's daily cap apply at
+   * submit, the plan's calls in flight in the local scheduler. Unset: the config's limits for all.
+   */
+  tenantSettings?: TenantSettings;
 }
 
 /** How long a process that promotes a waiting job looks for it while its submit is still saving it. */
@@ -133,6 +143,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       new LocalDispatcher({
         lanes,
         tenantRate: deps.settings.tenantRate,
+        ...(deps.tenantSettings ? { tenantConcurrency: (tenant: string) => deps.tenantSettings!.callsOf(tenant) } : {}),
         now: this.now,
         onTaskError: (error, task) => this.log.error({ err: error, task: task.key }, 'batch task failed unexpectedly'),
       });
@@ -149,6 +160,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       settings: deps.settings,
       log: this.log,
       now: this.now,
+      ...(deps.cache ? { cache: deps.cache } : {}),
     });
     this.started = this.dispatcher.start((ticket, signal) => this.runTask(ticket, signal));
     this.started.catch((error: unknown) => this.log.error({ err: error }, 'the batch dispatcher did not start'));
@@ -157,6 +169,11 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Resolves once batches can be queued (distributed mode: the queues are open). */
   ready(): Promise<void> {
     return this.started;
+  }
+
+  /** Per-tenant settings, when this bot keeps them. */
+  get tenantSettings(): TenantSettings | undefined {
+    return this.deps.tenantSettings;
   }
 
   get providerNames(): ProviderName[] {
@@ -175,6 +192,16 @@ export class Engine extends EventEmitter<EngineEvents> {
         `Provider \`${request.provider}\` is not configured on this bot; available: ${this.providerNames.join(', ')}.`,
       );
     }
+    // The tenant's plan and daily cap, read now (and so fresh in the scheduler's cache when its batches queue).
+    const limits = await this.deps.tenantSettings?.limits(requester.tenant);
+    if (limits && request.count > limits.maxImagesPerJob) {
+      throw new UserError(
+        'quota',
+        `This job asks for ${plural(request.count, 'image')}, but the ${limits.plan} plan allows at most ${limits.maxImagesPerJob} per job here; ` +
+          `ask for ${limits.maxImagesPerJob} or fewer.`,
+      );
+    }
+    const tenantCap: TenantCap | undefined = limits ? { ...(limits.dailyImages !== undefined ? { daily: limits.dailyImages } : {}) } : undefined;
     const now = this.now();
     const id = newJobId(now);
     const seed = request.seed ?? randomSeed(this.random);
@@ -185,13 +212,15 @@ export class Engine extends EventEmitter<EngineEvents> {
       updatedAt: new Date(now).toISOString(),
       requester,
       request: { ...request, seed },
+      // Only a seed the requester chose is looked up in the image cache (a drawn one is new by design).
+      ...(request.seed !== undefined ? { seedGiven: true } : {}),
       state: 'queued',
       batches: planBatches(request.count, provider.maxImagesPerCall, seed),
       images: [],
       ...(price !== undefined ? { estimatedCostUsd: round(request.count * price, 4) } : {}),
       outputDir: this.deps.files.outputDir,
     });
-    await this.admission.reserveImages(requester.tenant, request.count, now);
+    await this.admission.reserveImages(requester.tenant, request.count, now, tenantCap);
     // Held before it is placed: a job finishing meanwhile may promote this one, and must find it.
     this.ledger.hold(job);
     let placement: Placement | undefined;
@@ -204,7 +233,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     } catch (error) {
       this.ledger.release(id);
       if (placement !== undefined) await this.admission.remove(job).catch(() => []);
-      await this.admission.releaseImages(requester.tenant, job.createdAt, request.count);
+      await this.admission.releaseImages(requester.tenant, job.createdAt, request.count, tenantCap);
       throw error;
     }
     this.log.info({ job: id, tenant: requester.tenant, count: request.count, provider: request.provider, placement }, 'job accepted');
@@ -474,7 +503,9 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.finishing.delete(jobId);
       return;
     }
-    await this.admission.releaseImages(done.requester.tenant, done.createdAt, done.request.count - done.images.length);
+    // Given back to every tally the job was counted in: with settings, the tenant's always.
+    const counted: TenantCap | undefined = this.deps.tenantSettings ? {} : undefined;
+    await this.admission.releaseImages(done.requester.tenant, done.createdAt, done.request.count - done.images.length, counted);
     this.ledger.release(jobId);
     this.finishing.delete(jobId);
     const next = await this.admission.remove(done);

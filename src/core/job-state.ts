@@ -21,12 +21,13 @@ export function advance(job: Readonly<Job>, batchIndex: number, event: BatchEven
   if (!batch) throw new RangeError(`job ${job.id} has no batch ${batchIndex}`);
   const images = job.images.filter((image) => image.batchIndex === batchIndex);
   const step = transition(batch, event, { ...context, canceled: job.canceledBy !== undefined, images });
-  if (step.batch === batch && !step.image) return { decision: step.decision };
+  const added = step.images ?? (step.image ? [step.image] : []);
+  if (step.batch === batch && added.length === 0) return { decision: step.decision };
   const batches = job.batches.map((b) => (b === batch ? step.batch : b));
   let next: Job = { ...job, batches };
-  if (step.image) {
-    const added = step.image;
-    next.images = [...job.images.filter((image) => image.index !== added.index), added].sort((a, b) => a.index - b.index);
+  if (added.length > 0) {
+    const numbers = new Set(added.map((image) => image.index));
+    next.images = [...job.images.filter((image) => !numbers.has(image.index)), ...added].sort((a, b) => a.index - b.index);
   }
   // The job runs from the moment its first batch does.
   if (job.state === 'queued' && (step.decision.kind === 'submit' || step.decision.kind === 'poll')) next = { ...next, state: 'running' };

@@ -26,6 +26,8 @@ export function buildManifest(job: Job) {
       count: job.request.count,
       aspectRatio: job.request.aspectRatio,
       seed: job.request.seed,
+      format: job.request.format ?? 'png',
+      quality: job.request.quality ?? null,
     },
     requester: {
       platform: job.requester.platform,
@@ -40,6 +42,8 @@ export function buildManifest(job: Job) {
       requested: job.request.count,
       delivered: job.images.length,
       failed: failedImages,
+      // served from earlier jobs' files, without a provider call
+      cached: job.images.filter((image) => image.cached).length,
       ...counts,
       error: job.error ?? null,
     },
@@ -54,6 +58,7 @@ export function buildManifest(job: Job) {
       rateLimited: b.throttled ?? 0,
       delivered: b.delivered,
       nsfw: b.nsfw ?? false,
+      cached: b.cached ?? false,
       error: b.error ?? null,
       submittedAt: b.submittedAt ?? null,
       finishedAt: b.finishedAt ?? null,
@@ -69,6 +74,9 @@ export function buildManifest(job: Job) {
       providerRequestId: image.requestId ?? null,
       outputIndex: image.output ?? null,
       nsfw: image.nsfw,
+      cached: image.cached !== undefined,
+      // the job and file it was copied from, when cached
+      cachedFrom: image.cached ? { jobId: image.cached.jobId, file: image.cached.file } : null,
       review: {
         status: image.review.status,
         reviewedBy: image.review.by ?? null,

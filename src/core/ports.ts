@@ -2,7 +2,7 @@
  * What the core needs from the outside, as interfaces: the store, the output folder, a logger.
  * src/store implements the first two; pino satisfies the third. Tests and the bench pass their own.
  */
-import type { Job, ProviderName, ReviewStatus } from './types.js';
+import type { Job, OutputFormat, ProviderName, ReviewStatus } from './types.js';
 
 /** What the engine needs from the job store (src/store/jobs.ts implements it over Keyv). */
 export interface JobRepository {
@@ -20,10 +20,12 @@ export interface JobRepository {
 
 /** What the engine needs from image storage (src/store/files.ts implements it on disk). */
 export interface ImageStorage {
+  /** `want`: the format to keep it in, converted when the bytes are another (quality for jpeg and webp) */
   writeImage(
     jobId: string,
     baseName: string,
     source: AsyncIterable<Uint8Array> | Buffer,
+    want?: { format: OutputFormat; quality?: number },
   ): Promise<{ file: string; width: number; height: number; contentType: string }>;
   moveTo(jobId: string, file: string, status: ReviewStatus): Promise<string>;
   writeManifest(jobId: string, manifest: unknown): Promise<string>;

@@ -3,7 +3,7 @@
  * A provider call is split into submit → status → result so that the request id can be persisted
  * between submit and polling: a restart polls the same call instead of paying for it twice.
  */
-import type { AspectRatio, ProviderName } from './types.js';
+import type { AspectRatio, OutputFormat, ProviderName } from './types.js';
 
 export interface BatchCall {
   prompt: string;
@@ -13,6 +13,10 @@ export interface BatchCall {
   /** images wanted from this call, 1..maxImagesPerCall */
   count: number;
   seed: number;
+  /** the format the images are kept in: asked of the provider where it can make it, else converted on saving @default 'png' */
+  format?: OutputFormat;
+  /** 1–100 for jpeg and webp @default the provider's */
+  quality?: number;
 }
 
 export type CallStatus =

@@ -34,6 +34,12 @@ export interface SchedulerOptions {
   lanes: Record<string, LaneOptions>;
   /** calls per period for one tenant, across all lanes */
   tenantRate?: Rate;
+  /**
+   * Calls of one tenant in flight at once, across all lanes and its jobs (its plan), asked at each
+   * start; a tenant at its cap is skipped like one at its rate, and served again once a call of its
+   * ends. @default no cap
+   */
+  tenantConcurrency?: (tenant: string) => number;
   now?: () => number;
   /** a task's own error handling failed; tasks are expected to settle their errors themselves */
   onTaskError?: (error: unknown, task: ScheduledTask) => void;
@@ -150,6 +156,8 @@ class Lane {
 export class FairScheduler {
   private readonly lanes = new Map<string, Lane>();
   private readonly tenantWindows = new Map<string, SlidingWindow>();
+  /** calls in flight per tenant, across lanes (kept only with a tenant concurrency) */
+  private readonly tenantCalls = new Map<string, number>();
   private readonly now: () => number;
   private stopped = false;
 
@@ -380,6 +388,11 @@ export class FairScheduler {
         const tenant = lane.ring[lane.cursor]!;
         const queue = lane.queues.get(tenant)!;
         const head = queue[0]!;
+        // At its plan's calls in flight: no wake-up time; the end of one of its calls pumps every lane.
+        if (this.atTenantCap(tenant)) {
+          lane.cursor = (lane.cursor + 1) % lane.ring.length;
+          continue;
+        }
         const wait = Math.max(head.notBefore ? head.notBefore - now : 0, this.tenantWindow(tenant)?.waitMs(now) ?? 0);
         if (wait > 0) {
           earliest = Math.min(earliest, now + wait);
@@ -397,8 +410,16 @@ export class FairScheduler {
     if (earliest !== Infinity) this.wakeAt(lane, earliest);
   }
 
+  /** The tenant has as many calls in flight as its plan allows. */
+  private atTenantCap(tenant: string): boolean {
+    const cap = this.options.tenantConcurrency?.(tenant);
+    return cap !== undefined && (this.tenantCalls.get(tenant) ?? 0) >= cap;
+  }
+
   private start(lane: Lane, task: ScheduledTask): void {
     const controller = new AbortController();
+    const counted = this.options.tenantConcurrency !== undefined;
+    if (counted) this.tenantCalls.set(task.tenant, (this.tenantCalls.get(task.tenant) ?? 0) + 1);
     void lane.limiter.add(async () => {
       if (controller.signal.aborted) return;
       lane.running.set(task.key, controller);
@@ -407,7 +428,16 @@ export class FairScheduler {
       } finally {
         lane.running.delete(task.key);
       }
-    }).catch((error: unknown) => this.options.onTaskError?.(error, task));
+    }).catch((error: unknown) => this.options.onTaskError?.(error, task))
+      .finally(() => {
+        if (!counted) return;
+        const left = (this.tenantCalls.get(task.tenant) ?? 1) - 1;
+        if (left > 0) this.tenantCalls.set(task.tenant, left);
+        else this.tenantCalls.delete(task.tenant);
+        // The tenant may have calls waiting on any lane, skipped while it was at its cap (this lane's
+        // own 'next' came before this count went down).
+        for (const each of this.lanes.values()) this.pump(each);
+      });
     lane.running.set(task.key, controller);
   }
 }

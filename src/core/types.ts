@@ -8,6 +8,10 @@ export type ProviderName = (typeof PROVIDER_NAMES)[number];
 export const ASPECT_RATIOS = ['1:1', '16:9', '9:16', '4:3', '3:4', '3:2', '2:3', '21:9'] as const;
 export type AspectRatio = (typeof ASPECT_RATIOS)[number];
 
+/** File formats an image can be delivered in; a request without one gets PNG. */
+export const OUTPUT_FORMATS = ['png', 'webp', 'jpeg'] as const;
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+
 /** A validated request for a batch of images: what the user asked for, nothing about who. */
 export interface ImagineRequest {
   prompt: string;
@@ -18,6 +22,10 @@ export interface ImagineRequest {
   /** The job's seed; when the user gives none, one is drawn so the job stays reproducible. */
   seed?: number;
   negative?: string;
+  /** the images' file format @default 'png' (absent in records written before formats existed) */
+  format?: OutputFormat;
+  /** 1–100, for jpeg and webp only @default the provider's own (sharp's 80 where we convert) */
+  quality?: number;
 }
 
 /** Who asked, and where the answer goes. `tenant` is the unit of fairness and quotas. */
@@ -62,6 +70,8 @@ export interface Batch {
   retryAt?: string;
   /** while its call's outputs are being fetched: how many the call returned, and those refused so far */
   download?: { outputs: number; refused: number[]; reason?: string };
+  /** its images were all served from earlier jobs' files, without a provider call */
+  cached?: boolean;
 }
 
 export type ReviewStatus = 'pending' | 'approved' | 'rejected';
@@ -82,6 +92,8 @@ export interface ImageRecord {
   nsfw: boolean;
   contentType: string;
   review: { status: ReviewStatus; by?: string; at?: string };
+  /** served from an image already delivered (same provider, model, parameters, prompt and seed): no call was paid for it */
+  cached?: { jobId: string; file: string };
 }
 
 export type JobState = 'queued' | 'running' | 'completed' | 'failed' | 'canceled';
@@ -93,6 +105,8 @@ export interface Job {
   finishedAt?: string;
   requester: Requester;
   request: ImagineRequest & { seed: number };
+  /** the requester gave the seed (a drawn one is never looked up in the image cache) */
+  seedGiven?: boolean;
   state: JobState;
   batches: Batch[];
   images: ImageRecord[];

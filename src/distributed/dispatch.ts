@@ -28,7 +28,7 @@ import { delay } from '../core/delay.js';
 import { silentLogger, type Logger } from '../core/ports.js';
 import { RETRY_AFTER_CAP_MS } from '../core/provider.js';
 import { PROVIDER_NAMES, type ProviderName } from '../core/types.js';
-import { ANSWERED, GATE, LEAVE_GATE, PAUSE, START, TAG, TENANT_START } from './dispatch-scripts.js';
+import { ANSWERED, GATE, LEAVE_GATE, PAUSE, RedisScript, START, TAG, TENANT_START } from './dispatch-scripts.js';
 
 export interface RedisDispatcherOptions {
   /** a `redis://` URL, or ioredis options; the dispatcher opens and closes its own connections */
@@ -38,6 +38,8 @@ export interface RedisDispatcherOptions {
   lanes: Partial<Record<ProviderName, LaneOptions>>;
   /** calls one tenant may start per period, across every provider and process (TENANT_RATE_LIMIT) */
   tenantRate?: Rate;
+  /** calls of one tenant in flight at once, across every provider and process (its plan) @default no cap */
+  tenantConcurrency?: (tenant: string) => Promise<number>;
   /**
    * How long a ticket stays locked without its process renewing it: a dead process's tickets are
    * taken over after about this long (and a stall check as often).
@@ -108,6 +110,27 @@ export async function settledWithin(work: Promise<unknown>, ms: number): Promise
   await Promise.race([work.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
   clearTimeout(timer);
 }
+
+/** How long a ticket whose tenant has all its calls in flight waits before it asks again. */
+const TENANT_BUSY_RETRY_MS = 500;
+
+/**
+ * A tenant's place for one call in flight: 1 (and the ticket holds it until `lease` ms from now) when
+ * the ticket holds one already or fewer than `cap` are held, else 0. Places are leased, renewed while
+ * the call runs, so those of a process that died free themselves as its tickets' locks lapse.
+ * KEYS: 1 the tenant's places (sorted set, score = lease end). ARGV: 1 cap, 2 ticket id, 3 lease ms.
+ */
+const TENANT_CALL = new RedisScript(`
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])))
+  return 1
+end
+return 0
+`);
 
 /** How long `close` waits for tickets to settle before it cuts the workers' connections. */
 const CLOSE_GRACE_MS = 10_000;
@@ -457,10 +480,29 @@ export class RedisDispatcher implements Dispatcher {
     if (this.halted) return this.putBack(lane, job, token);
     const running: Running = { jobId: ticket.jobId, ticketId: id, tag: ticket.tag, controller: new AbortController(), requeue: false };
     this.running.set(id, running);
+    const places = this.key('tenant-calls', ticket.tenant);
+    let renewing: NodeJS.Timeout | undefined;
     try {
       const tickets = this.key('tickets', ticket.jobId);
       const live = Number(await START.run(this.commands, [tickets], [id]));
       if (live !== 1) return;
+      // Its tenant has all its plan's calls in flight: back to the queue for a moment, holding no slot
+      // (asked again every TENANT_BUSY_RETRY_MS, a poll; the ticket keeps its fair tag). Taken before
+      // the rate's start, so a ticket sent back here has not used up one of the tenant's starts.
+      const { tenantConcurrency } = this.options;
+      if (tenantConcurrency) {
+        const cap = await tenantConcurrency(ticket.tenant);
+        if (Number(await TENANT_CALL.run(this.commands, [places], [cap, id, this.lockDurationMs])) !== 1) {
+          await job.moveToDelayed(Date.now() + TENANT_BUSY_RETRY_MS, token);
+          throw new DelayedError();
+        }
+        renewing = setInterval(() => {
+          TENANT_CALL.run(this.commands, [places], [Number.MAX_SAFE_INTEGER, id, this.lockDurationMs]).catch((error: unknown) =>
+            this.log.warn({ err: error, ticket: id }, 'dispatcher: renewing a tenant’s call place failed'),
+          );
+        }, Math.max(100, Math.floor(this.lockDurationMs / 3)));
+        renewing.unref();
+      }
       // Over its tenant's rate: back to the queue until it may start, holding no slot meanwhile.
       const { tenantRate } = this.options;
       if (tenantRate) {
@@ -482,6 +524,10 @@ export class RedisDispatcher implements Dispatcher {
       await this.commands.hdel(tickets, id);
     } finally {
       this.running.delete(id);
+      if (renewing !== undefined) {
+        clearInterval(renewing);
+        await this.commands.zrem(places, id).catch((error: unknown) => this.log.warn({ err: error, ticket: id }, 'dispatcher: freeing a tenant’s call place failed'));
+      }
     }
   }
 

@@ -26,6 +26,8 @@ export interface DistributedOptions {
   queueLockMs?: number;
   /** how long a dead process's job lock lasts @default 15 s */
   jobLockMs?: number;
+  /** a tenant's calls in flight at once, across every process (its plan) @default no cap */
+  tenantConcurrency?: (tenant: string) => Promise<number>;
 }
 
 export interface Distributed {
@@ -67,6 +69,7 @@ export async function openDistributed(config: Config & { redisUrl: string }, opt
     lanes: options.lanes,
     ...(config.tenantRateLimit ? { tenantRate: config.tenantRateLimit } : {}),
     work: config.role !== 'edge',
+    ...(options.tenantConcurrency ? { tenantConcurrency: options.tenantConcurrency } : {}),
     log: options.logger,
     ...(options.queueLockMs !== undefined ? { lockDurationMs: options.queueLockMs } : {}),
   });

@@ -79,8 +79,16 @@ export function falInput(call: BatchCall): Record<string, unknown> {
     image_size: IMAGE_SIZE[call.aspectRatio],
     seed: call.seed,
     enable_safety_checker: true,
-    output_format: 'png',
+    output_format: falFormat(call),
   };
+}
+
+/**
+ * flux on fal makes `jpeg` or `png` and takes no quality: a JPEG at its own quality is asked for as
+ * such; WebP, and a JPEG at a chosen quality, come as PNG (lossless) and are converted on saving.
+ */
+export function falFormat(call: Pick<BatchCall, 'format' | 'quality'>): 'jpeg' | 'png' {
+  return call.format === 'jpeg' && call.quality === undefined ? 'jpeg' : 'png';
 }
 
 /**

@@ -19,6 +19,8 @@ export interface RenderOptions {
   height: number;
   /** Default 'png'. */
   format?: 'png' | 'webp' | 'jpeg';
+  /** 1–100 for webp and jpeg @default 90 */
+  quality?: number;
   /** Small second line under the prompt, e.g. "seed 42 · 3/12". */
   label?: string;
 }
@@ -268,9 +270,9 @@ export async function renderLocalImage(options: RenderOptions): Promise<Buffer> 
   switch (options.format ?? 'png') {
     case 'webp':
       // effort 2 halves encode time versus the default with no visible loss on soft art.
-      return img.webp({ quality: 90, effort: 2 }).toBuffer();
+      return img.webp({ quality: options.quality ?? 90, effort: 2 }).toBuffer();
     case 'jpeg':
-      return img.jpeg({ quality: 90 }).toBuffer();
+      return img.jpeg({ quality: options.quality ?? 90 }).toBuffer();
     default:
       return img.png().toBuffer();
   }

@@ -74,8 +74,10 @@ export class LocalProvider implements Provider {
     return Promise.all(
       Array.from({ length: call.count }, async (_, index) => {
         const seed = (call.seed + index) >>> 0;
-        const data = await renderLocalImage({ prompt: call.prompt, seed, width, height, label: `seed ${seed}` });
-        return { data, width, height, contentType: 'image/png', nsfw: false, seed };
+        const format = call.format ?? 'png';
+        const quality = call.quality !== undefined ? { quality: call.quality } : {};
+        const data = await renderLocalImage({ prompt: call.prompt, seed, width, height, label: `seed ${seed}`, format, ...quality });
+        return { data, width, height, contentType: `image/${format}`, nsfw: false, seed };
       }),
     );
   }

@@ -71,7 +71,9 @@ export function replicateInput(call: BatchCall): Record<string, unknown> {
     num_outputs: call.count,
     aspect_ratio: call.aspectRatio,
     seed: call.seed,
-    output_format: 'png',
+    // flux-schnell makes all three formats itself (`jpg` for JPEG), at `output_quality` (its default 80).
+    output_format: call.format === 'jpeg' ? 'jpg' : (call.format ?? 'png'),
+    ...(call.quality !== undefined && call.format !== undefined && call.format !== 'png' ? { output_quality: call.quality } : {}),
     // flux-schnell has no negative prompt; models that do take `negative_prompt`.
     ...(call.negative ? { negative_prompt: call.negative } : {}),
   };

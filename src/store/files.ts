@@ -6,7 +6,8 @@
  *
  * Provider output is untrusted: an image is kept only if its first bytes say PNG, JPEG or WebP, it
  * stays under the byte cap while streaming, its header declares no more than the pixel limit, and
- * it arrived whole (image-check.ts: checked as it streams, nothing decoded).
+ * it arrived whole (image-check.ts: checked as it streams, nothing decoded). An image that came in
+ * another format than the job asked for (fal makes no WebP) is converted with sharp after that check.
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -16,7 +17,8 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import type { ImageReader } from '../core/ports.js';
 import type { ReviewStatus } from '../core/types.js';
-import { ImageInspector, UnreadableImageError } from './image-check.js';
+import sharp from 'sharp';
+import { ImageInspector, UnreadableImageError, type ImageFormat } from './image-check.js';
 
 export { sniffFormat, UnreadableImageError } from './image-check.js';
 
@@ -26,7 +28,9 @@ export const REVIEW_FOLDERS: Record<ReviewStatus, string> = {
   rejected: 'rejected',
 };
 
-const EXTENSIONS: Record<string, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
+const EXTENSIONS: Record<ImageFormat, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
+/** the content type of each format, as the manifest and the chat uploads state it */
+export const CONTENT_TYPES: Record<ImageFormat, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
 /** in the name of a file being written; sweep() removes what a crash left with it */
 export const TEMP_MARK = '.part-';
 export const DIR_MODE = 0o700;
@@ -41,6 +45,33 @@ export interface ImageFilesOptions {
   maxBytes?: number;
   /** pixels (width × height) allowed for one image @default MAX_IMAGE_PIXELS */
   maxPixels?: number;
+}
+
+/** The format an image is kept in, whatever the provider sent (see ImageStorage.writeImage). */
+export interface WantedFormat {
+  format: ImageFormat;
+  /** 1–100 for jpeg and webp @default sharp's (80) */
+  quality?: number;
+}
+
+/**
+ * Re-encodes a checked image file into `want`'s format. Only images that passed the streamed check
+ * come here, so the decode is bounded by the pixel cap (sharp's own limit is set to it as well).
+ */
+export async function convertImage(from: string, to: string, want: WantedFormat, maxPixels = MAX_IMAGE_PIXELS): Promise<{ size: number }> {
+  const quality = want.quality !== undefined ? { quality: want.quality } : {};
+  const image = sharp(from, { limitInputPixels: maxPixels });
+  const encoded = want.format === 'png' ? image.png() : want.format === 'webp' ? image.webp(quality) : image.jpeg(quality);
+  let data: Buffer;
+  try {
+    data = await encoded.toBuffer();
+  } catch {
+    // Bytes that passed the streamed check but do not decode: that output is refused, not retried.
+    throw new UnreadableImageError(`the image could not be converted to ${want.format}: it is damaged`);
+  }
+  // Written by us rather than by libvips, so the file is created owner-only like every other image.
+  await writeFile(to, data, { mode: FILE_MODE });
+  return { size: data.length };
 }
 
 export interface StoredImage {
@@ -78,10 +109,11 @@ export class ImageFiles implements ImageReader {
    * Streams one image into `pending-review/<baseName>.<ext>`; the extension comes from the bytes, and
    * bytes that are not an image are refused (a truncated download must not pass for a picture).
    */
-  async writeImage(jobId: string, baseName: string, source: AsyncIterable<Uint8Array> | Buffer): Promise<StoredImage> {
+  async writeImage(jobId: string, baseName: string, source: AsyncIterable<Uint8Array> | Buffer, want?: WantedFormat): Promise<StoredImage> {
     const folder = path.join(this.jobDir(jobId), REVIEW_FOLDERS.pending);
     await this.mkdir(folder);
     const temp = path.join(folder, `${baseName}${TEMP_MARK}${randomBytes(4).toString('hex')}`);
+    let converted: string | undefined;
     try {
       const inspector = new ImageInspector(this.maxPixels);
       await pipeline(
@@ -89,18 +121,23 @@ export class ImageFiles implements ImageReader {
         createWriteStream(temp, { mode: FILE_MODE }),
       );
       const meta = inspector.end();
-      const extension = EXTENSIONS[meta.format]!;
+      let format: ImageFormat = meta.format;
+      let bytes = meta.bytes;
+      if (want && want.format !== meta.format) {
+        // The provider could not make this format: converted from the checked file, so the cap and the
+        // pixel limit held before sharp decodes a pixel.
+        converted = `${temp}-${want.format}`;
+        bytes = (await convertImage(temp, converted, want, this.maxPixels)).size;
+        format = want.format;
+      }
+      const extension = EXTENSIONS[format];
       const file = path.join(REVIEW_FOLDERS.pending, `${baseName}.${extension}`);
-      await rename(temp, path.join(this.jobDir(jobId), file));
-      return {
-        file,
-        width: meta.width,
-        height: meta.height,
-        contentType: `image/${extension === 'jpg' ? 'jpeg' : extension}`,
-        bytes: meta.bytes,
-      };
+      await rename(converted ?? temp, path.join(this.jobDir(jobId), file));
+      if (converted) await rm(temp, { force: true });
+      return { file, width: meta.width, height: meta.height, contentType: CONTENT_TYPES[format], bytes };
     } catch (error) {
       await rm(temp, { force: true });
+      if (converted) await rm(converted, { force: true });
       throw error;
     }
   }

@@ -30,7 +30,7 @@ import {
 import type { S3Config } from '../config.js';
 import type { ImageReader, ImageStorage } from '../core/ports.js';
 import type { ReviewStatus } from '../core/types.js';
-import { DIR_MODE, FILE_MODE, ImageFiles, REVIEW_FOLDERS, TEMP_MARK, type ImageFilesOptions, type StoredImage } from './files.js';
+import { DIR_MODE, FILE_MODE, ImageFiles, REVIEW_FOLDERS, TEMP_MARK, type ImageFilesOptions, type StoredImage, type WantedFormat } from './files.js';
 
 export interface S3ImageStoreOptions extends ImageFilesOptions {
   /** merged over the client's configuration (tests: credentials, a quicker retry strategy) */
@@ -113,8 +113,8 @@ export class S3ImageStore implements ImageStorage, ImageReader {
    */
   adopt(): void {}
 
-  async writeImage(jobId: string, baseName: string, source: AsyncIterable<Uint8Array> | Buffer): Promise<StoredImage> {
-    const stored = await this.cache.writeImage(jobId, baseName, source);
+  async writeImage(jobId: string, baseName: string, source: AsyncIterable<Uint8Array> | Buffer, want?: WantedFormat): Promise<StoredImage> {
+    const stored = await this.cache.writeImage(jobId, baseName, source, want);
     const local = this.cache.locate(jobId, stored.file);
     try {
       await this.put(this.key(jobId, stored.file), await readFile(local), stored.contentType);

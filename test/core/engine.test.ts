@@ -57,7 +57,8 @@ describe('Engine with the local provider, SQLite and the output folder on disk',
   });
 
   it('reproduces a job byte for byte from its seed', async () => {
-    const app = await buildApp();
+    // Rendered again, not copied from the image cache.
+    const app = await buildApp({ env: { CACHE: 'off' } });
     const a = await app.engine.waitFor((await app.engine.submit(request(2, { seed: 7 }), requester())).id);
     const b = await app.engine.waitFor((await app.engine.submit(request(2, { seed: 7 }), requester())).id);
     const bytes = async (id: string, file: string) => sharp(path.join(app.files.jobDir(id), file)).raw().toBuffer();

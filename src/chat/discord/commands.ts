@@ -8,6 +8,7 @@ import {
   ApplicationCommandOptionType,
   ApplicationIntegrationType,
   InteractionContextType,
+  PermissionFlagsBits,
   REST,
   Routes,
   type RESTOptions,
@@ -68,6 +69,9 @@ export function commandJson(definition: CommandDefinition, scope: CommandScope =
     name: definition.name,
     description: definition.description.slice(0, DESCRIPTION_MAX),
     options: options.map(optionJson),
+    // Discord offers it to members with Manage Server only, unless a server's admins choose otherwise
+    // (the command checks the permission again: this is only what Discord shows).
+    ...(definition.managersOnly ? { default_member_permissions: PermissionFlagsBits.ManageGuild.toString() } : {}),
     ...scopeJson(scope),
   };
 }

@@ -104,6 +104,8 @@ async function command(interaction: ChatInputCommandInteraction, deps: Interacti
       limits: app.limits,
       requester,
       input: Object.fromEntries(interaction.options.data.map((option) => [option.name, option.value])),
+      // Manage Server, from the member's permissions as the interaction carries them (none in a DM).
+      mayManage: () => Promise.resolve(interaction.memberPermissions?.has(PermissionFlagsBits.ManageGuild) ?? false),
       accept: async () => {
         const deferred = await interaction.deferReply({ withResponse: true });
         reply = deferred.resource?.message ?? (await interaction.fetchReply());

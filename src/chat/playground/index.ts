@@ -143,7 +143,9 @@ export async function startPlayground(
     const found = name.startsWith('/') ? commandNamed(name.slice(1)) : undefined;
     if (!found) return { status: 400, body: { error: `Unknown command \`${name.slice(0, 40)}\`. Try ${commandList()} or /help.` } };
     const input = trimmed.slice(name.length).trim();
-    const result = await answer(found, { engine: app.engine, limits: app.limits, requester, input }, (error) =>
+    // The page's one user is the person running the bot on this machine: they may change settings.
+    const mayManage = () => Promise.resolve(true);
+    const result = await answer(found, { engine: app.engine, limits: app.limits, requester, input, mayManage }, (error) =>
       app.logger.error({ err: error, command: found.name }, 'playground command failed'),
     );
     if (result.kind === 'refused') return { status: 400, body: { error: result.text } };

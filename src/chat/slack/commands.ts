@@ -15,6 +15,7 @@ import { NoAccess, type Courier } from '../delivery/index.js';
 import { describe } from './errors.js';
 import type { PageFacts, SlackTarget } from './platform.js';
 import { escapeMrkdwn, helpText, inviteHint, NO_UNFURL } from './render.js';
+import type { Moderators } from './moderators.js';
 import type { CommandDelivery, SeenCommands } from './replays.js';
 
 /** The context key under which index.ts's receiver passes X-Slack-Request-Timestamp (seconds). */
@@ -68,9 +69,15 @@ function oneReply(respond: RespondFn, app: App): (text: string) => Promise<void>
   };
 }
 
-export function registerCommands(bolt: Bolt, app: App, courier: Courier<SlackTarget, PageFacts>, seen: SeenCommands): void {
+export function registerCommands(
+  bolt: Bolt,
+  app: App,
+  courier: Courier<SlackTarget, PageFacts>,
+  seen: SeenCommands,
+  moderators: Moderators,
+): void {
   for (const command of commands) {
-    bolt.command(`/${command.name}`, async ({ command: body, ack, respond, context }) => {
+    bolt.command(`/${command.name}`, async ({ command: body, ack, respond, context, client }) => {
       const delivery = deliveryOf(body, context);
       let acked = false;
       const result = await answer(
@@ -80,6 +87,8 @@ export function registerCommands(bolt: Bolt, app: App, courier: Courier<SlackTar
           limits: app.limits,
           requester: requesterOf(body),
           input: body.text,
+          // Workspace admins and owners (users.info, cached for a minute).
+          mayManage: () => moderators.isAdmin(client, body.user_id),
           // Only a command that would start a job is remembered: help and refusals are harmless to repeat.
           accept: async () => {
             const earlier = await seen.claim(delivery);

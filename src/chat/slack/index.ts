@@ -188,7 +188,7 @@ export async function startSlack(app: App, options: SlackOptions = {}): Promise<
   const moderators = new Moderators(new Set(config.reviewers), (userId, error) =>
     app.logger.warn({ user: userId, err: describe(error) }, 'slack: users.info failed; treated as not a moderator'),
   );
-  registerCommands(bolt, app, courier, new SeenCommands(app.keyv, { shared: app.shared }));
+  registerCommands(bolt, app, courier, new SeenCommands(app.keyv, { shared: app.shared }), moderators);
   registerActions(bolt, app, courier, moderators);
   bolt.event('member_joined_channel', async ({ event }) => {
     if (event.user !== botUserId) return;

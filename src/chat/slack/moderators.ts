@@ -1,12 +1,12 @@
 /**
  * Who counts as a moderator in a Slack workspace: the user ids configured in SLACK_REVIEWERS, and
- * workspace admins and owners (users.info). Answers are cached briefly, so a burst of clicks costs one
+ * workspace admins and owners (users.info); only the latter may change the workspace's /settings. Answers are cached briefly, so a burst of clicks costs one
  * users.info call (Tier 4), while a demoted admin loses the right within a minute.
  */
 import type { webApi } from '@slack/bolt';
 
 interface Cached {
-  moderator: boolean;
+  admin: boolean;
   until: number;
 }
 
@@ -22,19 +22,24 @@ export class Moderators {
 
   async isModerator(client: webApi.WebClient, userId: string): Promise<boolean> {
     if (this.reviewers.has(userId)) return true;
+    return this.isAdmin(client, userId);
+  }
+
+  /** A workspace admin or owner, as users.info says (SLACK_REVIEWERS do not count). */
+  async isAdmin(client: webApi.WebClient, userId: string): Promise<boolean> {
     const cached = this.cache.get(userId);
-    if (cached && cached.until > this.now()) return cached.moderator;
-    let moderator: boolean;
+    if (cached && cached.until > this.now()) return cached.admin;
+    let admin: boolean;
     try {
       const { user } = await client.users.info({ user: userId });
-      moderator = Boolean(user && !user.deleted && (user.is_admin || user.is_owner || user.is_primary_owner));
+      admin = Boolean(user && !user.deleted && (user.is_admin || user.is_owner || user.is_primary_owner));
     } catch (error) {
       // Unknown means no: a failed lookup must never grant a right.
       this.onError(userId, error);
       return false;
     }
     if (this.cache.size > 5_000) this.cache.clear();
-    this.cache.set(userId, { moderator, until: this.now() + this.ttlMs });
-    return moderator;
+    this.cache.set(userId, { admin, until: this.now() + this.ttlMs });
+    return admin;
   }
 }

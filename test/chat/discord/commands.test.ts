@@ -18,7 +18,7 @@ describe('Discord deployCommands', () => {
     const { fake, env } = await fakeAndEnv();
     const guildId = fake.defaultGuildId!;
     const result = await deployCommands(loadConfig({ ...env, DISCORD_GUILD_ID: guildId }));
-    expect(result).toEqual({ scope: 'guild', count: 2 });
+    expect(result).toEqual({ scope: 'guild', count: 3 });
     expect(fake.callsTo('PUT /applications/:app/guilds/:guild/commands')).toHaveLength(1);
     expect(fake.commands()).toEqual([]);
     const [imagine, jobs] = fake.commands(guildId);
@@ -41,8 +41,8 @@ describe('Discord deployCommands', () => {
       seen.push(`${init?.method ?? 'GET'} ${String(input)}`);
       return fetch(input, init);
     };
-    expect(await deployCommands(loadConfig(env), counting)).toEqual({ scope: 'global', count: 2 });
-    expect(fake.commands().map((c) => c['name'])).toEqual(['imagine', 'jobs']);
+    expect(await deployCommands(loadConfig(env), counting)).toEqual({ scope: 'global', count: 3 });
+    expect(fake.commands().map((c) => c['name'])).toEqual(['imagine', 'jobs', 'settings']);
     expect(seen).toEqual([`PUT ${fake.apiUrl}/v10/applications/${fake.applicationId}/commands`]);
   });
 
@@ -56,6 +56,7 @@ describe('Discord deployCommands', () => {
     expect(fake.commands().map((c) => [c['name'], c['contexts']])).toEqual([
       ['imagine', [0]],
       ['jobs', [0]],
+      ['settings', [0]],
     ]);
   });
 
@@ -66,6 +67,7 @@ describe('Discord deployCommands', () => {
     expect(fake.commands(guildId).map((c) => [c['name'], c['contexts'], c['integration_types']])).toEqual([
       ['imagine', [0, 1], [0]],
       ['jobs', [0, 1], [0]],
+      ['settings', [0, 1], [0]],
     ]);
   });
 

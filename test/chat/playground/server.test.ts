@@ -59,7 +59,7 @@ describe('playground server', () => {
     expect((await command('/jobs')).body.reply).toBe('You have no queued or running jobs here.');
     const { body } = await command('/imagine a slow fox --count 8');
     expect((await command('/jobs')).body.reply).toContain(body.job.id);
-    expect(await command('/paint fox')).toEqual({ status: 400, body: { error: 'Unknown command `/paint`. Try /imagine, /jobs or /help.' } });
+    expect(await command('/paint fox')).toEqual({ status: 400, body: { error: 'Unknown command `/paint`. Try /imagine, /jobs, /settings or /help.' } });
   });
 
   it('serves only images inside the output folder', async () => {

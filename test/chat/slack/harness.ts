@@ -87,6 +87,7 @@ export async function slackHarness(options: HarnessOptions = {}) {
     url,
     imagine: (text: string, params: SlashCommandParams = {}) => postSlashCommand(url, SECRET, { command: '/imagine', text, ...params }),
     jobs: (params: SlashCommandParams = {}) => postSlashCommand(url, SECRET, { command: '/jobs', ...params }),
+    settings: (text: string, params: SlashCommandParams = {}) => postSlashCommand(url, SECRET, { command: '/settings', text, ...params }),
 
     /** The next top-level progress message posted in `channel`, and the job it is about. */
     async progressPost(channel = 'C1', since = 0): Promise<{ call: SlackCall; ts: string; jobId: string }> {
