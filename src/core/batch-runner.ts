@@ -142,7 +142,7 @@ export class BatchRunner {
   }
 
   /** One try of a batch; settles its own failures (each is recorded, and maybe retried). */
-  async run(jobId: string, batchIndex: number, signal: AbortSignal): Promise<void> {
+  async run(jobId: string, batchIndex: number, signal: AbortSignal, release?: () => void): Promise<void> {
     const job = await this.deps.recorder.job(jobId);
     if (!job || isJobFinished(job) || signal.aborted) return;
     const provider = this.deps.providers[job.request.provider]!;
@@ -159,6 +159,8 @@ export class BatchRunner {
             decision = await this.poll(run, decision);
             continue;
           case 'download':
+            // The provider is done with the call: its slot may start the next while this one saves.
+            release?.();
             decision = await this.download(run, decision);
             continue;
           case 'cancel':

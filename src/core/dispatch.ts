@@ -38,7 +38,11 @@ export interface EnqueueOptions {
 }
 
 /** Runs one ticket; settles its own errors. The signal aborts it (cancel, shutdown). */
-export type TicketRunner = (ticket: BatchTicket, signal: AbortSignal) => Promise<void>;
+/**
+ * Runs a ticket. `release`, where the dispatcher gives it, is called once the provider is done with the
+ * call (its outputs fetched), so the call's slot can start another while this one saves its images.
+ */
+export type TicketRunner = (ticket: BatchTicket, signal: AbortSignal, release?: () => void) => Promise<void>;
 
 export interface Dispatcher {
   /** Starts handing tickets to `run`. Called once, before anything is enqueued. */

@@ -162,7 +162,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       now: this.now,
       ...(deps.cache ? { cache: deps.cache } : {}),
     });
-    this.started = this.dispatcher.start((ticket, signal) => this.runTask(ticket, signal));
+    this.started = this.dispatcher.start((ticket, signal, release) => this.runTask(ticket, signal, release));
     this.started.catch((error: unknown) => this.log.error({ err: error }, 'the batch dispatcher did not start'));
   }
 
@@ -447,11 +447,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
   }
 
-  private async runTask(ticket: BatchTicket, signal: AbortSignal): Promise<void> {
+  private async runTask(ticket: BatchTicket, signal: AbortSignal, release?: () => void): Promise<void> {
     const { jobId, batchIndex } = ticket;
     this.running.set(jobId, (this.running.get(jobId) ?? 0) + 1);
     try {
-      await this.runner.run(jobId, batchIndex, signal);
+      await this.runner.run(jobId, batchIndex, signal, release);
     } finally {
       this.running.set(jobId, (this.running.get(jobId) ?? 1) - 1);
       if (!this.stopping) await this.maybeFinish(jobId);

@@ -27,7 +27,11 @@ export interface ScheduledTask {
   tenant: string;
   /** epoch ms before which the task must not start (retry backoff) */
   notBefore?: number;
-  run(signal: AbortSignal): Promise<void>;
+  /**
+   * Runs the call. `release` says the provider is done with it (its outputs are fetched): the lane's
+   * slot and the tenant's place go to the next call while this one downloads and saves its images.
+   */
+  run(signal: AbortSignal, release: () => void): Promise<void>;
 }
 
 export interface SchedulerOptions {
@@ -130,6 +134,8 @@ class Lane {
   timer: NodeJS.Timeout | undefined;
   timerAt = 0;
   readonly running = new Map<string, AbortController>();
+  /** tasks running, including those whose slot was released while they save their images */
+  readonly detached = new Set<Promise<unknown>>();
   readonly sends = new SendWindow();
   /** the limit as learned from 429s, when none was configured */
   learned: Rate | undefined;
@@ -312,9 +318,15 @@ export class FairScheduler {
   /** Resolves when nothing is waiting or running on any lane. */
   async idle(): Promise<void> {
     for (;;) {
-      const busy = [...this.lanes.values()].filter((lane) => lane.waiting() > 0 || lane.limiter.size > 0 || lane.limiter.pending > 0);
+      const busy = [...this.lanes.values()].filter(
+        (lane) => lane.waiting() > 0 || lane.limiter.size > 0 || lane.limiter.pending > 0 || lane.detached.size > 0,
+      );
       if (busy.length === 0) return;
-      await Promise.all(busy.map((lane) => (lane.waiting() > 0 ? new Promise((r) => setTimeout(r, 20)) : lane.limiter.onIdle())));
+      await Promise.all(
+        busy.map((lane) =>
+          lane.waiting() > 0 ? new Promise((r) => setTimeout(r, 20)) : Promise.all([lane.limiter.onIdle(), ...lane.detached]),
+        ),
+      );
     }
   }
 
@@ -420,24 +432,40 @@ export class FairScheduler {
     const controller = new AbortController();
     const counted = this.options.tenantConcurrency !== undefined;
     if (counted) this.tenantCalls.set(task.tenant, (this.tenantCalls.get(task.tenant) ?? 0) + 1);
-    void lane.limiter.add(async () => {
-      if (controller.signal.aborted) return;
-      lane.running.set(task.key, controller);
-      try {
-        await task.run(controller.signal);
-      } finally {
-        lane.running.delete(task.key);
-      }
-    }).catch((error: unknown) => this.options.onTaskError?.(error, task))
-      .finally(() => {
-        if (!counted) return;
-        const left = (this.tenantCalls.get(task.tenant) ?? 1) - 1;
-        if (left > 0) this.tenantCalls.set(task.tenant, left);
-        else this.tenantCalls.delete(task.tenant);
-        // The tenant may have calls waiting on any lane, skipped while it was at its cap (this lane's
-        // own 'next' came before this count went down).
-        for (const each of this.lanes.values()) this.pump(each);
-      });
+    let freed = false;
+    // The tenant's place: given back once, when the provider is done with the call or the task ends.
+    const free = () => {
+      if (freed || !counted) return;
+      freed = true;
+      const left = (this.tenantCalls.get(task.tenant) ?? 1) - 1;
+      if (left > 0) this.tenantCalls.set(task.tenant, left);
+      else this.tenantCalls.delete(task.tenant);
+      // The tenant may have calls waiting on any lane, skipped while it was at its cap (this lane's
+      // own 'next' came before this count went down).
+      for (const each of this.lanes.values()) this.pump(each);
+    };
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    void lane.limiter
+      .add(async () => {
+        if (controller.signal.aborted) return;
+        lane.running.set(task.key, controller);
+        const work = task
+          .run(controller.signal, () => {
+            release();
+            free();
+          })
+          .catch((error: unknown) => this.options.onTaskError?.(error, task))
+          .finally(() => {
+            lane.running.delete(task.key);
+            lane.detached.delete(work);
+          });
+        lane.detached.add(work);
+        // The slot is held until the provider is done with the call, not until its images are saved.
+        await Promise.race([work, released]);
+      })
+      .catch((error: unknown) => this.options.onTaskError?.(error, task))
+      .finally(free);
     lane.running.set(task.key, controller);
   }
 }
@@ -468,7 +496,7 @@ export class LocalDispatcher implements Dispatcher {
         jobId: ticket.jobId,
         tenant: ticket.tenant,
         notBefore: options.delayMs !== undefined && options.delayMs > 0 ? this.now() + options.delayMs : undefined,
-        run: (signal) => run(ticket, signal),
+        run: (signal, release) => run(ticket, signal, release),
       },
       { front: options.front ?? false },
     );

@@ -144,6 +144,33 @@ describe('FairScheduler', () => {
     for (const t of after) expect(after.filter((u) => u >= t && u < t + 1000).length).toBeLessThanOrEqual(8);
   });
 
+  it('gives a call’s slot to the next as soon as the provider is done with it, while the first saves its images', async () => {
+    const events: string[] = [];
+    const scheduler = new FairScheduler({ lanes: { fal: { concurrency: 1 } }, tenantConcurrency: () => 1 });
+    const task = (key: string): ScheduledTask => ({
+      key,
+      jobId: key,
+      tenant: 'A',
+      run: async (_signal, release) => {
+        events.push(`${key} call`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        release();
+        events.push(`${key} saving`);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        events.push(`${key} saved`);
+      },
+    });
+    scheduler.enqueue('fal', task('a'));
+    scheduler.enqueue('fal', task('b'));
+    await vi.advanceTimersByTimeAsync(150);
+    // one slot and a tenant cap of one, yet b runs while a still saves
+    expect(events).toEqual(['a call', 'a saving', 'b call']);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(events).toEqual(['a call', 'a saving', 'b call', 'b saving', 'a saved', 'b saved']);
+    await scheduler.idle();
+    expect(scheduler.inFlight('fal')).toBe(0);
+  });
+
   it('holds rate-counted requests during a pause', async () => {
     const sent: number[] = [];
     const scheduler = new FairScheduler({ lanes: { fal: { concurrency: 4 } } });
