@@ -117,8 +117,8 @@ function method(r: Results): string {
    batches done.
 7. The child's user + system CPU over the catalog run, divided by the images delivered (download, stream
    to disk, check, persist, schedule — everything but the fake). Target ≤ 10 ms. Beside it, the yardstick:
-   \`ImageFiles.writeImage\` alone keeping the same PNG from memory (stream to disk, header, decoded whole,
-   rename), 24 times one after another in the parent; and the burst's 1-image jobs.
+   \`ImageFiles.writeImage\` alone keeping the same PNG from memory (streamed to disk and checked on the way:
+   format, header, every chunk's CRC; rename), 24 times one after another in the parent; and the burst's 1-image jobs.
 8. Distributed mode (\`bench/cluster.ts\`): a redis-server on loopback (skipped, with a line, without one) and
    1, 2, then 4 processes (\`bench/cluster-child.ts\`: the real app with REDIS_URL, one shared OUTPUT_DIR), all
    running batches from one BullMQ queue whose global concurrency and rate are the provider's; the first
@@ -223,8 +223,8 @@ the excess is what each call costs on top of the provider's ${PROVIDER.callMs / 
 window, where the 50 remaining calls run as 5 rounds of 10, and what each window's reopening costs. Per
 call, in real time (p50 / p99): the status stream told the core a call had ended ${p50p99(st.seen)} after the
 provider finished it, its result came ${p50p99(st.result)} later, and its four ~1 MB images were on disk
-${p50p99(st.images)} after that — downloaded in parallel, streamed to disk, each checked (format from its
-bytes, dimensions, then decoded whole with sharp, since provider output is untrusted): ${p50p99(c.finish)}
+${p50p99(st.images)} after that — downloaded in parallel, streamed to disk, each checked as it streams (format from its
+bytes, dimensions from its header, every PNG chunk's CRC and its end, since provider output is untrusted): ${p50p99(c.finish)}
 in all (row 10, the catalog run's calls). The p50 alone is ${pct(perCallShare)} of a call at 1:${r.catalogScale}, but ${pct(perCallShare / r.catalogScale)} of a real
 ${PROVIDER.callMs / 1000} s call: the scale multiplies our fixed cost by ${r.catalogScale}, not the provider's. Each submit also waits for its
 request id's durable save before the next submit may go (${c.store.saves} job saves in the run, ${c.store.msPerSave.toFixed(1)} ms on
@@ -278,9 +278,9 @@ ${Math.floor(3000 / Math.max(1, spread.acceptMaxMs))}× margin.`);
 
 ${
       w
-        ? `Keeping one ~1.08 MB image alone — \`ImageFiles.writeImage\` of the same PNG from memory: written to disk,
-its header read, then decoded whole by sharp (provider output is untrusted: a truncated or corrupt body
-is refused, not shown) — costs ${w.cpuMsPerImage.toFixed(1)} ms of CPU (${pct(w.cpuMsPerImage / c.cpuMsPerImage)} of the figure). That part is the price
+        ? `Keeping one ~1.08 MB image alone — \`ImageFiles.writeImage\` of the same PNG from memory: streamed to disk
+and checked on the way (format, header, every PNG chunk's CRC and its end: provider output is untrusted,
+a truncated or corrupt body is refused, not shown) — costs ${w.cpuMsPerImage.toFixed(1)} ms of CPU (${pct(w.cpuMsPerImage / c.cpuMsPerImage)} of the figure). That part is the price
 of checking every image. The other
 ${(c.cpuMsPerImage - w.cpuMsPerImage).toFixed(1)} ms per image is receiving it: the download over HTTP (node's client, chunk by chunk
 through the download policy's byte count), the status stream and the result, and the engine's records
@@ -307,7 +307,7 @@ are on disk the instant the last call ends. ${runs.map(tightMiss).join('\n\n')}`
 Per call (p50 / p99): the stream's event reached the core ${p50p99(st.seen)} after the provider finished,
 the result (its image URLs) came ${p50p99(st.result)} later, and the four ~1 MB images were on disk ${p50p99(st.images)}
 after that. The images bound it: four downloads of ~1.08 MB in parallel over loopback, each streamed to
-disk, its header read, then decoded whole${
+disk and checked on the way${
       w ? ` — ${w.cpuMsPerImage.toFixed(1)} ms of CPU per image alone (scenario 7's yardstick), so at least ~${ms((4 * w.cpuMsPerImage) / 2)} for four
 on this machine's 2 cores` : ''
     }. The p99 is that stage's: calls end ~${FINISH.everyMs} ms apart but unevenly (their lengths vary), so at times two
