@@ -73,8 +73,9 @@ describeRedis('art-factory migrate', () => {
     const run = await cli(['migrate', '--to', redisUrl, '--prefix', prefix], env);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
+    // other keys: the outbox, and the image cache's entries for the finished job's two images
     expect(run.stdout).toMatch(
-      new RegExp(`^Copied 2 jobs \\(1 unfinished\\), 2 daily tallies, 0 open reviews, 1 other key to Redis at 127\\.0\\.0\\.1:\\d+ under prefix "${prefix}"\\. .*\\n$`),
+      new RegExp(`^Copied 2 jobs \\(1 unfinished\\), 2 daily tallies, 0 open reviews, 3 other keys to Redis at 127\\.0\\.0\\.1:\\d+ under prefix "${prefix}"\\. .*\\n$`),
     );
     expect(run.stdout).not.toContain('redis://');
     // A second run would copy over a deployment that has jobs now: refused in one line.
