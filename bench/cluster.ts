@@ -15,7 +15,7 @@ import type { ClusterChildMessage, ClusterChildSpec, ClusterParentMessage, Clust
 import { BenchChildError, howItEnded, OutputTail } from './fork.js';
 import { idealMakespan, maxInWindow } from './ideal.js';
 import type { Failed } from './report.js';
-import { PROVIDER, type Scale } from './scenarios.js';
+import { PROVIDER, type RunFigures, type Scale } from './scenarios.js';
 
 const CHILD = fileURLToPath(new URL('./cluster-child.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -24,17 +24,8 @@ const KEY = 'bench-key';
 const TENANTS = 4;
 const IMAGES_PER_TENANT = 250;
 
-export interface ClusterFigures {
+export interface ClusterFigures extends RunFigures {
   workers: number;
-  images: number;
-  delivered: number;
-  calls: number;
-  makespanMs: number;
-  idealMs: number;
-  ratio: number;
-  rateLimited: number;
-  maxPerWindow: number;
-  maxInFlight: number;
 }
 
 /** One process count's figures, or why it has none (the other counts still run). */

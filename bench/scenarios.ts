@@ -404,8 +404,8 @@ export const TIGHT_IDEAL_MS = idealMakespan({
   windowMs: TIGHT.windowMs,
 });
 
-export interface TightFigures {
-  told: boolean;
+/** One run against the floor, as the provider saw it: what the tight and the distributed scenarios report. */
+export interface RunFigures {
   images: number;
   delivered: number;
   calls: number;
@@ -415,6 +415,10 @@ export interface TightFigures {
   rateLimited: number;
   maxPerWindow: number;
   maxInFlight: number;
+}
+
+export interface TightFigures extends RunFigures {
+  told: boolean;
   finish: FinishFigures;
   /** the provider's view, real ms since the request */
   timeline: Timeline;
