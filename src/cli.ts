@@ -5,6 +5,8 @@
  *                        [--ar 16:9] [--seed N] [--no TEXT] [--out DIR] [--tenant NAME]
  *   art-factory settings [--tenant ID] [key value …]   show a tenant's /settings, or change them
  *   art-factory resume   finish the unfinished jobs in the store
+ *   art-factory retry JOB        make a finished job's failed images again, with their seeds
+ *   art-factory reroll JOB N     make rejected image N again with a new seed (the rejected file is kept)
  *   art-factory migrate --to redis://HOST[:PORT] [--prefix P] [--force]   copy the SQLite store into Redis
  *   art-factory deploy-commands   register /imagine, /jobs and /settings with Discord
  *   art-factory start    run the bot (what `npm start` does)
@@ -24,6 +26,7 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { placeholderOf } from './core/command.js';
 import { isUserError } from './core/errors.js';
 import type { Job, ProgressEvent } from './core/types.js';
+import { plural } from './core/text.js';
 import { createLogger } from './logger.js';
 
 /** `generate` takes /imagine's options, each under its first flag (and its other spellings), plus its own. */
@@ -51,6 +54,8 @@ function usage(): string {
     `  art-factory generate ${lines.join(`\n${' '.repeat(23)}`)}`,
     '  art-factory settings [--tenant ID] [key value …]',
     '  art-factory resume',
+    '  art-factory retry JOB',
+    '  art-factory reroll JOB N',
     '  art-factory migrate --to redis://HOST[:PORT] [--prefix P] [--force]',
     '  art-factory deploy-commands',
     '  art-factory start',
@@ -237,6 +242,29 @@ async function resume(env: NodeJS.ProcessEnv): Promise<number> {
   });
 }
 
+const JOB_ID = /^[0-9]{8}-[0-9a-f]{8}$/;
+
+/**
+ * `retry JOB` / `reroll JOB N`: runs a finished job again for its failed images, or for one rejected
+ * image, follows it to its end and prints the manifest's path, like generate.
+ */
+async function rerun(kind: 'retry' | 'reroll', argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [jobId, number, ...extra] = argv;
+  const shape = kind === 'retry' ? 'retry JOB' : 'reroll JOB N';
+  if (jobId === undefined || !JOB_ID.test(jobId) || extra.length > 0 || (kind === 'retry') !== (number === undefined)) {
+    throw new CliError(`usage: art-factory ${shape} (JOB is a job id such as 20260101-0a1b2c3d)`, 2);
+  }
+  if (kind === 'reroll' && !/^[1-9][0-9]{0,4}$/.test(number ?? '')) throw new CliError(`Expected N to be an image number (1, 2, …), got "${number}"`, 2);
+  const user = os.userInfo().username;
+  return withApp(env, undefined, async (app) => {
+    const by = { id: user, name: user };
+    const job = kind === 'retry' ? await app.engine.retryFailed(jobId, by) : await app.engine.reroll(jobId, Number(number), by);
+    const what = kind === 'retry' ? plural(job.request.count - job.images.length, 'failed image') : `image ${number}`;
+    process.stderr.write(`Job ${job.id}: making ${what} again\n`);
+    return report(app, await follow(app, job));
+  });
+}
+
 /** `migrate --help`: what it copies, and what to do before and after. */
 export const MIGRATE_USAGE = [
   'Usage: art-factory migrate --to redis://HOST[:PORT] [--prefix P] [--force]',
@@ -309,6 +337,9 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
         return await settingsCommand(rest, env);
       case 'resume':
         return await resume(env);
+      case 'retry':
+      case 'reroll':
+        return await rerun(command, rest, env);
       case 'migrate':
         return await migrate(rest, env);
       case 'deploy-commands': {

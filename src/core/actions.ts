@@ -7,7 +7,11 @@ import type { Job, ReviewStatus } from './types.js';
 
 export type Action =
   | { kind: 'review'; jobId: string; image: number; status: ReviewStatus }
-  | { kind: 'cancel'; jobId: string };
+  | { kind: 'cancel'; jobId: string }
+  /** "Retry N failed": the job's missing images, asked for again */
+  | { kind: 'retry'; jobId: string }
+  /** "Reroll": a rejected image, made again with a new seed into its slot */
+  | { kind: 'reroll'; jobId: string; image: number };
 
 const PREFIX = 'af';
 const JOB_ID = /^[0-9]{8}-[0-9a-f]{8}$/;
@@ -20,6 +24,10 @@ export function encodeAction(action: Action): string {
       return `${PREFIX}:${CODE_OF[action.status]}:${action.jobId}:${action.image}`;
     case 'cancel':
       return `${PREFIX}:x:${action.jobId}`;
+    case 'retry':
+      return `${PREFIX}:f:${action.jobId}`;
+    case 'reroll':
+      return `${PREFIX}:o:${action.jobId}:${action.image}`;
   }
 }
 
@@ -30,6 +38,8 @@ export function decodeAction(value: string): Action | undefined {
   if (prefix !== PREFIX || !code || !jobId || !JOB_ID.test(jobId) || rest.length > 0) return undefined;
   const n = number !== undefined && /^[1-9][0-9]{0,4}$/.test(number) ? Number(number) : undefined;
   if (code === 'x') return number === undefined ? { kind: 'cancel', jobId } : undefined;
+  if (code === 'f') return number === undefined ? { kind: 'retry', jobId } : undefined;
+  if (code === 'o') return n !== undefined ? { kind: 'reroll', jobId, image: n } : undefined;
   const status = REVIEW_CODES[code];
   return status && n !== undefined ? { kind: 'review', jobId, image: n, status } : undefined;
 }
@@ -40,7 +50,7 @@ export interface Actor {
   moderator: boolean;
 }
 
-/** Who may review a job's images or cancel it: its requester, or a moderator of the same place. */
+/** Who may review a job's images, cancel it, retry its failed images or reroll one: its requester, or a moderator of the same place. */
 export function mayAct(job: Pick<Job, 'requester'>, actor: Actor, tenant: string): boolean {
   if (job.requester.tenant !== tenant) return false;
   return job.requester.userId === actor.userId || actor.moderator;

@@ -16,7 +16,7 @@ import { BatchRunner, type ImageCache } from './batch-runner.js';
 import { backoff, restart, type BatchEvent, type Decision, type RetrySettings } from './batch-state.js';
 import { delay } from './delay.js';
 import { UserError } from './errors.js';
-import { advance, cancelJob, failJob, finishJob, readyToFinish } from './job-state.js';
+import { advance, cancelJob, failJob, finishJob, missingImages, readyToFinish, rerollImage, retryFailed, unmadeImages } from './job-state.js';
 import { copy, JobLedger, type ChangeOptions } from './ledger.js';
 import { freeze } from './snapshot.js';
 import { planBatches, randomSeed } from './planner.js';
@@ -123,6 +123,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly running = new Map<string, number>();
   private stopping = false;
   private readonly finishing = new Set<string>();
+  /** finished jobs being set up to run again (retry, reroll): one at a time per job */
+  private readonly reopening = new Set<string>();
   /** jobs whose end could not be saved yet (store or disk errors), retried until it is */
   private readonly unsaved = new Map<string, { attempts: number; error: string }>();
   /** callers of waitFor, by job */
@@ -276,6 +278,118 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.deps.jobs.markReview(jobId, false);
     this.log.info({ job: jobId, image: imageIndex, status, by: by.id }, 'image reviewed');
     return copy(job);
+  }
+
+  /**
+   * "Retry failed": runs a finished job again for exactly the images it wanted and never got, each
+   * with the seed it would have had, into the same slots; delivered images are never made again. The
+   * images are reserved against today's caps and the job takes a place like a new one (a refusal is
+   * one line, and changes nothing). Whether `by` may do it is the adapter's check (actions.ts mayAct).
+   */
+  async retryFailed(jobId: string, by: Reviewer): Promise<Job> {
+    return this.oneAtATime(jobId, () => this.retryNow(jobId, by));
+  }
+
+  private async retryNow(jobId: string, by: Reviewer): Promise<Job> {
+    const job = await this.ledger.load(jobId);
+    this.reopenable(job);
+    const missing = missingImages(job).length;
+    if (missing === 0) throw new UserError('not_found', `Job ${jobId} has no failed images to retry.`);
+    const provider = this.deps.providers[job.request.provider]!;
+    const { job: next, images } = retryFailed(job, provider.maxImagesPerCall, by.name ?? by.id, this.now());
+    const reopened = await this.reopen(next, images);
+    this.log.info({ job: jobId, images, by: by.id }, 'retrying failed images');
+    return reopened;
+  }
+
+  /**
+   * "Reroll": a rejected image gets one new call with a new seed (drawn, and recorded), whose result
+   * takes its gallery slot. The rejected file is kept, renamed (`rejected/003.reroll-1.png`), and
+   * listed under the new image's `rerolledFrom`. Quotas and places as for retryFailed.
+   */
+  async reroll(jobId: string, imageIndex: number, by: Reviewer): Promise<Job> {
+    return this.oneAtATime(jobId, () => this.rerollNow(jobId, imageIndex, by));
+  }
+
+  private async rerollNow(jobId: string, imageIndex: number, by: Reviewer): Promise<Job> {
+    const job = await this.ledger.load(jobId);
+    this.reopenable(job);
+    const image = job.images.find((img) => img.index === imageIndex);
+    if (!image) throw new UserError('not_found', `Image ${imageIndex} is not part of job ${jobId}.`);
+    if (image.review.status !== 'rejected') {
+      throw new UserError('invalid_option', `Image ${imageIndex} is not rejected; only a rejected image can be rerolled.`);
+    }
+    const limits = await this.tenantCap(job);
+    const now = this.now();
+    await this.admission.reserveImages(job.requester.tenant, 1, now, limits);
+    let keptAs = image.file;
+    try {
+      const name = `${image.file.split('/').pop()!.replace(/\.[^.]+$/, '')}.reroll-${(image.rerolledFrom?.length ?? 0) + 1}`;
+      if (this.deps.files.setAside) keptAs = await this.deps.files.setAside(jobId, image.file, name);
+    } catch (error) {
+      await this.admission.releaseImages(job.requester.tenant, new Date(now).toISOString(), 1, limits);
+      throw error;
+    }
+    const next = rerollImage(job, imageIndex, randomSeed(this.random), keptAs, by.name ?? by.id, now);
+    const reopened = await this.reopen(next, 1, true, keptAs === image.file ? undefined : { from: keptAs, to: image.file });
+    this.log.info({ job: jobId, image: imageIndex, by: by.id }, 'rerolling a rejected image');
+    return reopened;
+  }
+
+  /** One retry or reroll of a job at a time in this process: two clicks must not both reopen it. */
+  private async oneAtATime(jobId: string, work: () => Promise<Job>): Promise<Job> {
+    if (this.reopening.has(jobId)) throw new UserError('invalid_option', `Job ${jobId} is being run again already.`);
+    this.reopening.add(jobId);
+    try {
+      return await work();
+    } finally {
+      this.reopening.delete(jobId);
+    }
+  }
+
+  /** Only a job that ended (and was not cancelled) runs again, on a provider still configured. */
+  private reopenable(job: Readonly<Job>): void {
+    if (!isJobFinished(job)) throw new UserError('invalid_option', `Job ${job.id} is still running; try again when it has finished.`);
+    if (job.state === 'canceled') throw new UserError('invalid_option', `Job ${job.id} was canceled; start a new one instead.`);
+    if (this.stopping) throw new UserError('queue_full', 'The bot is restarting; try again in a few seconds.');
+    if (!this.deps.providers[job.request.provider]) {
+      throw new UserError('provider_unavailable', `Provider \`${job.request.provider}\` is no longer configured on this bot.`);
+    }
+  }
+
+  private async tenantCap(job: Readonly<Job>): Promise<TenantCap | undefined> {
+    const limits = await this.deps.tenantSettings?.limits(job.requester.tenant);
+    return limits ? { ...(limits.dailyImages !== undefined ? { daily: limits.dailyImages } : {}) } : undefined;
+  }
+
+  /**
+   * A finished job running again: `images` reserved (reroll: already), a place taken as submit does,
+   * then saved and queued. A refusal gives everything back (`undo`: the file set aside goes back).
+   */
+  private async reopen(next: Job, images: number, reserved = false, undo?: { from: string; to: string }): Promise<Job> {
+    const limits = await this.tenantCap(next);
+    const now = Date.parse(next.reopenedAt!);
+    const day = next.reopenedAt!;
+    if (!reserved) await this.admission.reserveImages(next.requester.tenant, images, now, limits);
+    this.ledger.hold(next);
+    let placement: Placement | undefined;
+    let saved: Readonly<Job>;
+    try {
+      placement = await this.admission.place(next.requester, next.id);
+      saved = await this.ledger.change(next.id, () => next, { manifest: true });
+    } catch (error) {
+      this.ledger.release(next.id);
+      if (placement !== undefined) await this.admission.remove(next).catch(() => []);
+      await this.admission.releaseImages(next.requester.tenant, day, images, limits);
+      if (undo && this.deps.files.setAside) {
+        const name = undo.to.split('/').pop()!.replace(/\.[^.]+$/, '');
+        await this.deps.files.setAside(next.id, undo.from, name).catch(() => undefined);
+      }
+      throw error;
+    }
+    this.emitProgress(saved);
+    if (placement === 'admit') await this.enqueueBatches(saved);
+    return copy(saved);
   }
 
   /**
@@ -505,7 +619,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     // Given back to every tally the job was counted in: with settings, the tenant's always.
     const counted: TenantCap | undefined = this.deps.tenantSettings ? {} : undefined;
-    await this.admission.releaseImages(done.requester.tenant, done.createdAt, done.request.count - done.images.length, counted);
+    // A retried or rerolled job's images were reserved the day it ran again (the first run's unmade ones given back then).
+    await this.admission.releaseImages(done.requester.tenant, done.reopenedAt ?? done.createdAt, unmadeImages(done), counted);
     this.ledger.release(jobId);
     this.finishing.delete(jobId);
     const next = await this.admission.remove(done);

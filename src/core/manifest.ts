@@ -10,7 +10,12 @@ export const MANIFEST_VERSION = 1;
 export function buildManifest(job: Job) {
   const counts: Record<ReviewStatus, number> = { pending: 0, approved: 0, rejected: 0 };
   for (const image of job.images) counts[image.review.status] += 1;
-  const failedImages = job.batches.reduce((sum, b) => sum + (b.state === 'failed' || b.state === 'canceled' ? b.size - b.delivered : 0), 0);
+  // A retried batch's missing images were asked for again (by the retry batch, counted itself); a
+  // reroll's slot keeps the rejected image when it fails.
+  const failedImages = job.batches.reduce(
+    (sum, b) => sum + ((b.state === 'failed' || b.state === 'canceled') && !b.retried && !b.reroll ? b.size - b.delivered : 0),
+    0,
+  );
   return {
     manifestVersion: MANIFEST_VERSION,
     jobId: job.id,
@@ -59,6 +64,11 @@ export function buildManifest(job: Job) {
       delivered: b.delivered,
       nsfw: b.nsfw ?? false,
       cached: b.cached ?? false,
+      // "Retry failed": this batch's missing images were asked for again / this batch asks for them
+      retried: b.retried ?? null,
+      retryOf: b.retry ? { batch: b.retry.of, by: b.retry.by, at: b.retry.at } : null,
+      // "Reroll": a new call for a rejected image
+      reroll: b.reroll ?? null,
       error: b.error ?? null,
       submittedAt: b.submittedAt ?? null,
       finishedAt: b.finishedAt ?? null,
@@ -77,6 +87,16 @@ export function buildManifest(job: Job) {
       cached: image.cached !== undefined,
       // the job and file it was copied from, when cached
       cachedFrom: image.cached ? { jobId: image.cached.jobId, file: image.cached.file } : null,
+      // made by "Retry failed" (who asked, when)
+      retried: image.retried ?? null,
+      // the rejected images this slot held before, oldest first: their files are kept where listed
+      rerolledFrom: (image.rerolledFrom ?? []).map((old) => ({
+        file: old.file,
+        seed: old.seed ?? null,
+        review: { status: old.review.status, reviewedBy: old.review.by ?? null, reviewedAt: old.review.at ?? null },
+        rerolledBy: old.by,
+        rerolledAt: old.at,
+      })),
       review: {
         status: image.review.status,
         reviewedBy: image.review.by ?? null,

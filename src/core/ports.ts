@@ -28,6 +28,11 @@ export interface ImageStorage {
     want?: { format: OutputFormat; quality?: number },
   ): Promise<{ file: string; width: number; height: number; contentType: string }>;
   moveTo(jobId: string, file: string, status: ReviewStatus): Promise<string>;
+  /**
+   * Renames an image inside its folder to `<name>.<its extension>` and returns its new path: a
+   * rerolled image's file is kept beside the one that takes its slot. Unset: the file stays where it is.
+   */
+  setAside?(jobId: string, file: string, name: string): Promise<string>;
   writeManifest(jobId: string, manifest: unknown): Promise<string>;
   /** removes what a crash left half-written; `olderThanMs`: only files untouched that long (another process may be writing) */
   sweep(jobId: string, olderThanMs?: number): Promise<number>;

@@ -22,7 +22,8 @@ export interface ProgressContext {
 export function computeProgress(job: Readonly<Job>, context: ProgressContext): ProgressEvent {
   const { lane, callMs } = context;
   const done = job.batches.filter((b) => b.state === 'done').length;
-  const failedBatches = job.batches.filter((b) => b.state === 'failed');
+  // a failed batch whose images a retry (or a later reroll) asked for again no longer counts
+  const failedBatches = job.batches.filter((b) => b.state === 'failed' && b.retried === undefined);
   const imagesFailed = failedBatches.reduce((sum, b) => sum + b.size - b.delivered, 0);
   const moving = job.batches.find((b) => b.state === 'submitted');
   const last = moving ?? [...job.batches].reverse().find((b) => b.state !== 'queued');

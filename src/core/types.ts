@@ -72,6 +72,12 @@ export interface Batch {
   download?: { outputs: number; refused: number[]; reason?: string };
   /** its images were all served from earlier jobs' files, without a provider call */
   cached?: boolean;
+  /** a failed batch whose missing images a later "Retry failed" asked for again (it no longer counts as failed) */
+  retried?: { by: string; at: string };
+  /** added by "Retry failed": the planned batch whose missing images it makes again, who asked and when */
+  retry?: { of: number; by: string; at: string };
+  /** added by "Reroll": a new call for rejected image `image`, whose result takes its slot */
+  reroll?: { image: number; by: string; at: string };
 }
 
 export type ReviewStatus = 'pending' | 'approved' | 'rejected';
@@ -94,6 +100,19 @@ export interface ImageRecord {
   review: { status: ReviewStatus; by?: string; at?: string };
   /** served from an image already delivered (same provider, model, parameters, prompt and seed): no call was paid for it */
   cached?: { jobId: string; file: string };
+  /** made by "Retry failed" after the job first ended without it */
+  retried?: { by: string; at: string };
+  /** the rejected images this slot held before each reroll, oldest first (their files are kept) */
+  rerolledFrom?: RerolledImage[];
+}
+
+/** An image a reroll replaced: where its file is kept, and who asked for the new one. */
+export interface RerolledImage {
+  file: string;
+  seed?: number;
+  review: { status: ReviewStatus; by?: string; at?: string };
+  by: string;
+  at: string;
 }
 
 export type JobState = 'queued' | 'running' | 'completed' | 'failed' | 'canceled';
@@ -117,6 +136,8 @@ export interface Job {
   canceledBy?: string;
   /** a one-line reason when the job failed or some images did */
   error?: string;
+  /** when "Retry failed" or "Reroll" last ran the finished job again (its images were reserved that day) */
+  reopenedAt?: string;
   /** free slot for adapters: message ids they must find again after a restart */
   chat?: Record<string, unknown>;
 }

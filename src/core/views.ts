@@ -52,7 +52,20 @@ export function costLabel(job: Pick<Job, 'estimatedCostUsd'>): string {
   return `est. $${job.estimatedCostUsd < 0.1 ? job.estimatedCostUsd.toFixed(3) : job.estimatedCostUsd.toFixed(2)}`;
 }
 
-export function progressView(job: Pick<Job, 'id' | 'request' | 'state' | 'error' | 'estimatedCostUsd'>, event: ProgressEvent): ProgressView {
+/** While a finished job runs again: "Retrying 4 failed images" or "Rerolling image 3". */
+function rerunTitle(job: Partial<Pick<Job, 'batches' | 'reopenedAt'>>): string | undefined {
+  if (job.reopenedAt === undefined) return undefined;
+  const batches = (job.batches ?? []).filter((b) => (b.retry?.at ?? b.reroll?.at) === job.reopenedAt);
+  const reroll = batches.find((b) => b.reroll)?.reroll;
+  if (reroll) return `Rerolling image ${reroll.image}`;
+  const images = batches.reduce((sum, b) => sum + b.size, 0);
+  return images > 0 ? `Retrying ${plural(images, 'failed image')}` : undefined;
+}
+
+export function progressView(
+  job: Pick<Job, 'id' | 'request' | 'state' | 'error' | 'estimatedCostUsd'> & Partial<Pick<Job, 'batches' | 'reopenedAt'>>,
+  event: ProgressEvent,
+): ProgressView {
   const { imagesDone, imagesTotal } = event;
   const finished = isJobFinished(job);
   const lines: string[] = [];
@@ -74,7 +87,7 @@ export function progressView(job: Pick<Job, 'id' | 'request' | 'state' | 'error'
       : job.state === 'canceled'
         ? `Canceled: ${imagesDone} of ${imagesTotal} images`
         : `Failed: ${job.error ?? 'no image could be made'}`
-    : `Generating ${imagesTotal} image${imagesTotal === 1 ? '' : 's'}`;
+    : (rerunTitle(job) ?? `Generating ${imagesTotal} image${imagesTotal === 1 ? '' : 's'}`);
   return {
     jobId: job.id,
     title,
@@ -93,19 +106,23 @@ export interface GallerySummary {
   rejected: number;
   pending: number;
   failed: { batch: number; images: number; reason: string }[];
+  /** images a "Retry N failed" would ask for again (none for a cancelled job: it was stopped on purpose) */
+  retryable: number;
   text: string;
 }
 
-export function gallerySummary(job: Pick<Job, 'images' | 'batches' | 'request'>): GallerySummary {
+export function gallerySummary(job: Pick<Job, 'images' | 'batches' | 'request'> & Partial<Pick<Job, 'state'>>): GallerySummary {
   const counts = { approved: 0, rejected: 0, pending: 0 };
   for (const image of job.images) counts[image.review.status] += 1;
   const failed = job.batches
-    .filter((b) => b.state === 'failed' || (b.state === 'canceled' && b.delivered < b.size))
+    // A retried batch's images were asked for again; a failed reroll leaves its slot to the rejected image.
+    .filter((b) => (b.state === 'failed' || (b.state === 'canceled' && b.delivered < b.size)) && !b.retried && !b.reroll)
     .map((b) => ({ batch: b.index + 1, images: b.size - b.delivered, reason: b.error ?? b.state }));
   const parts = [`${STATUS_MARK.approved} ${counts.approved} approved`, `${STATUS_MARK.rejected} ${counts.rejected} rejected`, `${STATUS_MARK.pending} ${counts.pending} pending`];
   const lost = failed.reduce((sum, f) => sum + f.images, 0);
   if (lost > 0) parts.push(`${lost} of ${job.request.count} not made`);
-  return { ...counts, failed, text: parts.join(' · ') };
+  const retryable = job.state === 'canceled' ? 0 : Math.max(0, job.request.count - job.images.length);
+  return { ...counts, failed, retryable, text: parts.join(' · ') };
 }
 
 export interface GalleryPage {

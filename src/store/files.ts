@@ -184,6 +184,19 @@ export class ImageFiles implements ImageReader {
     return target;
   }
 
+  /** Renames an image inside its folder, keeping its extension (a rerolled image is kept beside its replacement). */
+  async setAside(jobId: string, file: string, name: string): Promise<string> {
+    const target = path.join(path.dirname(file), `${name}${path.extname(file)}`);
+    if (target === file) return file;
+    const dir = this.jobDir(jobId);
+    await rename(path.join(dir, file), path.join(dir, target)).catch(async (error: NodeJS.ErrnoException) => {
+      // Renamed by an earlier attempt that crashed before saving: the target is there, carry on.
+      if (error.code === 'ENOENT' && (await this.exists(jobId, target))) return;
+      throw error;
+    });
+    return target;
+  }
+
   /**
    * Puts an image back where the record says it is, if a crash left it in another review folder
    * (moved, but the move not saved). Returns true when it had to move it.

@@ -129,17 +129,30 @@ export class S3ImageStore implements ImageStorage, ImageReader {
   async moveTo(jobId: string, file: string, status: ReviewStatus): Promise<string> {
     const target = path.join(REVIEW_FOLDERS[status], path.basename(file));
     if (target === file) return file;
+    await this.rename(jobId, file, target);
+    await this.cache.moveTo(jobId, file, status).catch(() => rm(this.cache.locate(jobId, file), { force: true }));
+    return target;
+  }
+
+  async setAside(jobId: string, file: string, name: string): Promise<string> {
+    const target = path.join(path.dirname(file), `${name}${path.extname(file)}`);
+    if (target === file) return file;
+    await this.rename(jobId, file, target);
+    await this.cache.setAside(jobId, file, name).catch(() => rm(this.cache.locate(jobId, file), { force: true }));
+    return target;
+  }
+
+  /** Copies an object to its new key, then deletes the old one (S3 has no rename). */
+  private async rename(jobId: string, file: string, target: string): Promise<void> {
     const from = this.key(jobId, file);
     const to = this.key(jobId, target);
     try {
       await this.copy(from, to);
     } catch (error) {
-      // Already moved by an earlier attempt that crashed before saving: the target is there, carry on.
+      // Already renamed by an earlier attempt that crashed before saving: the target is there, carry on.
       if (!isMissing(error) || !(await this.has(to))) throw error;
     }
     await this.delete(from);
-    await this.cache.moveTo(jobId, file, status).catch(() => rm(this.cache.locate(jobId, file), { force: true }));
-    return target;
   }
 
   async writeManifest(jobId: string, manifest: unknown): Promise<string> {

@@ -52,6 +52,8 @@ export class Courier<T extends Record<string, unknown>, P = never> {
   /** one delivery per job at a time; one asked for meanwhile (access given as a refused try ends) runs after */
   private readonly delivering = new Set<string>();
   private readonly again = new Set<string>();
+  /** the gallery delivery running for each job (a rerun waits for it before it starts the next gallery) */
+  private readonly inFlight = new Map<string, Promise<void>>();
   /** galleries that wait for access, or for the next start */
   private readonly trouble = new Map<string, 'blocked' | 'failed'>();
   private readonly tasks = new Set<Promise<unknown>>();
@@ -123,6 +125,30 @@ export class Courier<T extends Record<string, unknown>, P = never> {
     this.pushProgress(job, target, this.cardOf(job));
     const gallery = this.platform.gallery;
     if (gallery?.edit) this.track(this.editPage(gallery, job, target, image));
+  }
+
+  /**
+   * A finished job runs again ("Retry failed", "Reroll"): its progress message follows it as before,
+   * and when it ends a new gallery is posted (the old pages' buttons then answer GONE, so nobody
+   * reviews a stale page). Registered like a start: a finish arriving meanwhile waits for it.
+   */
+  rerun(job: Readonly<Job>): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    // A gallery still going out for the run before: it finishes first, then the next one is begun.
+    const before = this.inFlight.get(job.id)?.catch(() => undefined);
+    const reset = (async () => {
+      await before;
+      await this.exclusive(job.id, async () => {
+        await this.outbox.add(job.id);
+        await this.deps.engine.annotate(job.id, this.name, { pages: [], delivered: false });
+      });
+    })();
+    const settled = reset.catch((error: unknown) => this.log.error({ job: job.id, err: error }, `${this.name}: a rerun job's gallery could not be reset`));
+    this.starting.set(job.id, settled);
+    void settled.finally(() => {
+      if (this.starting.get(job.id) === settled) this.starting.delete(job.id);
+    });
+    return settled;
   }
 
   /** Tries again what waits in the outbox for the jobs `which` picks (e.g. the bot was just given access). */
@@ -219,8 +245,10 @@ export class Courier<T extends Record<string, unknown>, P = never> {
     this.delivering.add(jobId);
     const delivery = this.deliverWithRetries(jobId).finally(() => {
       this.delivering.delete(jobId);
+      if (this.inFlight.get(jobId) === delivery) this.inFlight.delete(jobId);
       if (this.again.delete(jobId)) this.deliver(jobId);
     });
+    this.inFlight.set(jobId, delivery);
     this.track(delivery);
   }
 

@@ -152,6 +152,22 @@ async function button(interaction: ButtonInteraction, deps: InteractionDeps): Pr
     return;
   }
 
+  if (action.kind === 'retry' || action.kind === 'reroll') {
+    // Acknowledge first: reopening waits for the store; the progress message shows the job running again.
+    await interaction.deferUpdate();
+    try {
+      const reopened =
+        action.kind === 'retry'
+          ? await app.engine.retryFailed(job.id, reviewer(interaction))
+          : await app.engine.reroll(job.id, action.image, reviewer(interaction));
+      await courier.rerun(reopened);
+    } catch (error) {
+      if (!isUserError(error)) throw error;
+      await answerPrivately(interaction, safeText(error.message));
+    }
+    return;
+  }
+
   // Review buttons live on gallery messages only, and a gallery exists only once the job is finished.
   const pages = courier.factsOf(job).pages.filter((page) => page !== undefined);
   // A gallery from before its pages were recorded: any finished job's message may be one.

@@ -84,6 +84,7 @@ export function progressBody(view: ProgressView, summary?: GallerySummary, galle
     ...(view.finished && summary ? [summary.text, ...failedBatchLines(summary, safe)] : []),
     ...(gallery === 'failed' ? [`⚠️ ${GALLERY_FAILED}`] : []),
   ];
+  const retryable = view.finished ? (summary?.retryable ?? 0) : 0;
   const components = view.cancellable
     ? [
         new ActionRowBuilder<ButtonBuilder>()
@@ -92,7 +93,18 @@ export function progressBody(view: ProgressView, summary?: GallerySummary, galle
           )
           .toJSON(),
       ]
-    : [];
+    : retryable > 0
+      ? [
+          new ActionRowBuilder<ButtonBuilder>()
+            .addComponents(
+              new ButtonBuilder()
+                .setCustomId(encodeAction({ kind: 'retry', jobId: view.jobId }))
+                .setLabel(`Retry ${retryable} failed`)
+                .setStyle(ButtonStyle.Primary),
+            )
+            .toJSON(),
+        ]
+      : [];
   return { content: fit(lines, `-# job ${view.jobId}`), components, allowed_mentions: NO_MENTIONS, flags: NO_EMBEDS };
 }
 
@@ -113,9 +125,17 @@ function reviewButton(jobId: string, image: ImageRecord, status: 'approved' | 'r
     .setStyle(style);
 }
 
+/** A rejected image's second button: Reroll (a new seed into its slot), in place of the Reject already chosen. */
+function rerollButton(jobId: string, image: ImageRecord): ButtonBuilder {
+  return new ButtonBuilder()
+    .setCustomId(encodeAction({ kind: 'reroll', jobId, image: image.index }))
+    .setLabel(`🎲 Reroll ${image.index}`)
+    .setStyle(ButtonStyle.Primary);
+}
+
 /**
- * A gallery page: header, job summary, one status mark per image, and Approve / Reject per image —
- * two images per action row, so 10 images fill the 5 rows Discord allows.
+ * A gallery page: header, job summary, one status mark per image, and Approve / Reject per image (a
+ * rejected one: Approve / Reroll) — two images per action row, so 10 images fill the 5 rows Discord allows.
  */
 export function galleryBody(
   job: Pick<Job, 'id' | 'request' | 'images'>,
@@ -140,7 +160,8 @@ export function galleryBody(
   for (let i = 0; i < images.length; i += 2) {
     const row = new ActionRowBuilder<ButtonBuilder>();
     for (const image of images.slice(i, i + 2)) {
-      row.addComponents(reviewButton(job.id, image, 'approved'), reviewButton(job.id, image, 'rejected'));
+      const second = image.review.status === 'rejected' ? rerollButton(job.id, image) : reviewButton(job.id, image, 'rejected');
+      row.addComponents(reviewButton(job.id, image, 'approved'), second);
     }
     rows.push(row.toJSON());
   }

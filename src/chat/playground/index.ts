@@ -199,12 +199,30 @@ export async function startPlayground(
       if (await refuseForeign(res, cancel[1]!)) return;
       return answerJob(res, app.engine.cancel(cancel[1]!, { id: requester.userId, name: requester.userName }));
     }
+    // "Retry N failed" and "Reroll": the job runs again, and its card follows it like a new one.
+    const retry = /^\/api\/jobs\/([\w-]{1,40})\/retry$/.exec(url.pathname);
+    if (req.method === 'POST' && retry) {
+      if (await refuseForeign(res, retry[1]!)) return;
+      return answerJob(res, rerun(app.engine.retryFailed(retry[1]!, { id: requester.userId, name: requester.userName })));
+    }
+    const reroll = /^\/api\/jobs\/([\w-]{1,40})\/images\/(\d{1,5})\/reroll$/.exec(url.pathname);
+    if (req.method === 'POST' && reroll) {
+      if (await refuseForeign(res, reroll[1]!)) return;
+      return answerJob(res, rerun(app.engine.reroll(reroll[1]!, Number(reroll[2]), { id: requester.userId, name: requester.userName })));
+    }
     const image = /^\/images\/([\w-]{1,40})\/(pending-review|approved|rejected)\/([\w.-]{1,40})$/.exec(url.pathname);
     if (req.method === 'GET' && image && !image[3]!.startsWith('.')) {
       if (await refuseForeign(res, image[1]!)) return;
       return sendImage(res, app, image[1]!, `${image[2]!}/${image[3]!}`);
     }
     sendJson(res, 404, NOT_FOUND);
+  }
+
+  /** A job running again is followed like a new one: its progress reaches every open page. */
+  async function rerun(work: Promise<Job>): Promise<Job> {
+    const job = await work;
+    await courier.follow(job);
+    return job;
   }
 
   async function answerJob(res: ServerResponse, work: Promise<Job>): Promise<void> {

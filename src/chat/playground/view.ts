@@ -26,7 +26,10 @@ export function jobView(job: Readonly<Job>, app: App) {
     summary: gallerySummary(job),
     images: job.images.map((image) => ({
       index: image.index,
-      url: `/images/${job.id}/${image.file}`,
+      // A rerolled slot's new image may have the path an earlier one had: a new URL, so no page shows a stale copy.
+      url: `/images/${job.id}/${image.file}${image.rerolledFrom ? `?v=${image.rerolledFrom.length}` : ''}`,
+      /** how many rejected images this slot held before (their files are kept) */
+      rerolls: image.rerolledFrom?.length ?? 0,
       width: image.width,
       height: image.height,
       nsfw: image.nsfw,

@@ -78,6 +78,11 @@ async function handle(
       await app.engine.cancel(action.jobId, by);
       return undefined; // the progress message shows it
     }
+    if (action.kind === 'retry' || action.kind === 'reroll') {
+      const reopened = action.kind === 'retry' ? await app.engine.retryFailed(action.jobId, by) : await app.engine.reroll(action.jobId, action.image, by);
+      await courier.rerun(reopened);
+      return undefined; // the progress message follows the job again, and a new gallery comes at its end
+    }
     const updated = await app.engine.review(action.jobId, action.image, action.status, by);
     courier.reviewed(updated, action.image);
     return undefined;

@@ -62,7 +62,7 @@ const GALLERY_NOTE: Record<GalleryState, string> = {
 /**
  * The progress message: the same facts as every platform shows (prompt, bar, images done/total,
  * "Batch i/n", queue position, failures, ETA, provider and model) and a Cancel button while it runs;
- * when finished, the review summary in its place.
+ * when finished, the review summary in its place, and "Retry N failed" when images are missing.
  */
 export function progressMessage(job: Readonly<Job>, card: ProgressCard): Rendered {
   const { view, summary } = card;
@@ -105,6 +105,15 @@ export function progressMessage(job: Readonly<Job>, card: ProgressCard): Rendere
       ],
     });
   }
+  const retryable = view.finished ? (summary?.retryable ?? 0) : 0;
+  if (retryable > 0) {
+    const value = encodeAction({ kind: 'retry', jobId: job.id });
+    blocks.push({
+      type: 'actions',
+      block_id: 'retry',
+      elements: [{ type: 'button', action_id: value, value, style: 'primary', text: { type: 'plain_text', text: `Retry ${retryable} failed` } }],
+    });
+  }
   const text = `${title}: “${shorten(view.prompt, 80)}” · ${view.lines.join(' · ')}`;
   return { text: escapeMrkdwn(text), blocks };
 }
@@ -120,7 +129,7 @@ function reviewButton(job: Readonly<Job>, image: ImageRecord, status: ReviewStat
   return button;
 }
 
-/** One gallery page: per image its state and one-click Approve / Reject (and Undo once reviewed). */
+/** One gallery page: per image its state and one-click Approve / Reject (and Undo once reviewed; Reroll once rejected). */
 export function galleryMessage(job: Readonly<Job>, page: number): Rendered {
   const current = galleryPage(job, page, PAGE_SIZE);
   const first = current.images[0]?.index ?? 0;
@@ -139,6 +148,11 @@ export function galleryMessage(job: Readonly<Job>, page: number): Rendered {
     });
     const buttons = [reviewButton(job, image, 'approved', 'Approve'), reviewButton(job, image, 'rejected', 'Reject')];
     if (image.review.status !== 'pending') buttons.push(reviewButton(job, image, 'pending', 'Undo'));
+    if (image.review.status === 'rejected') {
+      // a new seed into this slot; the rejected file is kept
+      const value = encodeAction({ kind: 'reroll', jobId: job.id, image: image.index });
+      buttons.push({ type: 'button', action_id: value, value, text: { type: 'plain_text', text: 'Reroll' } });
+    }
     blocks.push({ type: 'actions', block_id: `review:${image.index}`, elements: buttons });
   }
   const marks = current.images.map((image) => `${STATUS_MARK[image.review.status]}${image.index}`).join(' ');

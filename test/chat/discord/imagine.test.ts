@@ -161,7 +161,8 @@ describe('Discord /imagine', () => {
     const message = await waitForContent(fake, progressId, '**Failed: ');
     expect(message.content).toContain('prompt refused by the \\_safety\\_ filter');
     expect(message.content).toMatch(/Batch 1: 4 images not made/);
-    expect(message.components).toEqual([]);
+    // no Cancel any more; the only button offers to ask for the failed images again
+    expect(customIds(message)).toEqual([encodeAction({ kind: 'retry', jobId })]);
     expect(galleryMessages(fake, jobId)).toEqual([]);
   });
 

@@ -99,19 +99,19 @@ describe('Discord rendering', () => {
     expect(body.content.endsWith('\n-# job 20250101-abcdef12')).toBe(true);
   });
 
-  it('lays out 10 images as 5 rows of Approve / Reject, every custom id unique and decodable', () => {
+  it('lays out 10 images as 5 rows of Approve / Reject (a rejected one: Approve / Reroll), every custom id unique and decodable', () => {
     const images = Array.from({ length: 10 }, (_, i) => image(i + 1, i === 0 ? 'approved' : i === 1 ? 'rejected' : 'pending'));
     const body = galleryBody(job(images), { page: 1, pages: 2, images: images.map((i) => i.index) }, gallerySummary(job(images)));
     expect(body.components).toHaveLength(5);
     const buttons = body.components.flatMap((row) => row.components) as { custom_id: string; label: string; style: number }[];
     expect(buttons).toHaveLength(20);
     expect(new Set(buttons.map((b) => b.custom_id)).size).toBe(20);
-    expect(buttons.every((b) => decodeAction(b.custom_id)?.kind === 'review')).toBe(true);
+    expect(buttons.map((b) => decodeAction(b.custom_id)?.kind)).toEqual(buttons.map((_, i) => (i === 3 ? 'reroll' : 'review')));
     expect(buttons.slice(0, 4).map((b) => [b.label, b.style])).toEqual([
       ['✅ 1', 3],
       ['❌ 1', 2],
       ['✅ 2', 2],
-      ['❌ 2', 4],
+      ['🎲 Reroll 2', 1],
     ]);
     expect(body.content).toContain('**Gallery 1/2**');
     expect(body.content).toContain('`#1` ✅  `#2` ❌  `#3` ⏳');

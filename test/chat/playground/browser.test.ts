@@ -4,32 +4,19 @@
  * there — all under the page's own Content-Security-Policy and the server's Host/Origin guard.
  */
 import { mkdir } from 'node:fs/promises';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
 import { startPlayground } from '../../../src/chat/playground/index.js';
 import { buildApp, filesIn, onCleanup } from '../../helpers.js';
-import { browserPlan, chromiumCandidates, findChromium } from './chromium.js';
+import { sharedBrowser } from './chromium.js';
 
-const plan = browserPlan(findChromium(chromiumCandidates()));
-if ('skip' in plan) console.warn(plan.skip);
-let browser: Browser;
-
-beforeAll(async () => {
-  if (!('run' in plan)) return;
-  browser = await chromium.launch({
-    executablePath: plan.run,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-});
-afterAll(async () => {
-  await browser?.close();
-});
+const { plan, browser } = sharedBrowser();
 
 async function playground(env: Record<string, string> = {}) {
   const app = await buildApp({ env: { LOCAL_LATENCY_MS: '150', LOCAL_CONCURRENCY: '2', ...env } });
   const pg = await startPlayground(app, { port: 0 });
   onCleanup(() => pg.stop());
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const page = await browser().newPage({ viewport: { width: 1280, height: 900 } });
   onCleanup(() => page.close());
   await page.goto(pg.url);
   await page.locator('body[data-live="true"]').waitFor();

@@ -5,7 +5,8 @@
  * never a silent pass.
  */
 import { existsSync } from 'node:fs';
-import { chromium } from 'playwright-core';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll } from 'vitest';
 
 export const INSTALL_HINT = 'set CHROMIUM_PATH, or apt-get install -y chromium';
 
@@ -32,4 +33,25 @@ export function browserPlan(found: string | undefined, env: NodeJS.ProcessEnv = 
   if (found) return { run: found };
   if (env.CI === 'true') return { fail: `No Chromium found for the browser test (${INSTALL_HINT}; .ci/run installs it)` };
   return { skip: `browser test skipped: no Chromium found (${INSTALL_HINT})` };
+}
+
+/**
+ * For a browser test file: this machine's Chromium plan (a skip is printed with how to install it) and
+ * one headless browser for the file's tests, launched before them and closed after.
+ */
+export function sharedBrowser(): { plan: BrowserPlan; browser: () => Browser } {
+  const plan = browserPlan(findChromium(chromiumCandidates()));
+  if ('skip' in plan) console.warn(plan.skip);
+  let browser: Browser | undefined;
+  beforeAll(async () => {
+    if (!('run' in plan)) return;
+    browser = await chromium.launch({
+      executablePath: plan.run,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+  return { plan, browser: () => browser! };
 }

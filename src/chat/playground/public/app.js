@@ -64,7 +64,14 @@ function jobCard(jobId) {
     if (!ok) botReply(data.error, 'error');
     else render(data.job);
   } });
-  const actions = el('div', { class: 'actions' }, cancel);
+  const retry = el('button', { type: 'button', class: 'retry', text: 'Retry failed', onclick: async () => {
+    retry.disabled = true;
+    const { ok, data } = await post(`/api/jobs/${jobId}/retry`);
+    retry.disabled = false;
+    if (!ok) botReply(data.error, 'error');
+    else render(data.job);
+  } });
+  const actions = el('div', { class: 'actions' }, cancel, retry);
   const summary = el('div', { class: 'summary' });
   const grid = el('div', { class: 'grid', 'data-job': jobId });
   const bubble = el('div', { class: 'bubble job', 'data-job': jobId }, title, prompt, bar, facts, failures, actions, summary, grid);
@@ -86,14 +93,25 @@ function jobCard(jobId) {
       };
       const approve = el('button', { type: 'button', class: 'approve', text: 'Approve', onclick: review('approved') });
       const reject = el('button', { type: 'button', class: 'reject', text: 'Reject', onclick: review('rejected') });
+      // a rejected image can be made again with a new seed, into this slot (the rejected file is kept)
+      const reroll = el('button', { type: 'button', class: 'reroll', text: 'Reroll', onclick: async () => {
+        reroll.disabled = true;
+        const { ok, data } = await post(`/api/jobs/${jobId}/images/${image.index}/reroll`);
+        reroll.disabled = false;
+        if (!ok) botReply(data.error, 'error');
+        else render(data.job);
+      } });
       const root = el('div', { class: 'card', 'data-index': image.index }, thumb,
-        el('div', { class: 'card-foot' }, label, el('div', { class: 'buttons' }, approve, reject)));
-      entry = { root, label, approve, reject, status: undefined };
+        el('div', { class: 'card-foot' }, label, el('div', { class: 'buttons' }, approve, reject, reroll)));
+      entry = { root, label, approve, reject, reroll, img, status: undefined };
       tiles.set(image.index, entry);
       // images can arrive out of order (batches finish in parallel): keep the grid in image order
       const next = [...grid.children].find((child) => Number(child.dataset.index) > image.index);
       grid.insertBefore(root, next ?? null);
     }
+    if (entry.img.getAttribute('src') !== image.url) entry.img.src = image.url;
+    entry.reroll.hidden = image.status !== 'rejected' || !view.progress.finished;
+    entry.reroll.setAttribute('aria-label', `Reroll image ${image.index}`);
     entry.status = image.status;
     entry.root.className = `card ${image.status}`;
     entry.root.dataset.status = image.status;
@@ -116,7 +134,11 @@ function jobCard(jobId) {
     bar.setAttribute('aria-valuenow', p.percent);
     facts.replaceChildren(...p.lines.map((line) => el('span', { text: line })));
     failures.replaceChildren(...p.failures.map((line) => el('div', { text: `⚠ ${line}` })));
-    actions.hidden = !p.cancellable;
+    const retryable = p.finished ? view.summary.retryable : 0;
+    cancel.hidden = !p.cancellable;
+    retry.hidden = retryable === 0;
+    retry.textContent = `Retry ${retryable} failed`;
+    actions.hidden = !p.cancellable && retryable === 0;
     summary.textContent = view.images.length > 0 || p.finished ? view.summary.text : '';
     for (const image of view.images) tile(view, image);
   }
