@@ -107,6 +107,11 @@ return 1
  * 4 waiters' last ask (hash, ms), 5 V. ARGV: 1 limit (0 = none), 2 window ms, 3 a member unique to
  * this send, 4 the ticket ('' = none: no turn, no V), 5 its tag, 6 stale ms.
  */
+/** How long sends are kept, with no limit known, for the first 429 to learn from. */
+export const LEARN_HISTORY_MS = 3_600_000;
+/** How long a learned limit is kept after the last 429 that taught or lowered it. */
+export const LEARNED_TTL_MS = 86_400_000;
+
 export const GATE = new RedisScript(`
 ${NOW_MS}
 local ticket = ARGV[4]
@@ -179,6 +184,61 @@ export const ANSWERED = new RedisScript(`
 ${NOW_MS}
 if redis.call('ZADD', KEYS[1], 'XX', now, ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])))
+end
+return 0
+`);
+
+/**
+ * A send leaves: it counts from now (it may have waited in its process's one-at-a-time submit since
+ * the gate counted it). With no limit known (none configured, none learned yet) the gate let it through
+ * uncounted, and it is recorded here all the same, kept for an hour, so that the first 429 can teach
+ * one (LEARN): only sends the provider may have seen count. KEYS: 1 send times. ARGV: 1 the send's member.
+ */
+export const SENT = new RedisScript(`
+${NOW_MS}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ${LEARN_HISTORY_MS})
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ${LEARN_HISTORY_MS})
+return 0
+`);
+
+/**
+ * A 429 with no configured limit: learns one, as the one-process gate does (src/core/scheduler.ts,
+ * SendWindow.learn). The rejected send is dropped from the sends (the provider did not count it).
+ * None learned yet: the sends of the latest busy stretch (the first with no send a window before it,
+ * the window reaching to when the Retry-After says a place frees) over that window. Learned already,
+ * a send let through under it, and a send counted by it: one less. Kept as "limit:window:since" (whole ms)
+ * for LEARNED_TTL_MS. KEYS: 1 send times, 2 the learned limit. ARGV: 1 ms until a place frees, 2 the
+ * rejected send ('' = none), 3 '1' when the gate let it through under a learned limit. Returns the
+ * limit now learned, or 0.
+ */
+export const LEARN = new RedisScript(`
+${NOW_MS}
+now = math.floor(now)
+if ARGV[2] ~= '' then redis.call('ZREM', KEYS[1], ARGV[2]) end
+local free_at = now + tonumber(ARGV[1])
+local known = redis.call('GET', KEYS[2])
+if known then
+  local limit, window, since = string.match(known, '^(%d+):(%d+):(%d+)$')
+  limit = tonumber(limit)
+  window = tonumber(window)
+  -- Only a send the gate let through under the lesson says it was wrong (others left without it).
+  if ARGV[3] == '1' and redis.call('ZCOUNT', KEYS[1], '(' .. (now - window), '+inf') > 0 then
+    limit = math.max(1, limit - 1)
+    redis.call('SET', KEYS[2], string.format('%d:%d:%d', limit, window, now), 'PX', ${LEARNED_TTL_MS})
+  end
+  return limit
+end
+local sends = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local n = #sends / 2
+for k = n, 1, -1 do
+  local oldest = tonumber(sends[2 * k])
+  local window = free_at - oldest
+  if window > 0 and (k == 1 or tonumber(sends[2 * k - 2]) <= oldest - window) then
+    local limit = n - k + 1
+    redis.call('SET', KEYS[2], string.format('%d:%d:%d', limit, math.ceil(window), now), 'PX', ${LEARNED_TTL_MS})
+    return limit
+  end
 end
 return 0
 `);

@@ -28,7 +28,7 @@ import { delay } from '../core/delay.js';
 import { silentLogger, type Logger } from '../core/ports.js';
 import { RETRY_AFTER_CAP_MS } from '../core/provider.js';
 import { PROVIDER_NAMES, type ProviderName } from '../core/types.js';
-import { ANSWERED, GATE, LEAVE_GATE, PAUSE, RedisScript, START, TAG, TENANT_START } from './dispatch-scripts.js';
+import { ANSWERED, GATE, LEARN, LEARN_HISTORY_MS, LEAVE_GATE, PAUSE, RedisScript, SENT, START, TAG, TENANT_START } from './dispatch-scripts.js';
 
 export interface RedisDispatcherOptions {
   /** a `redis://` URL, or ioredis options; the dispatcher opens and closes its own connections */
@@ -77,6 +77,14 @@ interface Lane {
   clampWarned: boolean;
   /** this process's submit on its way (see throttle) */
   submitting: Promise<void>;
+  /** the gate member of the submit on its way in this process, for a 429 to name (LEARN) */
+  sending?: string;
+  /** whether that submit passed the gate under a limit (configured or learned) */
+  sendingUnderLimit?: boolean;
+  /** a 429's pause (and lesson) on its way to Redis: this process's next send waits for it */
+  pausing?: Promise<void>;
+  /** 429s met here: a send that passed the gate before one goes through it again */
+  pauses: number;
 }
 
 interface Running {
@@ -239,7 +247,7 @@ export class RedisDispatcher implements Dispatcher {
       // would give up the first window's burst: 1.3× the floor for a 100-call job.
       if (options.rateLimit) await queue.setGlobalRateLimit(options.rateLimit.limit, options.rateLimit.intervalMs);
       else await queue.removeGlobalRateLimit();
-      this.lanes.set(provider, { provider, options, queue, depth: 0, clampWarned: false, submitting: Promise.resolve() });
+      this.lanes.set(provider, { provider, options, queue, depth: 0, clampWarned: false, submitting: Promise.resolve(), pauses: 0 });
     }
 
     if (this.options.work ?? true) await this.startWorkers(onError);
@@ -354,55 +362,112 @@ export class RedisDispatcher implements Dispatcher {
 
   async throttle<T>(provider: ProviderName, request: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const lane = this.lane(provider);
-    const rate = lane.options.rateLimit;
+    await lane.pausing;
     const waiters = [this.key('gate', provider, 'waiters'), this.key('gate', provider, 'asked')];
     const keys = [this.key('gate', provider), this.key('pause', provider), ...waiters, this.key('fair', provider, 'v')];
-    const window = rate ? gateWindow(rate.intervalMs) : 0;
     // The ticket this submit is for (found by its signal): its tag orders it among the waiters.
     const ticket = signal ? [...this.running.values()].find((running) => running.controller.signal === signal) : undefined;
     const member = randomUUID();
-    try {
-      for (;;) {
-        signal?.throwIfAborted();
-        const wait = Number(
-          await GATE.run(this.commands, keys, [rate?.limit ?? 0, window, member, ticket?.ticketId ?? '', ticket?.tag ?? 0, WAITER_STALE_MS]),
-        );
-        if (wait === 0) break;
-        // Asked again at least twice per staleness period, so a live waiter keeps its place.
-        await delay(wait < 0 ? TURN_POLL_MS : Math.min(wait, WAITER_STALE_MS / 2), signal);
+    let window = 0;
+    /** Waits at the gate until this send may go (and is counted); answers the 429s seen by then. */
+    const pass = async (): Promise<number> => {
+      const pauses = lane.pauses;
+      try {
+        for (;;) {
+          signal?.throwIfAborted();
+          // Configured, or learned from a 429 (this process's or another's) while this send waited.
+          const rate = await this.rateOf(provider);
+          // With no limit known, sends are kept an hour for the first 429 to learn from (GATE, LEARN).
+          window = rate ? gateWindow(rate.intervalMs) : LEARN_HISTORY_MS;
+          const wait = Number(
+            await GATE.run(this.commands, keys, [rate?.limit ?? 0, window, member, ticket?.ticketId ?? '', ticket?.tag ?? 0, WAITER_STALE_MS]),
+          );
+          if (wait === 0) return pauses;
+          // Asked again at least twice per staleness period, so a live waiter keeps its place.
+          await delay(wait < 0 ? TURN_POLL_MS : Math.min(wait, WAITER_STALE_MS / 2), signal);
+        }
+      } catch (error) {
+        if (ticket) await LEAVE_GATE.run(this.commands, waiters, [ticket.ticketId]).catch(() => undefined);
+        throw error;
       }
-    } catch (error) {
-      if (ticket) await LEAVE_GATE.run(this.commands, waiters, [ticket.ticketId]).catch(() => undefined);
-      throw error;
-    }
+    };
+    let passedAt = await pass();
     // One submit at a time per provider in this process, from its send to its request id being saved
     // (the runner saves it inside `request`): a kill can then cost at most one paid call per process,
     // the one whose id was not saved yet. Taken after the gate, so a ticket waiting here has its turn.
-    const submit = lane.submitting.then(() => request());
+    const submit = lane.submitting.then(async () => {
+      // A 429 came while this send waited here: it goes through the gate again, under the pause and
+      // the limit that 429 taught, instead of meeting the same 429.
+      // So does one let through with no limit known while another process learned one meanwhile.
+      await lane.pausing;
+      const learnedSince = window === LEARN_HISTORY_MS && !lane.options.rateLimit && (await this.learnedRate(provider)) !== undefined;
+      if (lane.pauses !== passedAt || learnedSince) {
+        await this.commands.zrem(keys[0]!, member);
+        passedAt = await pass();
+      }
+      // Counted from the moment it leaves (it may have waited here since the gate), then from its answer
+      // (ANSWERED); with no limit known it is recorded only now, for a 429 to learn from (SENT, LEARN).
+      await SENT.run(this.commands, [keys[0]!], [member]).catch(() => undefined);
+      // The send a 429 during `request` is about (submits of a provider go one at a time here).
+      lane.sending = member;
+      lane.sendingUnderLimit = window !== LEARN_HISTORY_MS;
+      return request();
+    });
     lane.submitting = submit.then(
       () => undefined,
       () => undefined,
     );
-    if (!rate) return submit;
     try {
       return await submit;
     } finally {
+      if (lane.sending === member) lane.sending = undefined;
       // Counted from the answer on: see ANSWERED. A failure to record it leaves the send counted from
-      // the gate, as before.
-      await ANSWERED.run(this.commands, [keys[0]!], [window, member]).catch((error: unknown) =>
-        this.log.warn({ err: error, provider }, 'dispatcher: recording an answer in the send gate failed'),
-      );
+      // its leaving, as before. With no limit known it keeps its leaving time: what a 429 learns from.
+      if (window !== LEARN_HISTORY_MS) {
+        await ANSWERED.run(this.commands, [keys[0]!], [window, member]).catch((error: unknown) =>
+          this.log.warn({ err: error, provider }, 'dispatcher: recording an answer in the send gate failed'),
+        );
+      }
     }
+  }
+
+  /** The limit learned from 429s for a provider with none configured ("limit:window:since" in Redis), if any. */
+  private async learnedRate(provider: ProviderName): Promise<Rate | undefined> {
+    const text = await this.commands.get(this.key('learned', provider)).catch(() => null);
+    const match = /^(\d+):(\d+):\d+$/.exec(text ?? '');
+    return match ? { limit: Number(match[1]), intervalMs: Number(match[2]) } : undefined;
+  }
+
+  /** The rate a lane keeps now: configured, or learned from 429s (by any process); undefined for none. */
+  async rateOf(provider: ProviderName): Promise<Rate | undefined> {
+    return this.lane(provider).options.rateLimit ?? this.learnedRate(provider);
   }
 
   pause(provider: ProviderName, ms: number): void {
     const lane = this.lane(provider);
     const capped = Math.ceil(Math.min(Math.max(0, ms), RETRY_AFTER_CAP_MS));
-    if (capped <= 0) return;
-    void (async () => {
+    const learn = async () => {
+      if (lane.options.rateLimit) return;
+      // With no configured limit, the 429 teaches one to every process (LEARN).
+      const args = [capped, lane.sending ?? '', lane.sendingUnderLimit ? '1' : ''];
+      await LEARN.run(this.commands, [this.key('gate', provider), this.key('learned', provider)], args).catch((error: unknown) =>
+        this.log.warn({ err: error, provider }, 'dispatcher: learning a limit from a 429 failed'),
+      );
+    };
+    const pause = async () => {
+      if (capped <= 0) return;
       const left = Number(await PAUSE.run(this.commands, [this.key('pause', provider)], [capped]));
       await lane.queue.rateLimit(left);
-    })().catch((error: unknown) => this.log.error({ err: error, provider, ms: capped }, 'dispatcher: pausing a provider failed'));
+    };
+    lane.pauses += 1;
+    const pausing = Promise.all([learn(), pause()]).then(
+      () => undefined,
+      (error: unknown) => this.log.error({ err: error, provider, ms: capped }, 'dispatcher: pausing a provider failed'),
+    );
+    lane.pausing = pausing;
+    void pausing.finally(() => {
+      if (lane.pausing === pausing) lane.pausing = undefined;
+    });
   }
 
   /**

@@ -230,6 +230,41 @@ describeRedis('RedisDispatcher', () => {
     expect(busiest).toBe(5);
   });
 
+  it('learns an unknown limit from one 429 for every process, keeps to it, and lowers it for a 429 after', async () => {
+    const prefix = testPrefix();
+    const lanes = { fal: { concurrency: 10 } };
+    const one = await startDispatcher(prefix, async () => {}, lanes);
+    const two = await startDispatcher(prefix, async () => {}, lanes);
+    const accepted: number[] = [];
+    const limited: number[] = [];
+    let limit = 6;
+    // A provider that takes `limit` sends in any 400 ms, answering a 429 with the wait for a place.
+    const send = (dispatcher: RedisDispatcher) =>
+      dispatcher.throttle('fal', async () => {
+        const now = Date.now();
+        const inWindow = accepted.filter((t) => t > now - 400);
+        if (inWindow.length >= limit) {
+          limited.push(now);
+          dispatcher.pause('fal', inWindow[inWindow.length - limit]! + 400 - now);
+          return;
+        }
+        accepted.push(now);
+      });
+    await Promise.all([one, two].flatMap((dispatcher) => Array.from({ length: 15 }, () => send(dispatcher))));
+    // The first 429 taught both processes the limit, its window the provider's or a little longer (a
+    // send counts from when it left). Sends of the other process already on their way meet a 429 of
+    // their own and teach nothing more; without the lesson, every wave would meet one per send.
+    const learned = await two.rateOf('fal');
+    expect(learned?.limit).toBe(6);
+    expect(learned!.intervalMs).toBeGreaterThanOrEqual(400);
+    expect(limited.length).toBeLessThanOrEqual(4);
+    expect(accepted).toHaveLength(30 - limited.length);
+    // the provider lowers its limit: a 429 lowers the learned one by one
+    limit = 5;
+    await Promise.all([one, two].flatMap((dispatcher) => Array.from({ length: 10 }, () => send(dispatcher))));
+    expect((await one.rateOf('fal'))?.limit).toBe(5);
+  });
+
   it("pauses a provider in every process: the other's submit and its next ticket wait for the pause to end", async () => {
     const prefix = testPrefix();
     const redis = inspector();
