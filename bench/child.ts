@@ -18,28 +18,16 @@ import { createLogger } from '../src/logger.js';
 import { createDownloader, FAL_MEDIA_HOSTS } from '../src/providers/download.js';
 import { FalProvider } from '../src/providers/fal.js';
 import { loopbackFetch } from '../test/fakes/http.js';
-import type { CallFinish, ChildMessage, CoreResult, CoreSpec, JobOutcome } from './protocol.js';
+import { benchEnv, type CallFinish, type ChildMessage, type CoreResult, type CoreSpec, type JobOutcome } from './protocol.js';
 
 /** Epoch ms with sub-millisecond resolution, on the wall clock the parent's Date.now() reads. */
 const epochNow = () => performance.timeOrigin + performance.now();
 
 async function build(spec: CoreSpec, dir: string): Promise<App> {
   const config = loadConfig({
-    FAL_KEY: spec.falKey,
-    FAL_BASE_URL: spec.falUrl,
-    FAL_CONCURRENCY: String(spec.concurrency),
+    ...benchEnv(spec),
     STORE_URL: `sqlite://${path.join(dir, 'store.sqlite')}`,
     OUTPUT_DIR: path.join(dir, 'output'),
-    MAX_IMAGES_PER_JOB: '1000',
-    TENANT_RATE_LIMIT: '',
-    // speed is measured here, not quotas: no cap across tenants
-    GLOBAL_DAILY_IMAGES: '0',
-    // Nor a tenant's plan (its calls in flight, its largest job): the provider's limits are the ones measured.
-    DEFAULT_PLAN: 'business',
-    PLAN_BUSINESS: '1000/1000',
-    HEALTH_PORT: 'off',
-    PLAYGROUND: 'off',
-    LOG_LEVEL: 'silent',
     ...spec.env,
   });
   // Rates are scaled (100 per 3 s), which N/s|min|h cannot spell: set the parsed value directly.

@@ -9,6 +9,7 @@ import { loadConfig } from '../src/config.js';
 import type { Rate } from '../src/core/rate.js';
 import { createLogger } from '../src/logger.js';
 import { loopbackFetch } from '../test/fakes/http.js';
+import { benchEnv } from './protocol.js';
 
 export interface ClusterChildSpec {
   redisUrl: string;
@@ -40,19 +41,8 @@ async function build(spec: ClusterChildSpec): Promise<App> {
     REDIS_URL: spec.redisUrl,
     REDIS_PREFIX: spec.prefix,
     OUTPUT_DIR: spec.outputDir,
-    FAL_KEY: spec.falKey,
-    FAL_BASE_URL: spec.falUrl,
-    FAL_CONCURRENCY: String(spec.concurrency),
-    MAX_IMAGES_PER_JOB: '1000',
-    TENANT_RATE_LIMIT: '',
+    ...benchEnv(spec),
     TENANT_DAILY_IMAGES: '0',
-    GLOBAL_DAILY_IMAGES: '0',
-    // Nor a tenant's plan (its calls in flight, its largest job): the provider's limits are the ones measured.
-    DEFAULT_PLAN: 'business',
-    PLAN_BUSINESS: '1000/1000',
-    HEALTH_PORT: 'off',
-    PLAYGROUND: 'off',
-    LOG_LEVEL: 'silent',
   });
   // Scaled rates (100 per 12 s) cannot be spelled N/s|min|h: set the parsed value directly.
   config.fal!.rateLimit = spec.rateLimit;

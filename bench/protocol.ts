@@ -92,3 +92,24 @@ export interface CallFinish {
 }
 
 export type ChildMessage = { kind: 'result'; result: CoreResult } | { kind: 'error'; message: string };
+
+/**
+ * The environment every bench core runs with: the fake fal, and nothing but the provider's own limits
+ * in the way — no cap across tenants, no tenant plan (its calls in flight, its largest job), no
+ * health server, no playground, no logs.
+ */
+export function benchEnv(fal: { falKey: string; falUrl: string; concurrency: number }): Record<string, string> {
+  return {
+    FAL_KEY: fal.falKey,
+    FAL_BASE_URL: fal.falUrl,
+    FAL_CONCURRENCY: String(fal.concurrency),
+    MAX_IMAGES_PER_JOB: '1000',
+    TENANT_RATE_LIMIT: '',
+    GLOBAL_DAILY_IMAGES: '0',
+    DEFAULT_PLAN: 'business',
+    PLAN_BUSINESS: '1000/1000',
+    HEALTH_PORT: 'off',
+    PLAYGROUND: 'off',
+    LOG_LEVEL: 'silent',
+  };
+}

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { startPlayground } from '../../../src/chat/playground/index.js';
 import { startFakeFal } from '../../fakes/fal.js';
 import { buildApp, filesIn, onCleanup } from '../../helpers.js';
-import { sharedBrowser } from './chromium.js';
+import { openPlayground, sharedBrowser } from './chromium.js';
 
 const { plan, browser } = sharedBrowser();
 
@@ -16,10 +16,7 @@ async function playground() {
   const app = await buildApp({ env: { FAL_KEY: 'fal-test-key', FAL_BASE_URL: fal.url, FAL_CONCURRENCY: '1', PROVIDER_MAX_ATTEMPTS: '1', CACHE: 'off' } });
   const pg = await startPlayground(app, { port: 0 });
   onCleanup(() => pg.stop());
-  const page = await browser().newPage({ viewport: { width: 1280, height: 900 } });
-  onCleanup(() => page.close());
-  await page.goto(pg.url);
-  await page.locator('body[data-live="true"]').waitFor();
+  const page = await openPlayground(browser(), pg.url);
   return { fal, app, page };
 }
 

@@ -8,7 +8,7 @@ import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { startPlayground } from '../../../src/chat/playground/index.js';
 import { buildApp, filesIn, onCleanup } from '../../helpers.js';
-import { sharedBrowser } from './chromium.js';
+import { openPlayground, sharedBrowser } from './chromium.js';
 
 const { plan, browser } = sharedBrowser();
 
@@ -16,10 +16,7 @@ async function playground(env: Record<string, string> = {}) {
   const app = await buildApp({ env: { LOCAL_LATENCY_MS: '150', LOCAL_CONCURRENCY: '2', ...env } });
   const pg = await startPlayground(app, { port: 0 });
   onCleanup(() => pg.stop());
-  const page = await browser().newPage({ viewport: { width: 1280, height: 900 } });
-  onCleanup(() => page.close());
-  await page.goto(pg.url);
-  await page.locator('body[data-live="true"]').waitFor();
+  const page = await openPlayground(browser(), pg.url);
   return { app, pg, page };
 }
 

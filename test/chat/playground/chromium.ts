@@ -5,7 +5,8 @@
  * never a silent pass.
  */
 import { existsSync } from 'node:fs';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { onCleanup } from '../../helpers.js';
 import { afterAll, beforeAll } from 'vitest';
 
 export const INSTALL_HINT = 'set CHROMIUM_PATH, or apt-get install -y chromium';
@@ -54,4 +55,13 @@ export function sharedBrowser(): { plan: BrowserPlan; browser: () => Browser } {
     await browser?.close();
   });
   return { plan, browser: () => browser! };
+}
+
+/** A page of the browser on the playground at `url`, closed after the test, once its live updates run. */
+export async function openPlayground(browser: Browser, url: string): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  onCleanup(() => page.close());
+  await page.goto(url);
+  await page.locator('body[data-live="true"]').waitFor();
+  return page;
 }
