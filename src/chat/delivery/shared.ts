@@ -54,6 +54,9 @@ export interface EditHold {
  * moment. Measured from the end, not the start: the platform sees two edits at least an interval
  * apart even when the first was slow, and a slow edit never lands after a later one.
  */
+/** The shortest an edit's hold on its message lasts without renewal (EditGate). */
+const MIN_IN_FLIGHT_MS = 5_000;
+
 export class EditGate {
   private readonly inFlightMs: number;
 
@@ -61,10 +64,14 @@ export class EditGate {
     private readonly shared: Pick<SharedDelivery, 'redis' | 'prefix'>,
     private readonly platform: string,
     private readonly intervalMs: number,
-    /** @default 10 × intervalMs */
+    /**
+     * How long a taken gate holds without its renewal (a process that died mid-edit), and so how long
+     * an edit may stall its process before another process's edit may go: at least 5 s, so a busy
+     * event loop does not let two edits of one message overlap. @default 10 × intervalMs, 5 s at least
+     */
     inFlightMs?: number,
   ) {
-    this.inFlightMs = Math.max(intervalMs, inFlightMs ?? intervalMs * 10);
+    this.inFlightMs = Math.max(intervalMs, inFlightMs ?? Math.max(intervalMs * 10, MIN_IN_FLIGHT_MS));
   }
 
   private key(message: string): string {
