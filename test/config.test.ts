@@ -1,16 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, configuredProviders, loadConfig } from '../src/config.js';
+import { configError } from './config-refusal.js';
+import { configuredProviders, loadConfig } from '../src/config.js';
 import { parseRate } from '../src/core/rate.js';
 
-function configError(env: Record<string, string>): string {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as Error).message;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('loadConfig', () => {
   it('runs with no variables at all: local provider, SQLite store, playground on', () => {

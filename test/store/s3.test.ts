@@ -1,11 +1,12 @@
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config.js';
 import { UnreadableImageError } from '../../src/store/files.js';
 import { openS3ImageStore, S3ImageStore } from '../../src/store/s3.js';
 import { fakeImage } from '../fakes/png.js';
 import { startFakeS3, type FakeS3 } from '../fakes/s3.js';
+import { configError } from '../config-refusal.js';
 import { onCleanup, rejectionOf, tempDir } from '../helpers.js';
 
 const JOB = '20250101-abcdef01';
@@ -183,22 +184,13 @@ describe('S3 settings', () => {
   });
 
   it('refuses a bad bucket, endpoint or prefix, and the companions without a bucket, naming the variable', () => {
-    const refusal = (env: Record<string, string>) => {
-      try {
-        loadConfig(env);
-      } catch (error) {
-        expect(error).toBeInstanceOf(ConfigError);
-        return (error as Error).message;
-      }
-      throw new Error('expected a ConfigError');
-    };
-    expect(refusal({ S3_BUCKET: 'My_Bucket' })).toBe('S3_BUCKET: expected a bucket name (3 to 63 of a-z, 0-9, . and -), got "My_Bucket"');
+    expect(configError({ S3_BUCKET: 'My_Bucket' })).toBe('S3_BUCKET: expected a bucket name (3 to 63 of a-z, 0-9, . and -), got "My_Bucket"');
     // The endpoint is never echoed: a URL may carry a password.
-    expect(refusal({ S3_BUCKET: 'art', S3_ENDPOINT: 'ftp://x' })).toBe('S3_ENDPOINT: expected an http(s) URL, got a value that is not valid');
-    expect(refusal({ S3_BUCKET: 'art', S3_ENDPOINT: 'https://key:hunter2@r2.example.com' })).toMatch(/^S3_ENDPOINT: expected a URL without a user or password/);
-    expect(refusal({ S3_BUCKET: 'art', S3_PREFIX: '../up/' })).toMatch(/^S3_PREFIX: expected a key prefix/);
-    expect(refusal({ S3_BUCKET: 'art', S3_PREFIX: '/rooted' })).toMatch(/^S3_PREFIX: expected a key prefix/);
-    expect(refusal({ S3_PREFIX: 'art/' })).toBe('S3_PREFIX: needs S3_BUCKET to be set');
-    expect(refusal({ S3_ENDPOINT: 'http://127.0.0.1:9000' })).toBe('S3_ENDPOINT: needs S3_BUCKET to be set');
+    expect(configError({ S3_BUCKET: 'art', S3_ENDPOINT: 'ftp://x' })).toBe('S3_ENDPOINT: expected an http(s) URL, got a value that is not valid');
+    expect(configError({ S3_BUCKET: 'art', S3_ENDPOINT: 'https://key:hunter2@r2.example.com' })).toMatch(/^S3_ENDPOINT: expected a URL without a user or password/);
+    expect(configError({ S3_BUCKET: 'art', S3_PREFIX: '../up/' })).toMatch(/^S3_PREFIX: expected a key prefix/);
+    expect(configError({ S3_BUCKET: 'art', S3_PREFIX: '/rooted' })).toMatch(/^S3_PREFIX: expected a key prefix/);
+    expect(configError({ S3_PREFIX: 'art/' })).toBe('S3_PREFIX: needs S3_BUCKET to be set');
+    expect(configError({ S3_ENDPOINT: 'http://127.0.0.1:9000' })).toBe('S3_ENDPOINT: needs S3_BUCKET to be set');
   });
 });
