@@ -25,7 +25,8 @@ export interface ImageStorage {
     jobId: string,
     baseName: string,
     source: AsyncIterable<Uint8Array> | Buffer,
-    want?: { format: OutputFormat; quality?: number },
+    /** `folder: 'final'`: an upscaled image, kept in `final/` beside the review folders */
+    want?: { format: OutputFormat; quality?: number; folder?: 'final' },
   ): Promise<{ file: string; width: number; height: number; contentType: string }>;
   moveTo(jobId: string, file: string, status: ReviewStatus): Promise<string>;
   /**
@@ -40,6 +41,11 @@ export interface ImageStorage {
   jobDir(jobId: string): string;
   /** the folder new jobs go to (recorded in each job) */
   readonly outputDir: string;
+  /**
+   * Delivery of a job's keepers to object storage (S3_BUCKET): links to its approved and upscaled images
+   * and its manifest, and what is still waiting to be uploaded. Unset: images stay in the output folder.
+   */
+  delivery?(job: Readonly<Job>): Promise<DeliveryReport>;
   /** a job recorded with another output folder keeps using it */
   adopt(jobId: string, outputDir: string): void;
 }
@@ -56,6 +62,17 @@ export interface ImageReader {
   size(jobId: string, file: string): Promise<number>;
   /** Where it is, for people: a path on disk, or `s3://bucket/key`. */
   locate(jobId: string, file: string): string;
+}
+
+/** Where a job's keepers were delivered, for its summary. */
+export interface DeliveryReport {
+  /** `s3://bucket/prefix/job/` */
+  where: string;
+  /** presigned GET links, valid `expiresInSeconds`: the manifest's, then each approved (final where made) image's */
+  links: { file: string; url: string }[];
+  expiresInSeconds: number;
+  /** files whose upload failed and is being retried (kept locally meanwhile: never lost) */
+  waiting: number;
 }
 
 /** Image storage as the composition root hands it out: the engine's port and the adapters'. */

@@ -17,6 +17,13 @@ export interface BatchCall {
   format?: OutputFormat;
   /** 1–100 for jpeg and webp @default the provider's */
   quality?: number;
+  /** a draft: asked at the provider's small draft size (fal `image_size`, Replicate `megapixels`) */
+  draft?: boolean;
+  /**
+   * An upscale instead of a generation: `model` is the provider's upscaler, `count` 1, and this image
+   * (an approved draft) is sent to it, enlarged `scale` times; prompt and seed are not sent.
+   */
+  upscale?: { image: Buffer; contentType: string; scale: number };
 }
 
 export type CallStatus =
@@ -56,7 +63,12 @@ export interface Provider {
   download(image: OutputImage, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array> | Buffer>;
   /** time a call usually takes, for ETAs before any call has finished */
   readonly typicalCallMs?: number;
+  /** the upscaler model "Upscale approved" calls (`BatchCall.upscale`); unset: this provider cannot upscale */
+  readonly upscaleModel?: string;
 }
+
+/** How many times "Upscale approved" enlarges a draft (a quarter-megapixel draft becomes a full one). */
+export const UPSCALE_SCALE = 2;
 
 export type ProviderErrorKind =
   | 'rate_limited'

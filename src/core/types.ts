@@ -26,6 +26,24 @@ export interface ImagineRequest {
   format?: OutputFormat;
   /** 1–100, for jpeg and webp only @default the provider's own (sharp's 80 where we convert) */
   quality?: number;
+  /**
+   * A prompt list: its entries' images in turn, each entry planned into calls of its own. `prompt` is
+   * then the first entry's and `count` their sum. Absent: one prompt, `prompt` × `count`.
+   */
+  prompts?: PromptEntry[];
+  /** small drafts at the provider's draft size; "Upscale approved" then makes the finals */
+  draft?: boolean;
+}
+
+/**
+ * One prompt of a prompt list. Identical lines (after cleaning) are one entry, called once: its
+ * count is the largest they asked for, and each line maps to the first `count` of its images.
+ */
+export interface PromptEntry {
+  prompt: string;
+  count: number;
+  /** the list's lines (1-based) this entry stands for, each with the count it asked for */
+  lines: { line: number; count: number }[];
 }
 
 /** Who asked, and where the answer goes. `tenant` is the unit of fairness and quotas. */
@@ -78,6 +96,10 @@ export interface Batch {
   retry?: { of: number; by: string; at: string };
   /** added by "Reroll": a new call for rejected image `image`, whose result takes its slot */
   reroll?: { image: number; by: string; at: string };
+  /** the prompt-list entry (0-based, `request.prompts`) this batch draws; absent: the job's one prompt */
+  prompt?: number;
+  /** added by "Upscale approved": one call of the provider's upscaler on approved image `image` */
+  upscale?: { image: number; by: string; at: string };
 }
 
 export type ReviewStatus = 'pending' | 'approved' | 'rejected';
@@ -104,6 +126,10 @@ export interface ImageRecord {
   retried?: { by: string; at: string };
   /** the rejected images this slot held before each reroll, oldest first (their files are kept) */
   rerolledFrom?: RerolledImage[];
+  /** the prompt-list entry (0-based) it was made for; absent: the job's one prompt */
+  prompt?: number;
+  /** its upscaled version (`final/003.png`), made by "Upscale approved" */
+  final?: { file: string; width: number; height: number; contentType: string; model: string; costUsd?: number; by: string; at: string };
 }
 
 /** An image a reroll replaced: where its file is kept, and who asked for the new one. */
