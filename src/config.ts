@@ -16,6 +16,8 @@ export interface ProviderConfig {
   /** calls allowed per period; undefined = no limit but the provider's own 429s */
   rateLimit?: Rate;
   concurrency: number;
+  /** the model "Upscale approved" calls (FAL_UPSCALE_MODEL, REPLICATE_UPSCALE_MODEL; local's is fixed) */
+  upscaleModel: string;
 }
 
 export interface Config {
@@ -115,10 +117,24 @@ export interface S3Config {
   region: string;
   /** put before every key, as given (`art/` → `art/<jobId>/…`) @default '' */
   prefix: string;
+  /** how long a delivered file's presigned link works, in seconds @default DEFAULT_S3_LINK_EXPIRES */
+  linkExpiresSeconds?: number;
 }
+
+/** 7 days: the longest a SigV4 presigned link may last. */
+export const DEFAULT_S3_LINK_EXPIRES = 604_800;
 
 export const ROLES = ['all', 'edge', 'worker'] as const;
 export type Role = (typeof ROLES)[number];
+
+/**
+ * Replicate's Real-ESRGAN. A community model runs only by version: `owner/name:<version id>`, sent as the
+ * create's `version` (`POST /predictions`), never through the official models' `/models/{owner}/{name}`
+ * endpoint. This is its version most used when this was written; pin another with REPLICATE_UPSCALE_MODEL.
+ */
+export const DEFAULT_REPLICATE_UPSCALE_MODEL = 'nightmareai/real-esrgan:f121d640bd286e1fdc67f9799164c1d5be36ff74576ee11c803ae5b665dd46aa';
+/** The local provider's upscaler: the approved image resized with sharp, in process. */
+export const LOCAL_UPSCALE_MODEL = 'local-upscale';
 
 /**
  * The built-in price table (USD per image), by provider. Its models are also what a user may pick
@@ -126,10 +142,34 @@ export type Role = (typeof ROLES)[number];
  * is not one to spend a team's money on unasked.
  */
 export const BUILT_IN_PRICES: Record<ProviderName, Record<string, number>> = {
-  fal: { 'fal-ai/flux/schnell': 0.003, 'fal-ai/flux/dev': 0.025, 'fal-ai/flux-pro/v1.1': 0.04 },
-  replicate: { 'black-forest-labs/flux-schnell': 0.003, 'black-forest-labs/flux-dev': 0.025, 'black-forest-labs/flux-1.1-pro': 0.04 },
-  local: { local: 0 },
+  fal: {
+    'fal-ai/flux/schnell': 0.003,
+    'fal-ai/flux/dev': 0.025,
+    'fal-ai/flux-pro/v1.1': 0.04,
+    // Upscalers (not offered for /imagine, see UPSCALE_MODELS). ESRGAN is billed by the compute second
+    // ($0.00111/s): a 2× of a quarter-megapixel draft takes one to two seconds, so about $0.002, an
+    // estimate. Clarity is billed $0.03 per output megapixel: a draft ×2 is about one megapixel.
+    'fal-ai/esrgan': 0.002,
+    'fal-ai/clarity-upscaler': 0.03,
+  },
+  replicate: {
+    'black-forest-labs/flux-schnell': 0.003,
+    'black-forest-labs/flux-dev': 0.025,
+    'black-forest-labs/flux-1.1-pro': 0.04,
+    // Real-ESRGAN is billed by the second of GPU time: a 2× of a draft runs a few seconds, about $0.002
+    // (an estimate; Replicate shows its own per-run figure on the model's page).
+    [DEFAULT_REPLICATE_UPSCALE_MODEL]: 0.002,
+  },
+  local: { local: 0, [LOCAL_UPSCALE_MODEL]: 0 },
 };
+
+/** Upscaler models: priced above so their costs are known, but never a model to generate with. */
+export const UPSCALE_MODELS: ReadonlySet<string> = new Set([
+  'fal-ai/esrgan',
+  'fal-ai/clarity-upscaler',
+  DEFAULT_REPLICATE_UPSCALE_MODEL,
+  LOCAL_UPSCALE_MODEL,
+]);
 
 /** @default prices in USD per image; override any of them with MODEL_PRICES (JSON). */
 export const DEFAULT_PRICES: Record<string, number> = Object.assign({}, ...Object.values(BUILT_IN_PRICES)) as Record<string, number>;
@@ -140,6 +180,13 @@ export const DEFAULT_MODELS: Record<ProviderName, string> = {
   fal: 'fal-ai/flux/schnell',
   replicate: 'black-forest-labs/flux-schnell',
   local: 'local',
+};
+
+/** @default the upscaler each provider's "Upscale approved" calls */
+export const DEFAULT_UPSCALE_MODELS: Record<ProviderName, string> = {
+  fal: 'fal-ai/esrgan',
+  replicate: DEFAULT_REPLICATE_UPSCALE_MODEL,
+  local: LOCAL_UPSCALE_MODEL,
 };
 
 export class ConfigError extends Error {
@@ -198,7 +245,7 @@ function rate(env: Env, name: string, fallback: string | undefined): Rate | unde
 function models(env: Env, name: string, provider: ProviderName, defaultModel: string): readonly string[] | '*' {
   const raw = read(env, name, optionalString, 'a comma-separated list of model ids, or *');
   if (raw === '*') return '*';
-  const list = raw ? raw.split(',').map((m) => m.trim()).filter(Boolean) : Object.keys(BUILT_IN_PRICES[provider]);
+  const list = raw ? raw.split(',').map((m) => m.trim()).filter(Boolean) : Object.keys(BUILT_IN_PRICES[provider]).filter((m) => !UPSCALE_MODELS.has(m));
   const bad = list.find((m) => !MODEL_ID.test(m));
   if (bad !== undefined) throw new ConfigError(`${name}: expected a comma-separated list of model ids such as owner/name, or *, got "${bad}"`);
   return [...new Set([defaultModel, ...list])];
@@ -214,6 +261,8 @@ function hostList(env: Env, name: string): string[] {
 }
 
 const MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}$/i;
+/** A model id, or a Replicate model pinned to a version (`owner/name:<64 hex>`). */
+const VERSIONED_MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}(:[0-9a-f]{64})?$/i;
 
 function withoutTrailingSlash(value: string): string {
   return value.replace(/\/+$/, '');
@@ -271,6 +320,7 @@ export function loadConfig(env: Env = process.env): Config {
     models: models(env, 'FAL_MODELS', 'fal', falModel),
     rateLimit: rate(env, 'FAL_RATE_LIMIT', undefined),
     concurrency: int(env, 'FAL_CONCURRENCY', 1, 1000, 10),
+    upscaleModel: read(env, 'FAL_UPSCALE_MODEL', z.string().regex(MODEL_ID).optional(), 'a fal model id such as fal-ai/esrgan') ?? DEFAULT_UPSCALE_MODELS.fal,
   };
   const replicateModel = read(env, 'REPLICATE_MODEL', optionalString, 'a Replicate model owner/name') ?? DEFAULT_MODELS.replicate;
   const replicate = {
@@ -281,6 +331,9 @@ export function loadConfig(env: Env = process.env): Config {
     concurrency: int(env, 'REPLICATE_CONCURRENCY', 1, 1000, 10),
     // 25 s at most: a held create must answer 5 s inside the 30 s request timeout.
     preferWaitSeconds: int(env, 'REPLICATE_PREFER_WAIT', 0, 25, 0),
+    upscaleModel:
+      read(env, 'REPLICATE_UPSCALE_MODEL', z.string().regex(VERSIONED_MODEL_ID).optional(), 'a Replicate model owner/name, or owner/name:VERSION for a community model') ??
+      DEFAULT_UPSCALE_MODELS.replicate,
   };
 
   const publicUrl = read(env, 'PUBLIC_URL', url, 'an http(s) URL');
@@ -313,6 +366,7 @@ export function loadConfig(env: Env = process.env): Config {
       concurrency: int(env, 'LOCAL_CONCURRENCY', 1, 64, 2),
       latencyMs: int(env, 'LOCAL_LATENCY_MS', 0, 600_000, 0),
       rateLimit: undefined,
+      upscaleModel: DEFAULT_UPSCALE_MODELS.local,
     },
     defaultProvider,
     storeUrl:
@@ -368,15 +422,27 @@ function s3Config(env: Env): S3Config | undefined {
   const region = read(env, 'S3_REGION', z.string().regex(/^[a-z0-9-]{2,32}$/).optional(), 'a region such as us-east-1 (R2: auto)');
   // Key characters every S3-compatible store takes as they are; no leading '/' and no '..' segment.
   const prefix = read(env, 'S3_PREFIX', z.string().regex(/^(?!\/)(?!.*(^|\/)\.\.?(\/|$))[A-Za-z0-9!_.*'()/-]{1,200}$/).optional(), "a key prefix of letters, digits and !_.*'()/- such as art-factory/");
+  const linkExpires = read(
+    env,
+    'S3_LINK_EXPIRES',
+    z.coerce.number().int().min(60).max(DEFAULT_S3_LINK_EXPIRES).optional(),
+    `seconds from 60 to ${DEFAULT_S3_LINK_EXPIRES} (7 days, the longest a presigned link may last)`,
+  );
   if (endpoint && /^[a-z]+:\/\/[^/]*@/i.test(endpoint)) {
     throw new ConfigError('S3_ENDPOINT: expected a URL without a user or password (credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)');
   }
   if (!bucket) {
-    const stray = (['S3_ENDPOINT', 'S3_REGION', 'S3_PREFIX'] as const).find((name) => env[name]?.trim());
+    const stray = (['S3_ENDPOINT', 'S3_REGION', 'S3_PREFIX', 'S3_LINK_EXPIRES'] as const).find((name) => env[name]?.trim());
     if (stray) throw new ConfigError(`${stray}: needs S3_BUCKET to be set`);
     return undefined;
   }
-  return { bucket, ...(endpoint ? { endpoint: withoutTrailingSlash(endpoint) } : {}), region: region ?? 'us-east-1', prefix: prefix ?? '' };
+  return {
+    bucket,
+    ...(endpoint ? { endpoint: withoutTrailingSlash(endpoint) } : {}),
+    region: region ?? 'us-east-1',
+    prefix: prefix ?? '',
+    linkExpiresSeconds: linkExpires ?? DEFAULT_S3_LINK_EXPIRES,
+  };
 }
 
 /** `DISCORD_SHARDS=auto|N` and `DISCORD_SHARD_IDS=0,2` or `0-3` (each below N). */

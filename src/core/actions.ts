@@ -11,7 +11,9 @@ export type Action =
   /** "Retry N failed": the job's missing images, asked for again */
   | { kind: 'retry'; jobId: string }
   /** "Reroll": a rejected image, made again with a new seed into its slot */
-  | { kind: 'reroll'; jobId: string; image: number };
+  | { kind: 'reroll'; jobId: string; image: number }
+  /** "Upscale N approved": a draft job's approved images, sent to the provider's upscaler */
+  | { kind: 'upscale'; jobId: string };
 
 const PREFIX = 'af';
 const JOB_ID = /^[0-9]{8}-[0-9a-f]{8}$/;
@@ -28,6 +30,8 @@ export function encodeAction(action: Action): string {
       return `${PREFIX}:f:${action.jobId}`;
     case 'reroll':
       return `${PREFIX}:o:${action.jobId}:${action.image}`;
+    case 'upscale':
+      return `${PREFIX}:s:${action.jobId}`;
   }
 }
 
@@ -40,6 +44,7 @@ export function decodeAction(value: string): Action | undefined {
   if (code === 'x') return number === undefined ? { kind: 'cancel', jobId } : undefined;
   if (code === 'f') return number === undefined ? { kind: 'retry', jobId } : undefined;
   if (code === 'o') return n !== undefined ? { kind: 'reroll', jobId, image: n } : undefined;
+  if (code === 's') return number === undefined ? { kind: 'upscale', jobId } : undefined;
   const status = REVIEW_CODES[code];
   return status && n !== undefined ? { kind: 'review', jobId, image: n, status } : undefined;
 }

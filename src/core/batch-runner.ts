@@ -15,11 +15,12 @@ import {
   type RetrySettings,
 } from './batch-state.js';
 import { delay } from './delay.js';
-import type { CallRecord, ImageStorage, Logger } from './ports.js';
-import { asImageError, asProviderError, MAX_TIMER_MS, type BatchCall, type CallStatus, type OutputImage, type Provider } from './provider.js';
+import type { CallRecord, ImageReader, ImageStorage, Logger } from './ports.js';
+import { promptOf } from './planner.js';
+import { asImageError, asProviderError, MAX_TIMER_MS, ProviderError, UPSCALE_SCALE, type BatchCall, type CallStatus, type OutputImage, type Provider } from './provider.js';
 import type { Dispatcher } from './dispatch.js';
 import { isJobFinished } from './progress.js';
-import type { AspectRatio, ImagineRequest, Job, OutputFormat, ProviderName } from './types.js';
+import type { AspectRatio, Batch, ImagineRequest, Job, OutputFormat, ProviderName } from './types.js';
 
 /**
  * What makes one image: the call (provider, model, parameters, prompt, seed, size) and the image's
@@ -65,13 +66,13 @@ export interface ImageCache {
 export function imageIdentity(
   provider: ProviderName,
   request: Readonly<ImagineRequest>,
-  call: { seed: number; count: number },
+  call: { seed: number; count: number; prompt?: number },
   output: number,
 ): ImageIdentity {
   return {
     provider,
     model: request.model,
-    prompt: request.prompt,
+    prompt: promptOf(request, call),
     ...(request.negative ? { negative: request.negative } : {}),
     aspectRatio: request.aspectRatio,
     format: request.format ?? 'png',
@@ -82,9 +83,13 @@ export function imageIdentity(
   };
 }
 
-/** The format a job's images are kept in (converted on saving when the provider sent another). */
-function wantedFormat(request: Readonly<ImagineRequest>): { format: OutputFormat; quality?: number } {
-  return { format: request.format ?? 'png', ...(request.quality !== undefined ? { quality: request.quality } : {}) };
+/** The format a job's images are kept in (converted on saving when the provider sent another); an upscale's in `final/`. */
+function wantedFormat(request: Readonly<ImagineRequest>, batch?: Pick<Batch, 'upscale'>): { format: OutputFormat; quality?: number; folder?: 'final' } {
+  return {
+    format: request.format ?? 'png',
+    ...(request.quality !== undefined ? { quality: request.quality } : {}),
+    ...(batch?.upscale ? { folder: 'final' as const } : {}),
+  };
 }
 
 /** What the runner needs from whoever owns the jobs (the engine): read a job, record what happened. */
@@ -100,7 +105,8 @@ export interface BatchRecorder {
 export interface RunnerDeps {
   recorder: BatchRecorder;
   providers: Partial<Record<ProviderName, Provider>>;
-  files: ImageStorage;
+  /** `read`: an approved draft's bytes, sent to the upscaler (without it, an upscale fails) */
+  files: ImageStorage & Partial<Pick<ImageReader, 'read'>>;
   /** the provider's gate: submits wait here for a pause to end and a place in the rate window */
   gate: Pick<Dispatcher, 'throttle'>;
   settings: RetrySettings;
@@ -116,6 +122,8 @@ interface Run {
   batchIndex: number;
   job: Readonly<Job>;
   provider: Provider;
+  /** the model this batch calls: the job's, or the provider's upscaler for an upscale */
+  model: string;
   signal: AbortSignal;
   /** outputs of the call, once fetched */
   outputs: OutputImage[];
@@ -146,7 +154,8 @@ export class BatchRunner {
     const job = await this.deps.recorder.job(jobId);
     if (!job || isJobFinished(job) || signal.aborted) return;
     const provider = this.deps.providers[job.request.provider]!;
-    const run: Run = { jobId, batchIndex, job, provider, signal, outputs: [] };
+    const model = job.batches[batchIndex]?.upscale?.model ?? job.request.model;
+    const run: Run = { jobId, batchIndex, job, provider, model, signal, outputs: [] };
     const started = this.deps.now();
     let decision = await this.deps.recorder.record(jobId, batchIndex, { type: 'start' });
     for (;;) {
@@ -164,7 +173,7 @@ export class BatchRunner {
             decision = await this.download(run, decision);
             continue;
           case 'cancel':
-            if (decision.requestId) await provider.cancel(decision.requestId, job.request.model).catch(() => {});
+            if (decision.requestId) await provider.cancel(decision.requestId, model).catch(() => {});
             return;
           case 'done':
             if (run.cached) return;
@@ -192,14 +201,18 @@ export class BatchRunner {
    */
   private async submit(run: Run, decision: Extract<Decision, { kind: 'submit' }>): Promise<Decision> {
     const { request } = run.job;
+    const batch = run.job.batches[run.batchIndex]!;
+    const { folder: _folder, ...format } = wantedFormat(request);
     const call: BatchCall = {
-      prompt: request.prompt,
+      prompt: promptOf(request, batch),
       negative: request.negative,
-      model: request.model,
+      model: run.model,
       aspectRatio: request.aspectRatio,
       count: decision.count,
       seed: decision.seed,
-      ...wantedFormat(request),
+      ...format,
+      ...(request.draft && !batch.upscale ? { draft: true } : {}),
+      ...(batch.upscale ? { upscale: await this.draftOf(run.job, batch.upscale.image) } : {}),
     };
     return this.deps.gate.throttle(
       run.provider.name,
@@ -221,14 +234,20 @@ export class BatchRunner {
     );
   }
 
+  /** The approved image an upscale sends, as it is kept now (its review moved it to `approved/`). */
+  private async draftOf(job: Readonly<Job>, index: number): Promise<NonNullable<BatchCall['upscale']>> {
+    const image = job.images.find((img) => img.index === index);
+    if (!image || !this.deps.files.read) throw new ProviderError('invalid', `image ${index} of job ${job.id} cannot be read for upscaling`);
+    return { image: await this.deps.files.read(job.id, image.file), contentType: image.contentType, scale: UPSCALE_SCALE };
+  }
+
   /**
    * Waits for the call to end, then fetches its outputs; the machine says how long to wait and when to
    * give up. The provider's push (`watch`) is tried first, until the deadline; polling takes over when
    * it fails or the deadline passes, and decides from there as it always did.
    */
   private async poll(run: Run, decision: Extract<Decision, { kind: 'poll' }>): Promise<Decision> {
-    const { provider, signal } = run;
-    const { model } = run.job.request;
+    const { provider, signal, model } = run;
     const { requestId, deadline } = decision;
     let transient = 0;
     const context = () => ({ now: this.deps.now(), deadline, settings: this.deps.settings, typicalCallMs: provider.typicalCallMs });
@@ -275,7 +294,7 @@ export class BatchRunner {
     signal.addEventListener('abort', stop, { once: true });
     const timer = setTimeout(stop, Math.min(MAX_TIMER_MS, waitMs));
     try {
-      const status = await provider.watch(requestId, run.job.request.model, watching.signal);
+      const status = await provider.watch(requestId, run.model, watching.signal);
       this.deps.recorder.call({ provider: provider.name, operation: 'watch', outcome: 'ok' });
       return status;
     } catch (error) {
@@ -324,7 +343,7 @@ export class BatchRunner {
     let stored: Awaited<ReturnType<ImageStorage['writeImage']>>;
     try {
       const bytes = await this.track(provider, 'download', () => provider.download(output, signal));
-      stored = await this.deps.files.writeImage(jobId, String(item.image).padStart(digits, '0'), bytes, wantedFormat(run.job.request));
+      stored = await this.deps.files.writeImage(jobId, String(item.image).padStart(digits, '0'), bytes, wantedFormat(run.job.request, run.job.batches[batchIndex]));
     } catch (error) {
       const failure = asImageError(error);
       if (failure.kind !== 'refused' || signal.aborted) throw failure;
@@ -352,12 +371,12 @@ export class BatchRunner {
   private async reuse(run: Run, decision: Extract<Decision, { kind: 'submit' }>): Promise<Decision | undefined> {
     const { cache } = this.deps;
     const { job, jobId, batchIndex } = run;
-    if (!cache || !job.seedGiven || run.signal.aborted) return undefined;
     const batch = job.batches[batchIndex]!;
+    if (!cache || !job.seedGiven || run.signal.aborted || batch.upscale) return undefined;
     const outputs = Array.from({ length: decision.count }, (_, output) => output);
     let images: CachedOutput[];
     try {
-      const found = await cache.find(outputs.map((output) => imageIdentity(job.request.provider, job.request, decision, output)));
+      const found = await cache.find(outputs.map((output) => imageIdentity(job.request.provider, job.request, { ...decision, ...(batch.prompt !== undefined ? { prompt: batch.prompt } : {}) }, output)));
       if (found.length !== outputs.length || found.some((hit) => hit === undefined)) return undefined;
       const digits = Math.max(3, String(job.request.count).length);
       images = await Promise.all(
@@ -399,11 +418,11 @@ export class BatchRunner {
     try {
       const job = await this.deps.recorder.job(run.jobId);
       const batch = job?.batches[run.batchIndex];
-      if (!job || !batch || batch.cached) return;
+      if (!job || !batch || batch.cached || batch.upscale) return;
       const images = job.images.filter((image) => image.batchIndex === batch.index);
       const calls = new Set(images.map((image) => image.requestId));
       if (images.length !== batch.size || calls.size !== 1 || images.some((image) => image.cached || image.output === undefined)) return;
-      const call = { seed: batch.seed, count: batch.size };
+      const call = { seed: batch.seed, count: batch.size, ...(batch.prompt !== undefined ? { prompt: batch.prompt } : {}) };
       await cache.remember(
         images.map((image) => ({
           identity: imageIdentity(job.request.provider, job.request, call, image.output!),

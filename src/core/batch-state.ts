@@ -218,6 +218,7 @@ function saved(batch: Readonly<Batch>, event: Extract<BatchEvent, { type: 'saved
     nsfw: stored.nsfw,
     contentType: stored.contentType,
     review: { status: 'pending' },
+    ...(batch.prompt !== undefined ? { prompt: batch.prompt } : {}),
   };
   const kept = { ...batch, delivered: batch.delivered + 1, ...(stored.nsfw ? { nsfw: true } : {}) };
   return { ...next(kept, [...(context.images ?? []), image], context), image };
@@ -247,6 +248,7 @@ function cached(batch: Readonly<Batch>, event: Extract<BatchEvent, { type: 'cach
       contentType: stored.contentType,
       review: { status: 'pending' },
       cached: stored.from,
+      ...(batch.prompt !== undefined ? { prompt: batch.prompt } : {}),
     }),
   );
   const { error: _error, submittedAt: _submittedAt, ...rest } = without(batch, 'retryAt', 'download');

@@ -16,10 +16,10 @@ import { BatchRunner, type ImageCache } from './batch-runner.js';
 import { backoff, restart, type BatchEvent, type Decision, type RetrySettings } from './batch-state.js';
 import { delay } from './delay.js';
 import { UserError } from './errors.js';
-import { advance, cancelJob, failJob, finishJob, missingImages, readyToFinish, rerollImage, retryFailed, unmadeImages } from './job-state.js';
+import { advance, cancelJob, failJob, finishJob, missingImages, readyToFinish, rerollImage, retryFailed, unmadeImages, upscalable, upscaleImages } from './job-state.js';
 import { copy, JobLedger, type ChangeOptions } from './ledger.js';
 import { freeze } from './snapshot.js';
-import { planBatches, randomSeed } from './planner.js';
+import { planJob, randomSeed } from './planner.js';
 import {
   silentLogger,
   type AdmissionBook,
@@ -187,6 +187,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Accepts a validated request: persists the job and queues its batches. Answers fast. */
   async submit(request: ImagineRequest, requester: Requester): Promise<Job> {
     if (this.stopping) throw new UserError('queue_full', 'The bot is restarting; try again in a few seconds.');
+    if (request.prompts && (request.prompts.length === 0 || request.prompts.reduce((sum, entry) => sum + entry.count, 0) !== request.count)) {
+      throw new RangeError('a prompt list must have entries whose counts add up to the request count');
+    }
     const provider = this.deps.providers[request.provider];
     if (!provider) {
       throw new UserError(
@@ -208,6 +211,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     const id = newJobId(now);
     const seed = request.seed ?? randomSeed(this.random);
     const price = this.deps.settings.prices[request.model];
+    // A draft costs what the provider bills for its small size (fal bills by the megapixel; Replicate's flux per image).
+    const factor = request.draft ? (provider.draftPriceFactor ?? 1) : 1;
     const job = freeze<Job>({
       id,
       createdAt: new Date(now).toISOString(),
@@ -217,9 +222,10 @@ export class Engine extends EventEmitter<EngineEvents> {
       // Only a seed the requester chose is looked up in the image cache (a drawn one is new by design).
       ...(request.seed !== undefined ? { seedGiven: true } : {}),
       state: 'queued',
-      batches: planBatches(request.count, provider.maxImagesPerCall, seed),
+      batches: planJob(request, provider.maxImagesPerCall, seed),
       images: [],
-      ...(price !== undefined ? { estimatedCostUsd: round(request.count * price, 4) } : {}),
+      ...(price !== undefined ? { estimatedCostUsd: round(request.count * price * factor, 4) } : {}),
+      ...(price !== undefined && request.draft ? { fullSizeCostUsd: round(request.count * price, 4) } : {}),
       outputDir: this.deps.files.outputDir,
     });
     await this.admission.reserveImages(requester.tenant, request.count, now, tenantCap);
@@ -333,6 +339,32 @@ export class Engine extends EventEmitter<EngineEvents> {
     const next = rerollImage(job, imageIndex, randomSeed(this.random), keptAs, by.name ?? by.id, now);
     const reopened = await this.reopen(next, 1, true, keptAs === image.file ? undefined : { from: keptAs, to: image.file });
     this.log.info({ job: jobId, image: imageIndex, by: by.id }, 'rerolling a rejected image');
+    return reopened;
+  }
+
+  /**
+   * "Upscale approved": each approved image without a final version goes, alone, to the provider's
+   * upscaler (FAL_UPSCALE_MODEL, …), and its result lands in `final/` beside the draft, with its cost in
+   * the manifest. Rejected and pending images are never sent. Quotas and places as for retryFailed.
+   */
+  async upscaleApproved(jobId: string, by: Reviewer): Promise<Job> {
+    return this.oneAtATime(jobId, () => this.upscaleNow(jobId, by));
+  }
+
+  private async upscaleNow(jobId: string, by: Reviewer): Promise<Job> {
+    const job = await this.ledger.load(jobId);
+    this.reopenable(job);
+    const provider = this.deps.providers[job.request.provider]!;
+    if (!provider.upscaleModel) throw new UserError('invalid_option', `Provider \`${provider.name}\` has no upscaler configured on this bot.`);
+    const images = upscalable(job);
+    if (images.length === 0) {
+      const approved = job.images.filter((image) => image.review.status === 'approved').length;
+      throw new UserError('not_found', approved === 0 ? `Job ${jobId} has no approved images to upscale; approve some first.` : `Every approved image of job ${jobId} is upscaled already.`);
+    }
+    const price = this.deps.settings.prices[provider.upscaleModel];
+    const next = upscaleImages(job, images, provider.upscaleModel, price, by.name ?? by.id, this.now());
+    const reopened = await this.reopen(next, images.length);
+    this.log.info({ job: jobId, images: images.length, model: provider.upscaleModel, by: by.id }, 'upscaling approved images');
     return reopened;
   }
 

@@ -26,7 +26,13 @@ export function advance(job: Readonly<Job>, batchIndex: number, event: BatchEven
   if (step.batch === batch && added.length === 0) return { decision: step.decision };
   const batches = job.batches.map((b) => (b === batch ? step.batch : b));
   let next: Job = { ...job, batches };
-  if (added.length > 0) {
+  if (added.length > 0 && step.batch.upscale) {
+    // An upscale's output is the approved image's final version, not an image of its own.
+    const { image: index, model, costUsd, by, at } = step.batch.upscale;
+    const made = added[0]!;
+    const final = { file: made.file, width: made.width, height: made.height, contentType: made.contentType, model, ...(costUsd !== undefined ? { costUsd } : {}), by, at };
+    next.images = job.images.map((image) => (image.index === index ? { ...image, final } : image));
+  } else if (added.length > 0) {
     const numbers = new Set(added.map((image) => image.index));
     const kept = added.map((image) => carryOver(step.batch, image, job.images.find((old) => old.index === image.index)));
     next.images = [...job.images.filter((image) => !numbers.has(image.index)), ...kept].sort((a, b) => a.index - b.index);
@@ -78,7 +84,7 @@ export function retryFailed(job: Readonly<Job>, maxPerCall: number, by: string, 
   const at = new Date(now).toISOString();
   const missing = missingImages(job);
   // The planned batches (not retries or rerolls): each image's seed is fixed by its place in one of them.
-  const planned = job.batches.filter((b) => b.retry === undefined && b.reroll === undefined);
+  const planned = job.batches.filter((b) => b.retry === undefined && b.reroll === undefined && b.upscale === undefined);
   const added: Batch[] = [];
   for (const n of missing) {
     const position = n - 1;
@@ -100,10 +106,11 @@ export function retryFailed(job: Readonly<Job>, maxPerCall: number, by: string, 
       failures: 0,
       delivered: 0,
       retry: { of: owner.index, by, at },
+      ...(owner.prompt !== undefined ? { prompt: owner.prompt } : {}),
     });
   }
   const batches = job.batches.map((b) =>
-    (b.state === 'failed' || b.state === 'canceled') && b.retried === undefined && b.delivered < b.size && b.reroll === undefined
+    (b.state === 'failed' || b.state === 'canceled') && b.retried === undefined && b.delivered < b.size && b.reroll === undefined && b.upscale === undefined
       ? { ...b, retried: { by, at } }
       : b,
   );
@@ -116,6 +123,7 @@ export function retryFailed(job: Readonly<Job>, maxPerCall: number, by: string, 
  */
 export function rerollImage(job: Readonly<Job>, image: number, seed: number, keptAs: string, by: string, now: number): Job {
   const at = new Date(now).toISOString();
+  const prompt = job.images.find((img) => img.index === image)?.prompt;
   const batch: Batch = {
     index: job.batches.length,
     start: image - 1,
@@ -127,6 +135,7 @@ export function rerollImage(job: Readonly<Job>, image: number, seed: number, kep
     failures: 0,
     delivered: 0,
     reroll: { image, by, at },
+    ...(prompt !== undefined ? { prompt } : {}),
   };
   const images = job.images.map((img) => (img.index === image ? { ...img, file: keptAs } : img));
   // An earlier reroll of this image that failed is superseded by this one.
@@ -159,8 +168,9 @@ export function finishJob(job: Readonly<Job>, now: number): Job {
   // the slots (a failed reroll leaves its slot to the rejected image).
   const failed = batches.filter((b) => b.state === 'failed' && b.retried === undefined);
   const missing = job.canceledBy ? 0 : missingImages(job).length;
-  const reason = failed.find((b) => b.reroll === undefined)?.error ?? failed[0]?.error ?? 'unknown error';
+  const reason = failed.find((b) => b.reroll === undefined && b.upscale === undefined)?.error ?? failed[0]?.error ?? 'unknown error';
   const lostReroll = failed.find((b) => b.reroll !== undefined);
+  const lostUpscales = failed.filter((b) => b.upscale !== undefined && b.upscale.at === job.reopenedAt);
   const { error: _error, ...rest } = job;
   if (job.canceledBy) {
     return { ...rest, batches, finishedAt: at, state: 'canceled', error: `canceled by ${job.canceledBy} with ${plural(job.images.length, 'image')} delivered` };
@@ -177,7 +187,9 @@ export function finishJob(job: Readonly<Job>, now: number): Job {
       ? { error: `completed with ${plural(missing, 'image')} failed: ${reason}` }
       : lostReroll
         ? { error: `the reroll of image ${lostReroll.reroll!.image} failed: ${lostReroll.error ?? 'unknown error'}` }
-        : {}),
+        : lostUpscales.length > 0
+          ? { error: `the upscale of ${plural(lostUpscales.length, 'image')} failed: ${lostUpscales[0]!.error ?? 'unknown error'}` }
+          : {}),
   };
 }
 
@@ -186,8 +198,38 @@ export function failJob(job: Readonly<Job>, reason: string, now: number): Job {
   return { ...job, state: 'failed', error: reason, finishedAt: new Date(now).toISOString() };
 }
 
-/** Images reserved for this run that no slot holds: missing ones, and rerolls of this run that did not deliver. */
+/** Images reserved for this run that no slot holds: missing ones, and rerolls and upscales of this run that did not deliver. */
 export function unmadeImages(job: Readonly<Job>): number {
-  const rerolls = job.batches.filter((b) => b.reroll !== undefined && b.reroll.at === job.reopenedAt && b.state !== 'done').length;
+  const ofThisRun = (b: Batch) => (b.reroll?.at ?? b.upscale?.at) === job.reopenedAt && b.state !== 'done';
+  const rerolls = job.batches.filter((b) => (b.reroll !== undefined || b.upscale !== undefined) && ofThisRun(b)).length;
   return job.request.count - job.images.length + rerolls;
+}
+
+/** Approved images with no final version yet and no upscale on its way: what "Upscale approved" would send. */
+export function upscalable(job: Pick<Job, 'images' | 'batches'>): number[] {
+  const pending = new Set(job.batches.filter((b) => b.upscale && b.state !== 'failed' && b.state !== 'canceled').map((b) => b.upscale!.image));
+  return job.images.filter((image) => image.review.status === 'approved' && !image.final && !pending.has(image.index)).map((image) => image.index);
+}
+
+/**
+ * "Upscale approved": one upscaler call per approved image (`images`), each into `final/` beside the
+ * draft; the images keep their slots, reviews and files. `costUsd`: the upscaler's price per image.
+ */
+export function upscaleImages(job: Readonly<Job>, images: readonly number[], model: string, costUsd: number | undefined, by: string, now: number): Job {
+  const at = new Date(now).toISOString();
+  const added = images.map(
+    (image, i): Batch => ({
+      index: job.batches.length + i,
+      start: image - 1,
+      size: 1,
+      seed: job.images.find((img) => img.index === image)?.seed ?? job.request.seed,
+      state: 'queued',
+      requestIds: [],
+      attempts: 0,
+      failures: 0,
+      delivered: 0,
+      upscale: { image, model, ...(costUsd !== undefined ? { costUsd } : {}), by, at },
+    }),
+  );
+  return reopen(job, at, [...job.batches, ...added]);
 }

@@ -3,7 +3,7 @@
  * review. Written after every change, so the folder alone tells the whole story.
  */
 import type { Job, ReviewStatus } from './types.js';
-import { costLabel } from './views.js';
+import { costLabel, draftCosts } from './views.js';
 
 export const MANIFEST_VERSION = 1;
 
@@ -13,9 +13,16 @@ export function buildManifest(job: Job) {
   // A retried batch's missing images were asked for again (by the retry batch, counted itself); a
   // reroll's slot keeps the rejected image when it fails.
   const failedImages = job.batches.reduce(
-    (sum, b) => sum + ((b.state === 'failed' || b.state === 'canceled') && !b.retried && !b.reroll ? b.size - b.delivered : 0),
+    (sum, b) => sum + ((b.state === 'failed' || b.state === 'canceled') && !b.retried && !b.reroll && !b.upscale ? b.size - b.delivered : 0),
     0,
   );
+  // A prompt list: every line of it with its files (identical lines were one entry, called once: each
+  // line maps to the first images of that entry, as many as it asked for).
+  const prompts = job.request.prompts?.flatMap((entry, prompt) => {
+    const files = job.images.filter((image) => image.prompt === prompt).map((image) => image.file);
+    return entry.lines.map((line) => ({ line: line.line, prompt: entry.prompt, count: line.count, entry: prompt, files: files.slice(0, line.count) }));
+  });
+  const costs = job.request.draft ? draftCosts(job) : undefined;
   return {
     manifestVersion: MANIFEST_VERSION,
     jobId: job.id,
@@ -33,7 +40,10 @@ export function buildManifest(job: Job) {
       seed: job.request.seed,
       format: job.request.format ?? 'png',
       quality: job.request.quality ?? null,
+      draft: job.request.draft ?? false,
     },
+    // one entry per line of a prompt list, in line order; null for a job of one prompt
+    prompts: prompts ? prompts.sort((a, b) => a.line - b.line) : null,
     requester: {
       platform: job.requester.platform,
       tenant: job.requester.tenant,
@@ -43,6 +53,17 @@ export function buildManifest(job: Job) {
     },
     estimatedCostUsd: job.estimatedCostUsd ?? null,
     estimatedCost: costLabel(job),
+    // a draft job: drafts and upscales against generating every image at full size
+    draftCosts: costs
+      ? {
+          draftsUsd: costs.draftsUsd ?? null,
+          upscalesUsd: costs.unpriced > 0 ? null : costs.upscalesUsd,
+          totalUsd: costs.totalUsd ?? null,
+          fullSizeUsd: costs.fullSizeUsd ?? null,
+          savedUsd: costs.savedUsd ?? null,
+          summary: costs.text,
+        }
+      : null,
     summary: {
       requested: job.request.count,
       delivered: job.images.length,
@@ -69,6 +90,9 @@ export function buildManifest(job: Job) {
       retryOf: b.retry ? { batch: b.retry.of, by: b.retry.by, at: b.retry.at } : null,
       // "Reroll": a new call for a rejected image
       reroll: b.reroll ?? null,
+      // "Upscale approved": one upscaler call for an approved image
+      upscale: b.upscale ?? null,
+      prompt: b.prompt ?? null,
       error: b.error ?? null,
       submittedAt: b.submittedAt ?? null,
       finishedAt: b.finishedAt ?? null,
@@ -89,6 +113,21 @@ export function buildManifest(job: Job) {
       cachedFrom: image.cached ? { jobId: image.cached.jobId, file: image.cached.file } : null,
       // made by "Retry failed" (who asked, when)
       retried: image.retried ?? null,
+      // the prompt-list entry it was made for (see `prompts`), null for a job of one prompt
+      prompt: image.prompt ?? null,
+      // its upscaled version, made by "Upscale approved", and what that cost
+      final: image.final
+        ? {
+            file: image.final.file,
+            width: image.final.width,
+            height: image.final.height,
+            contentType: image.final.contentType,
+            model: image.final.model,
+            estimatedCostUsd: image.final.costUsd ?? null,
+            upscaledBy: image.final.by,
+            upscaledAt: image.final.at,
+          }
+        : null,
       // the rejected images this slot held before, oldest first: their files are kept where listed
       rerolledFrom: (image.rerolledFrom ?? []).map((old) => ({
         file: old.file,

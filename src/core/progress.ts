@@ -24,7 +24,8 @@ export function computeProgress(job: Readonly<Job>, context: ProgressContext): P
   const done = job.batches.filter((b) => b.state === 'done').length;
   // a failed batch whose images a retry (or a later reroll) asked for again no longer counts
   const failedBatches = job.batches.filter((b) => b.state === 'failed' && b.retried === undefined);
-  const imagesFailed = failedBatches.reduce((sum, b) => sum + b.size - b.delivered, 0);
+  // a failed upscale leaves its approved draft in place: no image is missing
+  const imagesFailed = failedBatches.filter((b) => !b.upscale).reduce((sum, b) => sum + b.size - b.delivered, 0);
   const moving = job.batches.find((b) => b.state === 'submitted');
   const last = moving ?? [...job.batches].reverse().find((b) => b.state !== 'queued');
   const queuePosition = job.state === 'queued' ? context.queuePosition : undefined;
@@ -48,6 +49,6 @@ export function computeProgress(job: Readonly<Job>, context: ProgressContext): P
     imagesTotal: job.request.count,
     imagesFailed,
     ...(etaMs !== undefined ? { etaMs } : {}),
-    failures: failedBatches.map((b) => `Batch ${b.index + 1}: ${b.error ?? 'failed'}`),
+    failures: failedBatches.map((b) => `${b.upscale ? `Upscale of image ${b.upscale.image}` : `Batch ${b.index + 1}`}: ${b.error ?? 'failed'}`),
   };
 }

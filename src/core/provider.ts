@@ -63,6 +63,8 @@ export interface Provider {
   download(image: OutputImage, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array> | Buffer>;
   /** time a call usually takes, for ETAs before any call has finished */
   readonly typicalCallMs?: number;
+  /** a draft's price as a share of a full-size image's (fal bills by the megapixel: 0.25) @default 1 */
+  readonly draftPriceFactor?: number;
   /** the upscaler model "Upscale approved" calls (`BatchCall.upscale`); unset: this provider cannot upscale */
   readonly upscaleModel?: string;
 }

@@ -98,8 +98,8 @@ export interface Batch {
   reroll?: { image: number; by: string; at: string };
   /** the prompt-list entry (0-based, `request.prompts`) this batch draws; absent: the job's one prompt */
   prompt?: number;
-  /** added by "Upscale approved": one call of the provider's upscaler on approved image `image` */
-  upscale?: { image: number; by: string; at: string };
+  /** added by "Upscale approved": one call of upscaler `model` on approved image `image`, at an estimated cost */
+  upscale?: { image: number; model: string; costUsd?: number; by: string; at: string };
 }
 
 export type ReviewStatus = 'pending' | 'approved' | 'rejected';
@@ -157,6 +157,8 @@ export interface Job {
   images: ImageRecord[];
   /** estimated cost in USD from the price table in config; undefined when the model has no known price */
   estimatedCostUsd?: number;
+  /** a draft job: what its images would have cost at full size (the saving "Upscale approved" shows is against it) */
+  fullSizeCostUsd?: number;
   /** absolute output folder the job's files go to (so a resume finishes it where it started) */
   outputDir?: string;
   canceledBy?: string;

@@ -2,6 +2,7 @@
  * View models: what a progress message and a gallery say, decided once for every platform. Adapters
  * turn these into Discord components, Block Kit or HTML, and escape text their own way.
  */
+import { upscalable as upscalableImages } from './job-state.js';
 import { isJobFinished } from './progress.js';
 import { plural, shorten } from './text.js';
 import type { ImageRecord, Job, ProgressEvent, ReviewStatus } from './types.js';
@@ -52,12 +53,62 @@ export function costLabel(job: Pick<Job, 'estimatedCostUsd'>): string {
   return `est. $${job.estimatedCostUsd < 0.1 ? job.estimatedCostUsd.toFixed(3) : job.estimatedCostUsd.toFixed(2)}`;
 }
 
+function usd(value: number): string {
+  return `$${value < 0.1 ? value.toFixed(3) : value.toFixed(2)}`;
+}
+
+export interface DraftCosts {
+  draftsUsd?: number;
+  upscalesUsd: number;
+  /** upscales whose price is unknown (a model missing from the price table) */
+  unpriced: number;
+  totalUsd?: number;
+  fullSizeUsd?: number;
+  savedUsd?: number;
+  /** `drafts $0.009 + 3 upscales $0.006 = $0.015 vs $0.036 at full size (58% saved)` */
+  text: string;
+}
+
+/** What a draft job cost so far (drafts and upscales made or on their way), against generating it all at full size. */
+export function draftCosts(job: Pick<Job, 'images' | 'batches' | 'estimatedCostUsd' | 'fullSizeCostUsd'>): DraftCosts {
+  const upscales = job.batches.filter((b) => b.upscale && (b.state === 'done' || !FINAL_STATES.has(b.state)));
+  const upscalesUsd = upscales.reduce((sum, b) => sum + (b.upscale!.costUsd ?? 0), 0);
+  const unpriced = upscales.filter((b) => b.upscale!.costUsd === undefined).length;
+  const drafts = job.estimatedCostUsd;
+  const total = drafts !== undefined && unpriced === 0 ? drafts + upscalesUsd : undefined;
+  const full = job.fullSizeCostUsd;
+  const saved = total !== undefined && full !== undefined ? full - total : undefined;
+  const parts = [`drafts ${drafts !== undefined ? usd(drafts) : 'cost unknown'}`, `${plural(upscales.length, 'upscale')} ${unpriced ? 'cost unknown' : usd(upscalesUsd)}`];
+  let text = parts.join(' + ');
+  if (total !== undefined) text += ` = ${usd(total)}`;
+  if (full !== undefined && saved !== undefined) {
+    text += ` vs ${usd(full)} at full size` + (full > 0 ? ` (${Math.round((saved / full) * 100)}% ${saved >= 0 ? 'saved' : 'more'})` : '');
+  }
+  return {
+    ...(drafts !== undefined ? { draftsUsd: round4(drafts) } : {}),
+    upscalesUsd: round4(upscalesUsd),
+    unpriced,
+    ...(total !== undefined ? { totalUsd: round4(total) } : {}),
+    ...(full !== undefined ? { fullSizeUsd: full } : {}),
+    ...(saved !== undefined ? { savedUsd: round4(saved) } : {}),
+    text,
+  };
+}
+
+const FINAL_STATES: ReadonlySet<string> = new Set(['done', 'failed', 'canceled']);
+
+function round4(value: number): number {
+  return Math.round(value * 10_000) / 10_000;
+}
+
 /** While a finished job runs again: "Retrying 4 failed images" or "Rerolling image 3". */
 function rerunTitle(job: Partial<Pick<Job, 'batches' | 'reopenedAt'>>): string | undefined {
   if (job.reopenedAt === undefined) return undefined;
-  const batches = (job.batches ?? []).filter((b) => (b.retry?.at ?? b.reroll?.at) === job.reopenedAt);
+  const batches = (job.batches ?? []).filter((b) => (b.retry?.at ?? b.reroll?.at ?? b.upscale?.at) === job.reopenedAt);
   const reroll = batches.find((b) => b.reroll)?.reroll;
   if (reroll) return `Rerolling image ${reroll.image}`;
+  const upscales = batches.filter((b) => b.upscale);
+  if (upscales.length > 0) return `Upscaling ${plural(upscales.length, 'approved image')}`;
   const images = batches.reduce((sum, b) => sum + b.size, 0);
   return images > 0 ? `Retrying ${plural(images, 'failed image')}` : undefined;
 }
@@ -77,6 +128,12 @@ export function progressView(
     lines.push(`Batch 0/${event.batchesTotal} · waiting`);
   }
   lines.push(`${imagesDone}/${imagesTotal} images${event.imagesFailed > 0 ? ` · ${event.imagesFailed} failed` : ''}`);
+  const upscales = (job.batches ?? []).filter((b) => b.upscale);
+  if (upscales.length > 0) {
+    const made = upscales.filter((b) => b.state === 'done').length;
+    const lost = upscales.filter((b) => b.state === 'failed' && b.upscale!.at === job.reopenedAt).length;
+    lines.push(`${made}/${upscales.length} upscaled${lost > 0 ? ` · ${lost} failed` : ''}`);
+  }
   if (!finished && event.etaMs !== undefined) lines.push(`ETA ${formatDuration(event.etaMs)}`);
   lines.push(`${job.request.provider} · ${job.request.model} · ${costLabel(job)}`);
   const title = finished
@@ -108,40 +165,91 @@ export interface GallerySummary {
   failed: { batch: number; images: number; reason: string }[];
   /** images a "Retry N failed" would ask for again (none for a cancelled job: it was stopped on purpose) */
   retryable: number;
+  /** approved drafts an "Upscale N approved" would send (offered for draft jobs) */
+  upscalable: number;
+  /** a draft job's costs against full size, once anything was upscaled or is upscalable */
+  costs?: string;
   text: string;
 }
 
-export function gallerySummary(job: Pick<Job, 'images' | 'batches' | 'request'> & Partial<Pick<Job, 'state'>>): GallerySummary {
+export function gallerySummary(
+  job: Pick<Job, 'images' | 'batches' | 'request'> & Partial<Pick<Job, 'state' | 'estimatedCostUsd' | 'fullSizeCostUsd'>>,
+): GallerySummary {
   const counts = { approved: 0, rejected: 0, pending: 0 };
   for (const image of job.images) counts[image.review.status] += 1;
   const failed = job.batches
     // A retried batch's images were asked for again; a failed reroll leaves its slot to the rejected image.
-    .filter((b) => (b.state === 'failed' || (b.state === 'canceled' && b.delivered < b.size)) && !b.retried && !b.reroll)
+    .filter((b) => (b.state === 'failed' || (b.state === 'canceled' && b.delivered < b.size)) && !b.retried && !b.reroll && !b.upscale)
     .map((b) => ({ batch: b.index + 1, images: b.size - b.delivered, reason: b.error ?? b.state }));
   const parts = [`${STATUS_MARK.approved} ${counts.approved} approved`, `${STATUS_MARK.rejected} ${counts.rejected} rejected`, `${STATUS_MARK.pending} ${counts.pending} pending`];
   const lost = failed.reduce((sum, f) => sum + f.images, 0);
   if (lost > 0) parts.push(`${lost} of ${job.request.count} not made`);
   const retryable = job.state === 'canceled' ? 0 : Math.max(0, job.request.count - job.images.length);
-  return { ...counts, failed, retryable, text: parts.join(' · ') };
+  const upscalable = job.request.draft && job.state !== 'canceled' ? upscalableImages(job).length : 0;
+  const finals = job.images.filter((image) => image.final).length;
+  if (finals > 0) parts.push(`${finals} upscaled`);
+  const costs = job.request.draft ? draftCosts({ estimatedCostUsd: job.estimatedCostUsd, fullSizeCostUsd: job.fullSizeCostUsd, ...job }).text : undefined;
+  return { ...counts, failed, retryable, upscalable, ...(costs ? { costs } : {}), text: parts.join(' · ') };
+}
+
+/** The file a gallery shows for an image: its upscaled version once made, else the image itself. */
+export function shownFile(image: Pick<ImageRecord, 'file' | 'final'>): string {
+  return image.final?.file ?? image.file;
 }
 
 export interface GalleryPage {
   page: number;
   pages: number;
   images: ImageRecord[];
+  /** a prompt list's entry these images were made for (0-based), and its heading */
+  prompt?: number;
+  heading?: string;
 }
 
-/** Splits a job's images into pages of `size` (a platform's per-message limit). */
-export function galleryPage(job: Pick<Job, 'images'>, page: number, size: number): GalleryPage {
-  const pages = Math.max(1, Math.ceil(job.images.length / size));
-  const current = Math.min(Math.max(1, page), pages);
-  return { page: current, pages, images: job.images.slice((current - 1) * size, current * size) };
+/**
+ * A prompt list's gallery is grouped by prompt: a page never holds two entries' images, and says
+ * whose they are. `Prompt 2/3 · lines 2 and 5: “a blue owl”`.
+ */
+export function promptHeading(request: Pick<Job['request'], 'prompts'>, prompt: number | undefined): string | undefined {
+  const entry = prompt !== undefined ? request.prompts?.[prompt] : undefined;
+  if (!entry) return undefined;
+  const lines = entry.lines.map((l) => l.line);
+  const where = lines.length === 1 ? `line ${lines[0]}` : `lines ${lines.slice(0, -1).join(', ')} and ${lines.at(-1)}`;
+  return `Prompt ${prompt! + 1}/${request.prompts!.length} · ${where}: “${shorten(entry.prompt, 120)}”`;
+}
+
+/** The images in groups that may share a page: all of them, or one group per prompt-list entry. */
+export function imageGroups(job: Pick<Job, 'images'> & { request?: Pick<Job['request'], 'prompts'> }): ImageRecord[][] {
+  if (!job.request?.prompts?.length) return job.images.length > 0 ? [job.images] : [];
+  const groups: ImageRecord[][] = [];
+  for (const image of job.images) {
+    const last = groups.at(-1);
+    if (last && last[0]!.prompt === image.prompt) last.push(image);
+    else groups.push([image]);
+  }
+  return groups;
+}
+
+function pagesOf(job: Pick<Job, 'images'> & { request?: Pick<Job['request'], 'prompts'> }, size: number): ImageRecord[][] {
+  const pages: ImageRecord[][] = [];
+  for (const group of imageGroups(job)) for (let i = 0; i < group.length; i += size) pages.push(group.slice(i, i + size));
+  return pages.length > 0 ? pages : [[]];
+}
+
+/** Splits a job's images into pages of `size` (a platform's per-message limit), a prompt list's by prompt. */
+export function galleryPage(job: Pick<Job, 'images'> & { request?: Pick<Job['request'], 'prompts'> }, page: number, size: number): GalleryPage {
+  const pages = pagesOf(job, size);
+  const current = Math.min(Math.max(1, page), pages.length);
+  const images = pages[current - 1]!;
+  const prompt = job.request?.prompts?.length ? images[0]?.prompt : undefined;
+  const heading = job.request ? promptHeading(job.request, prompt) : undefined;
+  return { page: current, pages: pages.length, images, ...(prompt !== undefined ? { prompt } : {}), ...(heading ? { heading } : {}) };
 }
 
 /** The page that holds image `index` (1-based). */
-export function pageOf(job: Pick<Job, 'images'>, index: number, size: number): number {
-  const position = job.images.findIndex((image) => image.index === index);
-  return position < 0 ? 1 : Math.floor(position / size) + 1;
+export function pageOf(job: Pick<Job, 'images'> & { request?: Pick<Job['request'], 'prompts'> }, index: number, size: number): number {
+  const position = pagesOf(job, size).findIndex((page) => page.some((image) => image.index === index));
+  return position < 0 ? 1 : position + 1;
 }
 
 export function jobLine(job: Pick<Job, 'id' | 'request' | 'createdAt'>, event: ProgressEvent): string {

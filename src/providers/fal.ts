@@ -9,6 +9,7 @@
  * never comes. The webhook carries the result's payload, kept for result() so it needs no GET.
  */
 import { ApiError, createFalClient, type FalClient, type QueueStatus, type RequestMiddleware } from '@fal-ai/client';
+import { DEFAULT_UPSCALE_MODELS } from '../config.js';
 import { delay } from '../core/delay.js';
 import { untilEnded, type CallNotice, type CallWebhook } from '../core/notices.js';
 import { MAX_TIMER_MS, ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
@@ -31,8 +32,31 @@ const IMAGE_SIZE: Record<AspectRatio, string | { width: number; height: number }
   '21:9': { width: 1536, height: 640 },
 };
 
+/**
+ * Draft sizes: about a quarter megapixel, multiples of 16 — flux's one-megapixel sizes halved on each
+ * side, so an upscale ×2 (UPSCALE_SCALE) brings a draft back to about a megapixel.
+ */
+export const FAL_DRAFT_SIZES: Record<AspectRatio, { width: number; height: number }> = {
+  '1:1': { width: 512, height: 512 },
+  '16:9': { width: 672, height: 384 },
+  '9:16': { width: 384, height: 672 },
+  '4:3': { width: 576, height: 448 },
+  '3:4': { width: 448, height: 576 },
+  '3:2': { width: 608, height: 416 },
+  '2:3': { width: 416, height: 608 },
+  '21:9': { width: 768, height: 320 },
+};
+
+/**
+ * The largest image sent inline as a data: URI (the replicate SDK's own cap for inline files). Drafts
+ * are a quarter megapixel, a few hundred kB, so no upload to fal's storage is needed for them.
+ */
+export const MAX_INLINE_IMAGE_BYTES = 10_000_000;
+
 export interface FalProviderOptions {
   key: string;
+  /** the model "Upscale approved" calls @default 'fal-ai/esrgan' */
+  upscaleModel?: string;
   /** where fal's hosts are rewritten to (a proxy or a test fake); unset = fal itself */
   baseUrl?: string;
   fetch?: Fetch;
@@ -66,21 +90,47 @@ interface FalImage {
 }
 
 interface FalOutput {
+  /** text-to-image models */
   images?: FalImage[];
+  /** upscalers (esrgan, clarity-upscaler): one image */
+  image?: FalImage;
   seed?: number;
   has_nsfw_concepts?: boolean[];
 }
 
 export function falInput(call: BatchCall): Record<string, unknown> {
+  if (call.upscale) return falUpscaleInput(call.model, call.upscale);
   return {
     prompt: call.prompt,
     ...(call.negative ? { negative_prompt: call.negative } : {}),
     num_images: call.count,
-    image_size: IMAGE_SIZE[call.aspectRatio],
+    // A draft asks for the small size itself: presets are all about a megapixel.
+    image_size: call.draft ? FAL_DRAFT_SIZES[call.aspectRatio] : IMAGE_SIZE[call.aspectRatio],
     seed: call.seed,
     enable_safety_checker: true,
     output_format: falFormat(call),
   };
+}
+
+/**
+ * An upscaler's input: the image inline as a data: URI (fal takes one wherever it takes a URL), and the
+ * factor under the name the model uses (esrgan `scale`, clarity-upscaler `upscale_factor`). Prompt and
+ * seed are not sent: the picture is the approved one, only larger.
+ */
+export function falUpscaleInput(model: string, upscale: NonNullable<BatchCall['upscale']>): Record<string, unknown> {
+  const factor = /(^|\/)clarity-upscaler(\/|$)/.test(model) ? 'upscale_factor' : 'scale';
+  return { image_url: dataUri(upscale), [factor]: upscale.scale };
+}
+
+/** The image as a data: URI; an empty or oversized one is refused here, before anything is paid for. */
+export function dataUri(upscale: NonNullable<BatchCall['upscale']>): string {
+  const { image, contentType } = upscale;
+  if (image.length === 0) throw new ProviderError('invalid', 'the image to upscale is empty');
+  if (image.length > MAX_INLINE_IMAGE_BYTES) {
+    throw new ProviderError('invalid', `the image to upscale is ${image.length} bytes; at most ${MAX_INLINE_IMAGE_BYTES} are sent inline`);
+  }
+  if (!/^image\/[a-z0-9.+-]+$/i.test(contentType)) throw new ProviderError('invalid', `the image to upscale has no image type (got "${contentType}")`);
+  return `data:${contentType};base64,${image.toString('base64')}`;
 }
 
 /**
@@ -123,6 +173,13 @@ export class FalProvider implements Provider {
   readonly name = 'fal' as const;
   readonly maxImagesPerCall = 4;
   readonly typicalCallMs = 5_000;
+  /**
+   * flux on fal is billed by the megapixel, but each image's megapixels are rounded up: a quarter
+   * megapixel draft costs what a one-megapixel image does (its saving is time, and the upscale's price
+   * comes on top).
+   */
+  readonly draftPriceFactor = 1;
+  readonly upscaleModel: string;
   /** the webhook's notice, else the status stream unless `statusStream: false`: the runner polls only when it fails */
   readonly watch?: (requestId: string, model: string, signal: AbortSignal) => Promise<CallStatus>;
   /** result payloads a webhook delivered, until result() takes them */
@@ -133,6 +190,7 @@ export class FalProvider implements Provider {
   private readonly fetch: Fetch;
 
   constructor(private readonly options: FalProviderOptions) {
+    this.upscaleModel = options.upscaleModel ?? DEFAULT_UPSCALE_MODELS.fal;
     const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.fetch = strictFetch({ provider: 'fal', fetch: options.fetch, requestTimeoutMs });
     const baseUrl = options.baseUrl?.replace(/\/+$/, '');
@@ -155,9 +213,10 @@ export class FalProvider implements Provider {
 
   async submit(call: BatchCall, signal?: AbortSignal): Promise<string> {
     const { webhook } = this.options;
+    const input = falInput(call);
     const queued = await this.guard(() =>
       this.client.queue.submit(call.model, {
-        input: falInput(call),
+        input,
         ...(webhook ? { webhookUrl: webhook.url } : {}),
         ...(signal ? { abortSignal: signal } : {}),
       }),
@@ -249,7 +308,8 @@ export class FalProvider implements Provider {
       (await this.guard(() => this.client.queue.result(model, { requestId, ...(signal ? { abortSignal: signal } : {}) }))).data;
     const output = (data ?? {}) as FalOutput;
     const nsfw = output.has_nsfw_concepts ?? [];
-    return (output.images ?? []).map((image, index) => ({
+    const images = Array.isArray(output.images) ? output.images : output.image && typeof output.image === 'object' ? [output.image] : [];
+    return images.map((image, index) => ({
       url: image.url,
       width: image.width,
       height: image.height,
@@ -276,13 +336,29 @@ export class FalProvider implements Provider {
     } catch (error) {
       if (error instanceof ApiError) {
         const body = error.body as { detail?: unknown } | undefined;
-        const detail = typeof body?.detail === 'string' ? body.detail : JSON.stringify(body?.detail ?? error.message).slice(0, 300);
+        const detail = falDetail(body?.detail) ?? JSON.stringify(body?.detail ?? error.message).slice(0, 300);
         const kind = error.status === 404 ? 'not_found' : error.status >= 500 ? 'server' : 'invalid';
         throw new ProviderError(kind, `fal refused the request (HTTP ${error.status}): ${detail}`, { status: error.status });
       }
       throw error;
     }
   }
+}
+
+/**
+ * fal's error detail in one line: a string as it is; a validation list (`[{loc: ['body', 'image_url'],
+ * msg}]`) as `image_url: msg; …` — without the inputs it echoes, which may be a whole image.
+ */
+function falDetail(detail: unknown): string | undefined {
+  if (typeof detail === 'string') return oneLine(detail, 300);
+  if (!Array.isArray(detail) || detail.length === 0) return undefined;
+  const parts = detail.map((item: unknown) => {
+    const { loc, msg } = (item ?? {}) as { loc?: unknown; msg?: unknown };
+    if (typeof msg !== 'string') return undefined;
+    const field = Array.isArray(loc) ? loc.filter((part) => part !== 'body').join('.') : '';
+    return field ? `${field}: ${msg}` : msg;
+  });
+  return parts.every((part) => part !== undefined) ? oneLine(parts.join('; '), 300) : undefined;
 }
 
 /** A stream failure another try may get past: a drop, a network error, a 5xx or 429; not auth, not a 4xx. */

@@ -47,6 +47,7 @@ export function createProviders(config: Config, overrides: ProviderOverrides = {
           fal: new FalProvider({
             key: config.fal.key,
             baseUrl: config.fal.baseUrl,
+            upscaleModel: config.fal.upscaleModel,
             download: downloaderFor(config, FAL_MEDIA_HOSTS, config.fal.baseUrl),
             ...(overrides.falStreamRetryMs ? { streamRetryMs: overrides.falStreamRetryMs } : {}),
             ...webhook(webhooks?.falUrl ?? ''),
@@ -59,6 +60,7 @@ export function createProviders(config: Config, overrides: ProviderOverrides = {
           replicate: new ReplicateProvider({
             token: config.replicate.token,
             baseUrl: config.replicate.baseUrl,
+            upscaleModel: config.replicate.upscaleModel,
             // The default API host is Replicate's own; only a configured one is trusted for images.
             download: downloaderFor(
               config,

@@ -4,8 +4,11 @@
  * deterministic pictures: the same prompt and seed always give the same bytes.
  */
 import { randomUUID } from 'node:crypto';
+import sharp from 'sharp';
+import { LOCAL_UPSCALE_MODEL } from '../config.js';
 import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import type { AspectRatio } from '../core/types.js';
+import { MAX_IMAGE_PIXELS } from '../store/files.js';
 import { renderLocalImage } from './local-render.js';
 
 /** About 0.6 megapixel: big enough to look at, small enough to render in tens of milliseconds. */
@@ -30,12 +33,22 @@ interface LocalCall {
   call: BatchCall;
   submittedAt: number;
   canceled: boolean;
+  /** an upscale's result size, checked at submit */
+  upscaled?: { width: number; height: number };
+}
+
+/** A draft: half the width and height (a quarter of the pixels). */
+export function localSize(call: Pick<BatchCall, 'aspectRatio' | 'draft'>): { width: number; height: number } {
+  const { width, height } = LOCAL_SIZES[call.aspectRatio];
+  return call.draft ? { width: Math.round(width / 2), height: Math.round(height / 2) } : { width, height };
 }
 
 export class LocalProvider implements Provider {
   readonly name = 'local' as const;
   readonly maxImagesPerCall = 4;
   readonly typicalCallMs: number;
+  /** resizes the approved image with sharp (lanczos3): bigger, not more detailed, and free */
+  readonly upscaleModel = LOCAL_UPSCALE_MODEL;
   private readonly calls = new Map<string, LocalCall>();
   private readonly latencyMs: number;
   private readonly now: () => number;
@@ -47,8 +60,10 @@ export class LocalProvider implements Provider {
   }
 
   async submit(call: BatchCall): Promise<string> {
+    // An image that cannot be upscaled is refused now, as a hosted upscaler refuses it at submit.
+    const upscaled = call.upscale ? await upscaledSize(call.upscale) : undefined;
     const id = `local-${randomUUID()}`;
-    this.calls.set(id, { call, submittedAt: this.now(), canceled: false });
+    this.calls.set(id, { call, submittedAt: this.now(), canceled: false, ...(upscaled ? { upscaled } : {}) });
     return id;
   }
 
@@ -68,9 +83,10 @@ export class LocalProvider implements Provider {
   }
 
   async result(requestId: string): Promise<OutputImage[]> {
-    const { call } = this.find(requestId);
+    const { call, upscaled } = this.find(requestId);
     this.calls.delete(requestId);
-    const { width, height } = LOCAL_SIZES[call.aspectRatio];
+    if (call.upscale && upscaled) return [await upscale(call, call.upscale, upscaled)];
+    const { width, height } = localSize(call);
     return Promise.all(
       Array.from({ length: call.count }, async (_, index) => {
         const seed = (call.seed + index) >>> 0;
@@ -91,4 +107,29 @@ export class LocalProvider implements Provider {
     if (!image.data) throw new ProviderError('failed', 'local image has no data');
     return image.data;
   }
+}
+
+/** The size an upscale makes; an unreadable image, or one too large once enlarged, is `invalid`. */
+async function upscaledSize(upscale: NonNullable<BatchCall['upscale']>): Promise<{ width: number; height: number }> {
+  const { width, height } = await sharp(upscale.image)
+    .metadata()
+    .catch((error: unknown) => {
+      throw new ProviderError('invalid', `the image to upscale cannot be read: ${(error as Error).message}`);
+    });
+  if (!width || !height) throw new ProviderError('invalid', 'the image to upscale has no size');
+  if (!(upscale.scale > 0)) throw new ProviderError('invalid', `Expected \`scale\` to be above 0, got \`${upscale.scale}\``);
+  const size = { width: Math.round(width * upscale.scale), height: Math.round(height * upscale.scale) };
+  if (size.width * size.height > MAX_IMAGE_PIXELS) {
+    throw new ProviderError('invalid', `${width}×${height} upscaled ${upscale.scale}× is ${size.width}×${size.height}, larger than an image is kept`);
+  }
+  return size;
+}
+
+/** The approved image enlarged with lanczos3, in the job's format. */
+async function upscale(call: BatchCall, source: NonNullable<BatchCall['upscale']>, size: { width: number; height: number }): Promise<OutputImage> {
+  const resized = sharp(source.image).resize(size.width, size.height, { kernel: 'lanczos3', fit: 'fill' });
+  const format = call.format ?? 'png';
+  const quality = call.quality !== undefined ? { quality: call.quality } : {};
+  const data = await (format === 'webp' ? resized.webp(quality) : format === 'jpeg' ? resized.jpeg(quality) : resized.png()).toBuffer();
+  return { data, ...size, contentType: `image/${format}`, nsfw: false };
 }

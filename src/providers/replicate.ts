@@ -14,10 +14,12 @@
  * are kept like a held create's, so result() needs no GET.
  */
 import Replicate, { type Prediction } from 'replicate';
+import { DEFAULT_REPLICATE_UPSCALE_MODEL } from '../config.js';
 import { untilEnded, type CallNotice, type CallWebhook } from '../core/notices.js';
 import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import { textOf } from '../core/text.js';
 import type { Downloader } from './download.js';
+import { dataUri } from './fal.js';
 import { oneShot, strictFetch, type Fetch } from './http.js';
 
 export const DEFAULT_REPLICATE_BASE_URL = 'https://api.replicate.com/v1';
@@ -41,6 +43,8 @@ export interface ReplicateProviderOptions {
   token: string;
   /** API base including /v1 @default https://api.replicate.com/v1 */
   baseUrl?: string;
+  /** the model "Upscale approved" calls: `owner/name` (official) or `owner/name:version` @default DEFAULT_REPLICATE_UPSCALE_MODEL */
+  upscaleModel?: string;
   fetch?: Fetch;
   /** one HTTP request's time limit @default 30000 */
   requestTimeoutMs?: number;
@@ -66,11 +70,17 @@ const PREDICTION_ID = /^[a-z0-9]{1,64}$/;
 const HELD_CREATE_MARGIN_MS = 5_000;
 
 export function replicateInput(call: BatchCall): Record<string, unknown> {
+  // An upscaler takes the image inline as a data: URI (drafts are a few hundred kB: no upload through
+  // Replicate's files API is needed) and its factor; Real-ESRGAN answers one URL.
+  if (call.upscale) return { image: dataUri(call.upscale), scale: call.upscale.scale };
   return {
     prompt: call.prompt,
     num_outputs: call.count,
     aspect_ratio: call.aspectRatio,
     seed: call.seed,
+    // flux-schnell and flux-dev make a quarter-megapixel image with `megapixels: "0.25"` (the size
+    // follows the aspect ratio); a model without the input ignores it, as Replicate drops unknown inputs.
+    ...(call.draft ? { megapixels: '0.25' } : {}),
     // flux-schnell makes all three formats itself (`jpg` for JPEG), at `output_quality` (its default 80).
     output_format: call.format === 'jpeg' ? 'jpg' : (call.format ?? 'png'),
     ...(call.quality !== undefined && call.format !== undefined && call.format !== 'png' ? { output_quality: call.quality } : {}),
@@ -83,6 +93,7 @@ export class ReplicateProvider implements Provider {
   readonly name = 'replicate' as const;
   readonly maxImagesPerCall = 4;
   readonly typicalCallMs = 5_000;
+  readonly upscaleModel: string;
   private readonly fetch: Fetch;
   private readonly outputs = new Map<string, string[]>();
   /** Predictions a held create returned already ended, until their status() is asked once. */
@@ -92,6 +103,7 @@ export class ReplicateProvider implements Provider {
   readonly watch?: (requestId: string, model: string, signal: AbortSignal) => Promise<CallStatus>;
 
   constructor(private readonly options: ReplicateProviderOptions) {
+    this.upscaleModel = options.upscaleModel ?? DEFAULT_REPLICATE_UPSCALE_MODEL;
     const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.fetch = strictFetch({ provider: 'Replicate', fetch: options.fetch, requestTimeoutMs });
     const wait = options.preferWaitSeconds ?? DEFAULT_REPLICATE_PREFER_WAIT_SECONDS;
@@ -121,10 +133,11 @@ export class ReplicateProvider implements Provider {
     const { webhook } = this.options;
     // The SDK's `wait: N` sends `Prefer: wait=N`. The id comes back only with the held answer, so the
     // caller saves it up to N s later than without: keep N short (see preferWaitSeconds).
+    const input = replicateInput(call);
     const prediction = await this.guard(() =>
       this.client().predictions.create({
-        model: call.model,
-        input: replicateInput(call),
+        ...modelOrVersion(call.model),
+        input,
         ...(webhook ? { webhook: webhook.url, webhook_events_filter: ['completed' as const] } : {}),
         ...(wait > 0 ? { wait } : {}),
         ...(signal ? { signal } : {}),
@@ -207,6 +220,14 @@ export class ReplicateProvider implements Provider {
       throw error;
     }
   }
+}
+
+/**
+ * `owner/name:version` is run by version (`POST /predictions`, the only way to run a community model);
+ * `owner/name` through the official model's own endpoint, which always runs its latest version.
+ */
+function modelOrVersion(model: string): { model: string } | { version: string } {
+  return model.includes(':') ? { version: model } : { model };
 }
 
 /** A prediction's status as the batch machine knows it. */

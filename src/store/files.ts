@@ -28,6 +28,9 @@ export const REVIEW_FOLDERS: Record<ReviewStatus, string> = {
   rejected: 'rejected',
 };
 
+/** Where "Upscale approved" keeps each approved draft's upscaled version (`final/003.png`). */
+export const FINAL_FOLDER = 'final';
+
 const EXTENSIONS: Record<ImageFormat, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
 /** the content type of each format, as the manifest and the chat uploads state it */
 export const CONTENT_TYPES: Record<ImageFormat, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
@@ -52,6 +55,8 @@ export interface WantedFormat {
   format: ImageFormat;
   /** 1–100 for jpeg and webp @default sharp's (80) */
   quality?: number;
+  /** `final`: an upscaled image, kept in `final/` (reviews never move it) @default pending-review */
+  folder?: 'final';
 }
 
 /**
@@ -110,7 +115,8 @@ export class ImageFiles implements ImageReader {
    * bytes that are not an image are refused (a truncated download must not pass for a picture).
    */
   async writeImage(jobId: string, baseName: string, source: AsyncIterable<Uint8Array> | Buffer, want?: WantedFormat): Promise<StoredImage> {
-    const folder = path.join(this.jobDir(jobId), REVIEW_FOLDERS.pending);
+    const into = want?.folder === 'final' ? FINAL_FOLDER : REVIEW_FOLDERS.pending;
+    const folder = path.join(this.jobDir(jobId), into);
     await this.mkdir(folder);
     const temp = path.join(folder, `${baseName}${TEMP_MARK}${randomBytes(4).toString('hex')}`);
     let converted: string | undefined;
@@ -131,7 +137,7 @@ export class ImageFiles implements ImageReader {
         format = want.format;
       }
       const extension = EXTENSIONS[format];
-      const file = path.join(REVIEW_FOLDERS.pending, `${baseName}.${extension}`);
+      const file = path.join(into, `${baseName}.${extension}`);
       await rename(converted ?? temp, path.join(this.jobDir(jobId), file));
       if (converted) await rm(temp, { force: true });
       return { file, width: meta.width, height: meta.height, contentType: CONTENT_TYPES[format], bytes };
@@ -244,7 +250,7 @@ export class ImageFiles implements ImageReader {
   /** Removes temporary files a crash left behind in a job's folders. */
   async sweep(jobId: string, olderThanMs?: number): Promise<number> {
     let removed = 0;
-    for (const folder of ['', ...Object.values(REVIEW_FOLDERS)]) {
+    for (const folder of ['', ...Object.values(REVIEW_FOLDERS), FINAL_FOLDER]) {
       const dir = path.join(this.jobDir(jobId), folder);
       const entries = await readdir(dir).catch(() => [] as string[]);
       for (const entry of entries.filter((name) => name.includes(TEMP_MARK))) {

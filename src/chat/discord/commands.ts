@@ -27,8 +27,13 @@ function optionJson(option: CommandOption) {
   const base = {
     name: option.name,
     description: option.description.slice(0, DESCRIPTION_MAX),
-    required: option.required ?? false,
+    // "This or that" does not exist on Discord: an option another may stand in for is offered as
+    // optional, and the command refuses when neither is given.
+    required: (option.required ?? false) && option.requiredUnless === undefined,
   };
+  if (option.type === 'boolean') return { ...base, type: ApplicationCommandOptionType.Boolean as const };
+  // The file arrives as `resolved.attachments[id]`; the adapter fetches it before the command runs.
+  if (option.type === 'attachment') return { ...base, type: ApplicationCommandOptionType.Attachment as const };
   if (option.type === 'integer') {
     return {
       ...base,

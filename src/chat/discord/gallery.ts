@@ -16,6 +16,8 @@ const REQUEST_LIMIT = 24 * 1024 * 1024;
 export interface SizedImage {
   index: number;
   bytes: number;
+  /** a prompt list's entry: a page holds one entry's images only (the gallery is grouped by prompt) */
+  group?: number;
 }
 
 /** Splits images into pages: ≤ 10 each, and ≤ the request limit in uploaded bytes. */
@@ -23,14 +25,17 @@ export function planPages(images: readonly SizedImage[], fileLimit = DEFAULT_FIL
   const chunks: number[][] = [];
   let current: number[] = [];
   let bytes = 0;
+  let group: number | undefined;
   for (const image of images) {
     const uploaded = image.bytes <= fileLimit ? image.bytes : 0;
-    if (current.length === IMAGES_PER_MESSAGE || (current.length > 0 && bytes + uploaded > REQUEST_LIMIT)) {
+    const full = current.length === IMAGES_PER_MESSAGE || (current.length > 0 && bytes + uploaded > REQUEST_LIMIT);
+    if (full || (current.length > 0 && image.group !== group)) {
       chunks.push(current);
       current = [];
       bytes = 0;
     }
     current.push(image.index);
+    group = image.group;
     bytes += uploaded;
   }
   if (current.length > 0) chunks.push(current);

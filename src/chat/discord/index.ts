@@ -15,6 +15,7 @@ import type { App } from '../../app.js';
 import type { Config } from '../../config.js';
 import { Delivery } from '../delivery/index.js';
 import type { ChatAdapter } from '../types.js';
+import { attachmentFetcher } from './attachments.js';
 import { handleInteraction } from './interactions.js';
 import { discordPlatform } from './platform.js';
 import { NO_MENTIONS } from './render.js';
@@ -98,7 +99,13 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
   // Delivery starts once the client can send: it first posts what a restart cut off.
   const courier = registerDelivery(app, transport, options);
   const inFlight = new Set<Promise<unknown>>();
-  const deps = { app, courier, transport, tokenLifetimeMs: options.tokenLifetimeMs ?? TOKEN_LIFETIME_MS };
+  const deps = {
+    app,
+    courier,
+    transport,
+    tokenLifetimeMs: options.tokenLifetimeMs ?? TOKEN_LIFETIME_MS,
+    fetchAttachment: attachmentFetcher(config.apiUrl),
+  };
   client.on(Events.InteractionCreate, (interaction) => {
     const work = handleInteraction(interaction, deps);
     inFlight.add(work);

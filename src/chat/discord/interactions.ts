@@ -4,6 +4,7 @@
  * never the silent "This interaction failed".
  */
 import {
+  ApplicationCommandOptionType,
   MessageFlags,
   PermissionFlagsBits,
   type ButtonInteraction,
@@ -13,12 +14,14 @@ import {
 } from 'discord.js';
 import { answer, commandList, commandNamed } from '../../../commands/index.js';
 import type { App } from '../../app.js';
+import type { Command, CommandLimits, RawOptions } from '../../core/command.js';
 import { decodeAction, GONE, mayAct, REFUSAL } from '../../core/actions.js';
 import { isJobFinished } from '../../core/engine.js';
 import { GENERIC_FAILURE, isUserError } from '../../core/errors.js';
 import type { Requester } from '../../core/types.js';
 import { gallerySummary } from '../../core/views.js';
 import type { Courier } from '../delivery/index.js';
+import type { AttachmentFetcher } from './attachments.js';
 import { layoutFor } from './gallery.js';
 import { galleryBody, NO_EMBEDS, NO_MENTIONS, safeText } from './render.js';
 import { describeError, type GalleryEntry, type MessageTarget, type Transport } from './transport.js';
@@ -34,6 +37,8 @@ export interface InteractionDeps {
   transport: Transport;
   /** how long after the command its interaction token is still used @default 14 min */
   tokenLifetimeMs: number;
+  /** fetches an attachment option's file (Discord's CDN only, capped) before the command sees it */
+  fetchAttachment: AttachmentFetcher;
 }
 
 /** Guild, or the user's own DMs: the unit of fairness and of who may review. */
@@ -96,6 +101,13 @@ async function command(interaction: ChatInputCommandInteraction, deps: Interacti
     platform: 'discord',
     channelId: interaction.channelId,
   };
+  let input: RawOptions;
+  try {
+    input = await optionsOf(interaction, found, app.limits, deps.fetchAttachment);
+  } catch (error) {
+    if (!isUserError(error)) throw error;
+    return answerPrivately(interaction, safeText(error.message));
+  }
   let reply: { id: string } | undefined;
   const result = await answer(
     found,
@@ -103,7 +115,7 @@ async function command(interaction: ChatInputCommandInteraction, deps: Interacti
       engine: app.engine,
       limits: app.limits,
       requester,
-      input: Object.fromEntries(interaction.options.data.map((option) => [option.name, option.value])),
+      input,
       // Manage Server, from the member's permissions as the interaction carries them (none in a DM).
       mayManage: () => Promise.resolve(interaction.memberPermissions?.has(PermissionFlagsBits.ManageGuild) ?? false),
       accept: async () => {
@@ -125,6 +137,26 @@ async function command(interaction: ChatInputCommandInteraction, deps: Interacti
   // The public "thinking…" message goes; the reason is for the requester only.
   if (reply) await interaction.deleteReply().catch(() => undefined);
   await answerPrivately(interaction, safeText(result.text));
+}
+
+/**
+ * The command's options as raw values; an attachment's file is fetched now (the command validates its
+ * bytes like any other value). A file that cannot be fetched is refused here, before anything starts.
+ */
+async function optionsOf(
+  interaction: ChatInputCommandInteraction,
+  command: Command,
+  limits: CommandLimits,
+  fetchAttachment: AttachmentFetcher,
+): Promise<RawOptions> {
+  const declared = command.definition(limits).options;
+  const input: RawOptions = {};
+  for (const option of interaction.options.data) {
+    const file = option.type === ApplicationCommandOptionType.Attachment ? option.attachment : undefined;
+    const maxBytes = declared.find((d) => d.name === option.name)?.maxBytes;
+    input[option.name] = file ? await fetchAttachment(option.name, file, maxBytes) : option.value;
+  }
+  return input;
 }
 
 /** Cancel and review buttons; anything else, or a job that is gone, is answered with GONE. */
@@ -152,14 +184,16 @@ async function button(interaction: ButtonInteraction, deps: InteractionDeps): Pr
     return;
   }
 
-  if (action.kind === 'retry' || action.kind === 'reroll') {
+  if (action.kind === 'retry' || action.kind === 'reroll' || action.kind === 'upscale') {
     // Acknowledge first: reopening waits for the store; the progress message shows the job running again.
     await interaction.deferUpdate();
     try {
       const reopened =
         action.kind === 'retry'
           ? await app.engine.retryFailed(job.id, reviewer(interaction))
-          : await app.engine.reroll(job.id, action.image, reviewer(interaction));
+          : action.kind === 'upscale'
+            ? await app.engine.upscaleApproved(job.id, reviewer(interaction))
+            : await app.engine.reroll(job.id, action.image, reviewer(interaction));
       await courier.rerun(reopened);
     } catch (error) {
       if (!isUserError(error)) throw error;

@@ -9,7 +9,7 @@
  */
 import { DiscordAPIError } from 'discord.js';
 import type { ImageReader } from '../../core/ports.js';
-import { gallerySummary } from '../../core/views.js';
+import { gallerySummary, shownFile } from '../../core/views.js';
 import { MessageGone, type DeliveryPlatform, type ProgressCard } from '../delivery/index.js';
 import { DEFAULT_FILE_LIMIT, planPages } from './gallery.js';
 import { galleryBody, progressBody, uploadName, type MessageBody } from './render.js';
@@ -54,7 +54,13 @@ export function discordPlatform(deps: {
       page: discordPage,
       // Pages from the files' sizes: the same files give the same pages after a restart.
       async layout(job, target) {
-        const sized = await Promise.all(job.images.map(async (image) => ({ index: image.index, bytes: await images.size(job.id, image.file) })));
+        const sized = await Promise.all(
+          job.images.map(async (image) => ({
+            index: image.index,
+            bytes: await images.size(job.id, shownFile(image)),
+            ...(image.prompt !== undefined ? { group: image.prompt } : {}),
+          })),
+        );
         return planPages(sized, target.attachmentSizeLimit ?? DEFAULT_FILE_LIMIT);
       },
       async post({ job, target, layout, earlier }) {
@@ -62,8 +68,9 @@ export function discordPlatform(deps: {
         const files: Upload[] = [];
         const skipped: number[] = [];
         for (const image of job.images.filter((i) => layout.images.includes(i.index))) {
-          if ((await images.size(job.id, image.file)) > (target.attachmentSizeLimit ?? DEFAULT_FILE_LIMIT)) skipped.push(image.index);
-          else files.push({ name: uploadName(image), data: await images.read(job.id, image.file), contentType: image.contentType });
+          const file = shownFile(image);
+          if ((await images.size(job.id, file)) > (target.attachmentSizeLimit ?? DEFAULT_FILE_LIMIT)) skipped.push(image.index);
+          else files.push({ name: uploadName({ file, nsfw: image.nsfw }), data: await images.read(job.id, file), contentType: image.final?.contentType ?? image.contentType });
         }
         const messageId = await transport.post(target, galleryBody(job, layout, gallerySummary(job), new Set(skipped)), files);
         return { messageId, images: layout.images, ...(skipped.length > 0 ? { skipped } : {}) };

@@ -8,7 +8,7 @@
 import { ActionRowBuilder, ButtonBuilder, ButtonStyle, MessageFlags, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent } from 'discord.js';
 import { encodeAction } from '../../core/actions.js';
 import { oneLine, shorten, truncateUnits } from '../../core/text.js';
-import { STATUS_MARK, type GallerySummary, type ProgressView } from '../../core/views.js';
+import { promptHeading, STATUS_MARK, type GallerySummary, type ProgressView } from '../../core/views.js';
 import type { ImageRecord, Job } from '../../core/types.js';
 import { failedBatchLines, failureLines, GALLERY_FAILED, type GalleryState, type PageLayout } from '../delivery/index.js';
 
@@ -81,10 +81,19 @@ export function progressBody(view: ProgressView, summary?: GallerySummary, galle
     ...view.lines.map(safe),
     ...failureLines(view, safe).map((line) => `⚠️ ${line}`),
     // Counts by review status, then every batch that did not deliver, with its reason.
-    ...(view.finished && summary ? [summary.text, ...failedBatchLines(summary, safe)] : []),
+    ...(view.finished && summary ? [summary.text, ...(summary.costs ? [`Drafts: ${summary.costs}`] : []), ...failedBatchLines(summary, safe)] : []),
     ...(gallery === 'failed' ? [`⚠️ ${GALLERY_FAILED}`] : []),
   ];
   const retryable = view.finished ? (summary?.retryable ?? 0) : 0;
+  const upscalable = view.finished ? (summary?.upscalable ?? 0) : 0;
+  const after = [
+    ...(retryable > 0
+      ? [new ButtonBuilder().setCustomId(encodeAction({ kind: 'retry', jobId: view.jobId })).setLabel(`Retry ${retryable} failed`).setStyle(ButtonStyle.Primary)]
+      : []),
+    ...(upscalable > 0
+      ? [new ButtonBuilder().setCustomId(encodeAction({ kind: 'upscale', jobId: view.jobId })).setLabel(`Upscale ${upscalable} approved`).setStyle(ButtonStyle.Success)]
+      : []),
+  ];
   const components = view.cancellable
     ? [
         new ActionRowBuilder<ButtonBuilder>()
@@ -93,17 +102,8 @@ export function progressBody(view: ProgressView, summary?: GallerySummary, galle
           )
           .toJSON(),
       ]
-    : retryable > 0
-      ? [
-          new ActionRowBuilder<ButtonBuilder>()
-            .addComponents(
-              new ButtonBuilder()
-                .setCustomId(encodeAction({ kind: 'retry', jobId: view.jobId }))
-                .setLabel(`Retry ${retryable} failed`)
-                .setStyle(ButtonStyle.Primary),
-            )
-            .toJSON(),
-        ]
+    : after.length > 0
+      ? [new ActionRowBuilder<ButtonBuilder>().addComponents(...after).toJSON()]
       : [];
   return { content: fit(lines, `-# job ${view.jobId}`), components, allowed_mentions: NO_MENTIONS, flags: NO_EMBEDS };
 }
@@ -147,8 +147,9 @@ export function galleryBody(
     .map((index) => job.images.find((image) => image.index === index))
     .filter((image): image is ImageRecord => image !== undefined);
   const marks = images.map((image) => `\`#${image.index}\` ${STATUS_MARK[image.review.status]}${image.nsfw ? ' 🔞' : ''}`);
+  const heading = promptHeading(job.request, images[0]?.prompt);
   const lines = [
-    `**Gallery${layout.pages > 1 ? ` ${layout.page}/${layout.pages}` : ''}** · ${safe(shorten(job.request.prompt, 100))}`,
+    `**Gallery${layout.pages > 1 ? ` ${layout.page}/${layout.pages}` : ''}** · ${safe(heading ?? shorten(job.request.prompt, 100))}`,
     summary.text,
     marks.join('  '),
   ];

@@ -41,6 +41,10 @@ const TYPES: Record<string, string> = {
 };
 /** keeps the transcript to a size a page loads at once */
 const TRANSCRIPT_MAX = 200;
+/** The longest command typed: a prompt list as long as the largest prompt file Discord or the CLI take. */
+const COMMAND_MAX = 64 * 1024;
+/** A request body: the command, JSON-escaped (a character may take 6 bytes as `\uXXXX`, at worst). */
+const BODY_MAX = 6 * COMMAND_MAX + 1024;
 /** Sent with every answer: no sniffing a JSON or image answer into a script, no framing, no leaks. */
 const SECURITY_HEADERS: Record<string, string> = {
   'x-content-type-options': 'nosniff',
@@ -179,7 +183,11 @@ export async function startPlayground(
     }
     if (req.method === 'POST' && url.pathname === '/api/command') {
       const body = await readJson(req);
-      const text = typeof body?.text === 'string' ? body.text.slice(0, 20_000) : '';
+      const text = typeof body?.text === 'string' ? body.text : '';
+      // Refused whole, never cut: a prompt list cut short would make a job of the lines left.
+      if (text.length > COMMAND_MAX) {
+        return sendJson(res, 400, { error: `The command is longer than ${COMMAND_MAX} characters; split the prompt list into several jobs.` });
+      }
       const answer = await command(text);
       return sendJson(res, answer.status, answer.body);
     }
@@ -318,7 +326,7 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown> |
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > 100_000) return undefined;
+    if (size > BODY_MAX) return undefined;
     chunks.push(chunk as Buffer);
   }
   try {

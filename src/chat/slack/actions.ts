@@ -78,8 +78,13 @@ async function handle(
       await app.engine.cancel(action.jobId, by);
       return undefined; // the progress message shows it
     }
-    if (action.kind === 'retry' || action.kind === 'reroll') {
-      const reopened = action.kind === 'retry' ? await app.engine.retryFailed(action.jobId, by) : await app.engine.reroll(action.jobId, action.image, by);
+    if (action.kind === 'retry' || action.kind === 'reroll' || action.kind === 'upscale') {
+      const reopened =
+        action.kind === 'retry'
+          ? await app.engine.retryFailed(action.jobId, by)
+          : action.kind === 'upscale'
+            ? await app.engine.upscaleApproved(action.jobId, by)
+            : await app.engine.reroll(action.jobId, action.image, by);
       await courier.rerun(reopened);
       return undefined; // the progress message follows the job again, and a new gallery comes at its end
     }

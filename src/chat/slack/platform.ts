@@ -24,7 +24,7 @@
 import type { webApi } from '@slack/bolt';
 import { z } from 'zod';
 import type { ImageReader } from '../../core/ports.js';
-import { galleryPage } from '../../core/views.js';
+import { galleryPage, shownFile } from '../../core/views.js';
 import { MessageGone, NoAccess, RetryAfter, type DeliveryPlatform } from '../delivery/index.js';
 import { describe, isNoAccess, obeyRateLimits, platformError, retryAfterMs } from './errors.js';
 import { galleryMessage, NO_UNFURL, PAGE_SIZE, progressMessage, uploadName, type Rendered } from './render.js';
@@ -84,7 +84,7 @@ export function slackPlatform({ client, images, signal, editIntervalMs }: SlackP
     gallery: {
       page: slackPage,
       layout: async (job) =>
-        Array.from({ length: Math.ceil(job.images.length / PAGE_SIZE) }, (_, i) => {
+        Array.from({ length: job.images.length > 0 ? galleryPage(job, 1, PAGE_SIZE).pages : 0 }, (_, i) => {
           const page = galleryPage(job, i + 1, PAGE_SIZE);
           return { page: page.page, pages: page.pages, images: page.images.map((image) => image.index) };
         }),
@@ -94,7 +94,7 @@ export function slackPlatform({ client, images, signal, editIntervalMs }: SlackP
           const uploads = await Promise.all(
             galleryPage(job, layout.page, PAGE_SIZE).images.map(async (image) => {
               const name = uploadName(job, image);
-              const file = await images.read(job.id, image.file);
+              const file = await images.read(job.id, shownFile(image));
               return { file, filename: name.filename, title: name.title, alt_text: name.alt };
             }),
           );

@@ -7,6 +7,7 @@
  */
 import type { types } from '@slack/bolt';
 import { encodeAction } from '../../core/actions.js';
+import { promptOf } from '../../core/planner.js';
 import { oneLine, shorten, truncate } from '../../core/text.js';
 import { galleryPage, STATUS_MARK } from '../../core/views.js';
 import type { ImageRecord, Job, ReviewStatus } from '../../core/types.js';
@@ -80,7 +81,8 @@ export function progressMessage(job: Readonly<Job>, card: ProgressCard): Rendere
   if (view.finished && summary) {
     const note = job.images.length === 0 ? '' : GALLERY_NOTE[card.gallery];
     const batches = failedBatchLines(summary, escapeMrkdwn).map((line) => `:warning: ${line}`);
-    blocks.push(section([`${escapeMrkdwn(summary.text)}${note}`, ...batches].join('\n')));
+    const costs = summary.costs ? [`Drafts: ${escapeMrkdwn(summary.costs)}`] : [];
+    blocks.push(section([`${escapeMrkdwn(summary.text)}${note}`, ...costs, ...batches].join('\n')));
   }
   blocks.push(context(`Job \`${job.id}\` · requested by <@${escapeMrkdwn(job.requester.userId)}>`));
   if (view.cancellable) {
@@ -106,14 +108,17 @@ export function progressMessage(job: Readonly<Job>, card: ProgressCard): Rendere
     });
   }
   const retryable = view.finished ? (summary?.retryable ?? 0) : 0;
+  const upscalable = view.finished ? (summary?.upscalable ?? 0) : 0;
+  const after: Button[] = [];
   if (retryable > 0) {
     const value = encodeAction({ kind: 'retry', jobId: job.id });
-    blocks.push({
-      type: 'actions',
-      block_id: 'retry',
-      elements: [{ type: 'button', action_id: value, value, style: 'primary', text: { type: 'plain_text', text: `Retry ${retryable} failed` } }],
-    });
+    after.push({ type: 'button', action_id: value, value, style: 'primary', text: { type: 'plain_text', text: `Retry ${retryable} failed` } });
   }
+  if (upscalable > 0) {
+    const value = encodeAction({ kind: 'upscale', jobId: job.id });
+    after.push({ type: 'button', action_id: value, value, style: 'primary', text: { type: 'plain_text', text: `Upscale ${upscalable} approved` } });
+  }
+  if (after.length > 0) blocks.push({ type: 'actions', block_id: 'rerun', elements: after });
   const text = `${title}: “${shorten(view.prompt, 80)}” · ${view.lines.join(' · ')}`;
   return { text: escapeMrkdwn(text), blocks };
 }
@@ -137,6 +142,7 @@ export function galleryMessage(job: Readonly<Job>, page: number): Rendered {
   // Numbers, not positions: a failed batch leaves a gap, and the numbers are what the files are called.
   const blocks: Block[] = [
     section(`*Gallery* · page ${current.page}/${current.pages} · images #${first}–#${last} of ${job.images.length} · job \`${job.id}\``),
+    ...(current.heading ? [section(`*${escapeMrkdwn(current.heading)}*`)] : []),
   ];
   for (const image of current.images) {
     const by = image.review.by ? ` by ${escapeMrkdwn(image.review.by)}` : '';
@@ -161,12 +167,12 @@ export function galleryMessage(job: Readonly<Job>, page: number): Rendered {
 
 /** The file name and title of an uploaded image: the number the gallery's buttons refer to. */
 export function uploadName(job: Readonly<Job>, image: ImageRecord): { filename: string; title: string; alt: string } {
-  const extension = image.file.split('.').pop() ?? 'png';
+  const extension = (image.final?.file ?? image.file).split('.').pop() ?? 'png';
   const number = String(image.index).padStart(3, '0');
   return {
     filename: `${job.id}-${number}.${extension}`,
     title: `#${image.index}${image.seed !== undefined ? ` · seed ${image.seed}` : ''}`,
-    alt: shorten(job.request.prompt, 900),
+    alt: shorten(promptOf(job.request, image), 900),
   };
 }
 

@@ -164,6 +164,7 @@ form.addEventListener('submit', async (event) => {
   history.push(text);
   historyAt = history.length;
   input.value = '';
+  fitHeight();
   userMessage(text);
   scrollDown();
   const { data } = await post('/api/command', { text });
@@ -172,12 +173,27 @@ form.addEventListener('submit', async (event) => {
   else botReply(data.error ?? 'No answer.', 'error');
 });
 
+// The box is a textarea for prompt lists: Enter sends, Shift+Enter starts a new line (one prompt per
+// line). The arrows walk the history only while the box holds one line; otherwise they move the caret.
+function fitHeight() {
+  input.style.height = 'auto';
+  input.style.height = `${Math.min(input.scrollHeight, 240)}px`;
+}
+
 input.addEventListener('keydown', (event) => {
-  if (event.key === 'ArrowUp' && historyAt > 0) input.value = history[--historyAt];
-  else if (event.key === 'ArrowDown' && historyAt < history.length) input.value = history[++historyAt] ?? '';
+  if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+    return;
+  }
+  const oneLine = !input.value.includes('\n');
+  if (oneLine && event.key === 'ArrowUp' && historyAt > 0) input.value = history[--historyAt];
+  else if (oneLine && event.key === 'ArrowDown' && historyAt < history.length) input.value = history[++historyAt] ?? '';
   else return;
   event.preventDefault();
+  fitHeight();
 });
+input.addEventListener('input', fitHeight);
 
 async function start() {
   const response = await fetch('/api/state');
