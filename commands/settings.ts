@@ -42,7 +42,7 @@ export function definition(limits?: CommandLimits): CommandDefinition {
       { name: 'format', type: 'string', choices: OUTPUT_FORMATS, flags: ['format'], description: 'Default image format' },
       { name: 'daily', type: 'integer', minValue: 0, flags: ['daily'], description: 'Images per UTC day here (0 = no cap of its own)' },
       { name: 'plan', type: 'string', choices: PLANS, flags: ['plan'], description: 'Plan: provider calls at once and the largest job' },
-      { name: 'drafts', type: 'string', choices: ['on', 'off'], flags: ['drafts'], description: 'Drafts by default (not built yet)' },
+      { name: 'drafts', type: 'string', choices: ['on', 'off'], flags: ['drafts'], description: 'Small drafts by default (--draft off for full size)' },
     ],
   };
 }
@@ -220,7 +220,7 @@ function help(): string {
     `  format    default image format (${OUTPUT_FORMATS.join(', ')})`,
     '  daily     images per UTC day here (0 = no cap of its own)',
     `  plan      ${PLANS.join(', ')}: provider calls at once and the largest job`,
-    '  drafts    on, off (not built yet)',
+    '  drafts    on, off (small drafts by default; upscale the approved)',
     'Any value may be `default`, which goes back to the bot’s default. Example: /settings count 8 ar 16:9',
   ].join('\n');
 }

@@ -52,7 +52,7 @@ export interface SettingValues {
   /** the tenant's daily image cap; 0 = none (the global cap still applies) */
   daily?: number;
   plan?: Plan;
-  /** stored and shown; drafts are not built yet */
+  /** /imagine makes small drafts unless told `--draft off` ("Upscale approved" makes the finals) */
   drafts?: boolean;
 }
 
@@ -269,6 +269,8 @@ export interface ImagineDefaults {
   count?: number;
   ar?: AspectRatio;
   format?: OutputFormat;
+  /** drafts on by default (/settings drafts on) */
+  draft?: boolean;
 }
 
 /**
@@ -295,6 +297,7 @@ export async function tenantImagineLimits<L extends CommandLimits>(
     ...(values.count !== undefined ? { count: Math.min(values.count, largest, limits.maxImagesPerJob) } : {}),
     ...(values.ar ? { ar: values.ar } : {}),
     ...(values.format ? { format: values.format } : {}),
+    ...(values.drafts ? { draft: true } : {}),
   };
   return {
     ...limits,

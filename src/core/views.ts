@@ -82,7 +82,7 @@ export function draftCosts(job: Pick<Job, 'images' | 'batches' | 'estimatedCostU
   let text = parts.join(' + ');
   if (total !== undefined) text += ` = ${usd(total)}`;
   if (full !== undefined && saved !== undefined) {
-    text += ` vs ${usd(full)} at full size` + (full > 0 ? ` (${Math.round((saved / full) * 100)}% ${saved >= 0 ? 'saved' : 'more'})` : '');
+    text += ` vs ${usd(full)} at full size` + (full > 0 ? ` (${Math.abs(Math.round((saved / full) * 100))}% ${saved >= 0 ? 'saved' : 'more'})` : '');
   }
   return {
     ...(drafts !== undefined ? { draftsUsd: round4(drafts) } : {}),
