@@ -16,11 +16,17 @@
 // cancelled), as fal sends them: body {request_id, gateway_request_id, status: OK | ERROR, payload,
 // error?}, headers X-Fal-Webhook-Request-Id / -User-Id / -Timestamp / -Signature (hex ED25519 over
 // request id, user id, timestamp and the body's SHA-256 hex, one per line). `injectWebhook` adds faults.
+// Upscalers (`upscaleModels`, default fal-ai/esrgan and fal-ai/clarity-upscaler) are served on the same
+// queue paths: input {image_url: data: URI, scale (esrgan, 1–8) | upscale_factor (clarity, 1–4)}, output
+// {image: {url, width, height, content_type, file_name, file_size}} of exactly scale × the input's size
+// (clarity adds seed and timings). A missing, non-data: or undecodable image_url is refused 422 in
+// fal's shape (`file_download_error` / `image_load_error`); `upscaleCalls()` lists what was sent.
 // Status/result/cancel use only owner/app (fal-ai/flux, not fal-ai/flux/schnell);
 // a request id asked for under another app path gets 404 here, which catches
 // callers that build those URLs with the full endpoint id.
 import type { ServerResponse } from 'node:http';
 import { createHash, generateKeyPairSync, randomUUID, sign } from 'node:crypto';
+import sharp from 'sharp';
 import {
   type ErrorDialect,
   type FakeCommon,
@@ -61,6 +67,38 @@ export const FAL_IMAGE_SIZES = {
 
 type OutputFormat = 'jpeg' | 'png';
 
+/** The upscalers the fake serves by default (full endpoint ids). */
+export const FAKE_FAL_UPSCALERS = ['fal-ai/esrgan', 'fal-ai/clarity-upscaler'] as const;
+
+/** One accepted upscale, as the fake received it. */
+export interface UpscaleCall {
+  requestId: string;
+  model: string;
+  /** the image sent: its size, type and the SHA-256 (hex) of its bytes */
+  width: number;
+  height: number;
+  contentType: string;
+  sha256: string;
+  scale: number;
+}
+
+/**
+ * An image sent inline (`data:<type>;base64,<bytes>`), decoded and measured with sharp; anything else
+ * (a missing value, an http URL the fake cannot fetch, bytes that are no image) is the reason why not.
+ */
+export async function readDataUri(value: unknown): Promise<{ width: number; height: number; contentType: string; bytes: Buffer } | { error: 'missing' | 'not-data' | 'unreadable'; reason: string }> {
+  if (value === undefined || value === null) return { error: 'missing', reason: 'Field required' };
+  if (typeof value !== 'string') return { error: 'not-data', reason: 'Input should be a valid string' };
+  const match = /^data:([a-z]+\/[a-z0-9.+-]+);base64,([A-Za-z0-9+/=]*)$/i.exec(value);
+  if (!match) return { error: 'not-data', reason: 'Failed to download the file. Please check if the URL is accessible.' };
+  const bytes = Buffer.from(match[2]!, 'base64');
+  const meta = await sharp(bytes).metadata().catch(() => undefined);
+  if (!meta?.width || !meta.height) {
+    return { error: 'unreadable', reason: 'Failed to load the image. Please ensure the image file is not corrupted and is in a supported format.' };
+  }
+  return { width: meta.width, height: meta.height, contentType: match[1]!.toLowerCase(), bytes };
+}
+
 /** One queued request, as the fake sees it. `state` is derived from the clock. */
 export class FalRequest {
   cancelled = false;
@@ -73,6 +111,8 @@ export class FalRequest {
   /** Where its end is POSTed (`?fal_webhook=` of the submit), and whether it was. */
   webhookUrl: string | undefined;
   webhookSent = false;
+  /** Set for an upscaler's request: what it was sent (its result is one image of width × height). */
+  upscale: UpscaleCall | undefined;
 
   constructor(
     readonly id: string,
@@ -130,6 +170,8 @@ export interface FakeFalOptions extends FakeOptions {
   concurrencyLimit?: number;
   /** Bytes served for every PNG file instead of the generated picture (e.g. `noisePng` for ~1 MB images). */
   pngBytes?: Buffer;
+  /** Endpoint ids served as upscalers @default FAKE_FAL_UPSCALERS */
+  upscaleModels?: readonly string[];
   /** Rewrites the image URLs a result carries (a model can return any URL). */
   outputUrl?: (fileUrl: string, requestId: string, index: number) => string;
   /** Serves this answer for a file instead of the picture (a hostile or broken output, a redirect). */
@@ -156,6 +198,8 @@ export interface FakeFal extends FakeCommon {
   /** Status polls (`GET …/status`) and status streams (`GET …/status/stream`) received so far. */
   statusPolls(): number;
   statusStreams(): number;
+  /** Every accepted upscale, in order: which image was sent and at what scale. */
+  upscaleCalls(): UpscaleCall[];
   /** Where the fake serves the JWKS its webhooks are signed with (for FAL_JWKS_URL). */
   jwksUrl: string;
   /** The next `times` webhook deliveries get `fault`. */
@@ -244,6 +288,39 @@ function validate(input: Record<string, unknown>): FieldError[] {
   return errors;
 }
 
+/**
+ * An upscaler's input: `image_url` an image inline, and its factor (esrgan `scale` 1–8, clarity
+ * `upscale_factor` 1–4, both 2 by default). The output must fit the fake's 8192-pixel side.
+ */
+async function validateUpscale(
+  endpoint: string,
+  input: Record<string, unknown>,
+): Promise<{ errors: FieldError[] } | { image: { width: number; height: number; contentType: string; bytes: Buffer }; scale: number }> {
+  const clarity = endpoint.startsWith('fal-ai/clarity-upscaler');
+  const field = clarity ? 'upscale_factor' : 'scale';
+  const max = clarity ? 4 : 8;
+  const errors: FieldError[] = [];
+  const image = await readDataUri(input.image_url);
+  if ('error' in image) {
+    const type = { missing: 'missing', 'not-data': 'file_download_error', unreadable: 'image_load_error' }[image.error];
+    const shown = typeof input.image_url === 'string' ? input.image_url.slice(0, 64) : input.image_url;
+    errors.push({ loc: ['body', 'image_url'], msg: image.reason, type, ...(image.error === 'missing' ? {} : { input: shown }) });
+  }
+  const scale = input[field] ?? 2;
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) {
+    errors.push({ loc: ['body', field], msg: 'Input should be a valid number', type: 'float_type', input: scale });
+  } else if (scale < 1 || scale > max) {
+    errors.push({ loc: ['body', field], msg: `Input should be between 1 and ${max}`, type: 'value_error', input: scale, ctx: { ge: 1, le: max } });
+  }
+  if (errors.length > 0 || 'error' in image || typeof scale !== 'number') return { errors };
+  const width = Math.round(image.width * scale);
+  const height = Math.round(image.height * scale);
+  if (width > 8192 || height > 8192) {
+    return { errors: [{ loc: ['body', 'image_url'], msg: `Image too large: ${width}x${height} after upscaling (fake limit 8192)`, type: 'image_too_large' }] };
+  }
+  return { image, scale };
+}
+
 function sizeOf(input: Record<string, unknown>): { width: number; height: number } {
   const size = input.image_size ?? 'landscape_4_3'; // flux's default
   if (typeof size === 'string') return FAL_IMAGE_SIZES[size as keyof typeof FAL_IMAGE_SIZES];
@@ -274,6 +351,8 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
   const limiter = options?.rateLimit ? new RollingLimit(options.rateLimit.limit, options.rateLimit.intervalMs) : undefined;
   const requests = new Map<string, FalRequest>();
   const submitCalls: RecordedCall[] = [];
+  const upscales: UpscaleCall[] = [];
+  const upscalers = new Set(options?.upscaleModels ?? FAKE_FAL_UPSCALERS);
   let peakInFlight = 0;
   let limitedCount = 0;
   /** drop rules for the next status streams, in order */
@@ -329,7 +408,7 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     return job;
   };
 
-  function submit(core: FakeCore, req: ParsedRequest, res: ServerResponse, call: RecordedCall): void {
+  async function submit(core: FakeCore, req: ParsedRequest, res: ServerResponse, call: RecordedCall): Promise<void> {
     const endpoint = req.path.replace(/^\/+|\/+$/g, '');
     const appPath = appPathOf(endpoint);
     if (!appPath) return sendJson(res, 404, { detail: `Application '${endpoint}' not found` });
@@ -337,26 +416,47 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     if (!input) {
       return sendJson(res, 422, { detail: [{ loc: ['body'], msg: 'Input should be a valid dictionary', type: 'dict_type', input: req.body }] });
     }
-    const errors = validate(input);
-    if (errors.length > 0) return sendJson(res, 422, { detail: errors });
-
-    const { width, height } = sizeOf(input);
-    const prompt = String(input.prompt);
-    const seed = typeof input.seed === 'number' ? input.seed : Math.floor(seedRng() * 2 ** 31);
-    const job = new FalRequest(
-      randomUUID(),
-      endpoint,
-      appPath,
-      input,
-      Date.now(),
-      core.latencyMs,
-      seed,
-      width,
-      height,
-      typeof input.num_images === 'number' ? input.num_images : 1,
-      input.output_format === 'png' ? 'png' : 'jpeg', // flux defaults to jpeg
-      prompt.includes(core.options.nsfwWord),
-    );
+    let job: FalRequest;
+    if (upscalers.has(endpoint)) {
+      const checked = await validateUpscale(endpoint, input);
+      if ('errors' in checked) return sendJson(res, 422, { detail: checked.errors });
+      const { image, scale } = checked;
+      const seed = Math.floor(seedRng() * 2 ** 31);
+      const width = Math.round(image.width * scale);
+      const height = Math.round(image.height * scale);
+      // Upscalers answer PNG, one image, never flagged.
+      job = new FalRequest(randomUUID(), endpoint, appPath, input, Date.now(), core.latencyMs, seed, width, height, 1, 'png', false);
+      job.upscale = {
+        requestId: job.id,
+        model: endpoint,
+        width: image.width,
+        height: image.height,
+        contentType: image.contentType,
+        sha256: createHash('sha256').update(image.bytes).digest('hex'),
+        scale,
+      };
+      upscales.push(job.upscale);
+    } else {
+      const errors = validate(input);
+      if (errors.length > 0) return sendJson(res, 422, { detail: errors });
+      const { width, height } = sizeOf(input);
+      const prompt = String(input.prompt);
+      const seed = typeof input.seed === 'number' ? input.seed : Math.floor(seedRng() * 2 ** 31);
+      job = new FalRequest(
+        randomUUID(),
+        endpoint,
+        appPath,
+        input,
+        Date.now(),
+        core.latencyMs,
+        seed,
+        width,
+        height,
+        typeof input.num_images === 'number' ? input.num_images : 1,
+        input.output_format === 'png' ? 'png' : 'jpeg', // flux defaults to jpeg
+        prompt.includes(core.options.nsfwWord),
+      );
+    }
     // Generation faults aimed at 'submit' mark the request created here.
     const fault = core.faults.take('submit', isGenerationFault);
     if (fault) {
@@ -506,6 +606,21 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
 
   /** A completed request's output, as its result and its webhook's payload carry it. */
   function resultData(core: FakeCore, job: FalRequest): Record<string, unknown> {
+    if (job.upscale) {
+      // An upscaler's output: one `image` (a 'partial' fault of 0 images leaves it out).
+      const image =
+        job.imageCount > 0
+          ? {
+              url: (options?.outputUrl ?? ((u: string) => u))(`${core.origin}/files/${job.id}/0.png`, job.id, 0),
+              width: job.width,
+              height: job.height,
+              content_type: 'image/png',
+              file_name: `${job.id}.png`,
+            }
+          : undefined;
+      const clarity = job.endpoint.startsWith('fal-ai/clarity-upscaler');
+      return { ...(image ? { image } : {}), ...(clarity ? { seed: job.seed, timings: { inference: job.latencyMs / 1000 } } : {}) };
+    }
     const images = Array.from({ length: job.imageCount }, (_, n) => ({
       url: (options?.outputUrl ?? ((u: string) => u))(`${core.origin}/files/${job.id}/${n}.${job.ext}`, job.id, n),
       width: job.width,
@@ -567,7 +682,7 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     const blackOut = job.nsfw && job.input.enable_safety_checker !== false;
     const bytes = blackOut
       ? await solidImage(job.width, job.height, format, [0, 0, 0])
-      : format === 'png' && options?.pngBytes
+      : format === 'png' && options?.pngBytes && !job.upscale
         ? options.pngBytes
         : await fakeImage(job.width, job.height, format, `${job.id}/${index}`);
     sendBytes(res, 200, bytes, CONTENT_TYPES[format]);
@@ -640,6 +755,7 @@ export async function startFakeFal(options?: FakeFalOptions): Promise<FakeFal> {
     calls: core.calls,
     requests,
     submits: () => [...submitCalls],
+    upscaleCalls: () => [...upscales],
     maxInFlight: () => peakInFlight,
     limited: () => limitedCount,
     dropStatusStreams: (drop = {}) => {

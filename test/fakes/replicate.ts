@@ -17,8 +17,12 @@
 // canceled), signed as Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature: v1,<base64
 // HMAC-SHA256 over "{id}.{timestamp}.{body}">); only the "completed" event is sent, and not at all
 // when `webhook_events_filter` leaves it out. `injectWebhook` adds faults.
+// Upscalers (`upscaleModels`, default nightmareai/real-esrgan, run by version `owner/name:<id>` as a
+// community model is) take {image: data: URI, scale (0–10, default 4)} and answer one URL string (not a
+// list) of a PNG exactly scale × the input's size; a missing, non-data: or undecodable image is refused
+// 422. `upscaleCalls()` lists what was sent.
 import type { ServerResponse } from 'node:http';
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import {
   type ErrorDialect,
   type FakeCommon,
@@ -37,7 +41,13 @@ import {
   sendJson,
   startCore,
 } from './http.js';
+import { readDataUri, type UpscaleCall } from './fal.js';
 import { CONTENT_TYPES, type FakeImageFormat, fakeImage } from './png.js';
+
+export type { UpscaleCall } from './fal.js';
+
+/** The upscalers the fake serves by default (owner/name; a version is accepted and recorded). */
+export const FAKE_REPLICATE_UPSCALERS = ['nightmareai/real-esrgan'] as const;
 
 export type { FakeOptions, Fault, FaultRule, FaultTarget, RecordedCall, WebhookDelivery, WebhookFault } from './http.js';
 
@@ -75,6 +85,8 @@ export class ReplicatePrediction {
   /** The create's `webhook_events_filter`, and whether the completed event was sent. */
   webhookEvents: string[] | undefined;
   webhookSent = false;
+  /** Set for an upscaler's prediction: what it was sent (its output is one URL, not a list). */
+  upscale: UpscaleCall | undefined;
 
   constructor(
     readonly id: string,
@@ -119,16 +131,15 @@ export class ReplicatePrediction {
     if (status === 'succeeded') logs += `Total safe images: ${this.outputCount} out of ${this.numOutputs}\n`;
     if (status === 'failed') logs += `Traceback (most recent call last):\nException: ${this.failure}\n`;
     const api = `${origin}/v1/predictions/${this.id}`;
+    const urls = Array.from({ length: this.outputCount }, (_, n) => `${origin}/files/${this.id}/${n}.${this.format}`);
     return {
       id: this.id,
       model: this.model,
       version: this.version,
       input: this.input,
       logs,
-      output:
-        status === 'succeeded'
-          ? Array.from({ length: this.outputCount }, (_, n) => `${origin}/files/${this.id}/${n}.${this.format}`)
-          : null,
+      // Real-ESRGAN's output schema is one URI; flux's a list of them.
+      output: status !== 'succeeded' ? null : this.upscale ? (urls[0] ?? null) : urls,
       data_removed: false,
       error: status === 'failed' ? this.failure : null,
       status,
@@ -147,6 +158,8 @@ export class ReplicatePrediction {
 export interface FakeReplicateOptions extends FakeOptions {
   /** How long one second of `Prefer: wait=N` lasts here, in ms @default 1000 */
   preferWaitUnitMs?: number;
+  /** Models (owner/name) served as upscalers @default FAKE_REPLICATE_UPSCALERS */
+  upscaleModels?: readonly string[];
 }
 
 export interface FakeReplicate extends FakeCommon {
@@ -154,6 +167,8 @@ export interface FakeReplicate extends FakeCommon {
   predictions: Map<string, ReplicatePrediction>;
   /** The `GET /v1/predictions/{id}` calls (status polls), of one prediction or of all. */
   gets(id?: string): RecordedCall[];
+  /** Every accepted upscale, in order: which image was sent and at what scale. */
+  upscaleCalls(): UpscaleCall[];
   /** The account's webhook signing secret (`whsec_…`), as `GET /v1/webhooks/default/secret` answers it. */
   webhookSecret: string;
   /** The next `times` webhook deliveries get `fault`. */
@@ -225,6 +240,27 @@ function validate(body: Record<string, unknown>): InvalidField[] {
   return bad;
 }
 
+/** Real-ESRGAN's input: `image` inline and `scale` (0–10, default 4); the output must fit 8192 pixels a side. */
+async function validateUpscale(input: Record<string, unknown>): Promise<{ invalid: InvalidField[] } | { image: { width: number; height: number; contentType: string; bytes: Buffer }; scale: number }> {
+  const invalid: InvalidField[] = [];
+  const image = await readDataUri(input.image);
+  if ('error' in image) {
+    const description = { missing: 'image is required', 'not-data': 'Does not match format "uri" of an image this fake can read (a data: URI)', unreadable: 'cannot identify image file' }[image.error];
+    invalid.push({ type: image.error === 'missing' ? 'required' : 'format', field: image.error === 'missing' ? 'input' : 'input.image', description });
+  }
+  const scale = input.scale ?? 4;
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) invalid.push({ type: 'invalid_type', field: 'input.scale', description: 'Invalid type. Expected: number' });
+  else if (scale <= 0 || scale > 10) invalid.push({ type: 'less_than_equal', field: 'input.scale', description: 'Must be greater than 0 and less than or equal to 10' });
+  if (invalid.length > 0 || 'error' in image || typeof scale !== 'number') return { invalid };
+  if (Math.round(image.width * scale) > 8192 || Math.round(image.height * scale) > 8192) {
+    return { invalid: [{ type: 'format', field: 'input.image', description: 'image too large to upscale (fake limit 8192 a side)' }] };
+  }
+  return { image, scale };
+}
+
+const invalidInput = (res: ServerResponse, invalid: InvalidField[]) =>
+  sendJson(res, 422, problem(422, 'Input validation failed', invalid.map((f) => `- ${f.field || 'body'}: ${f.description}\n`).join(''), { invalid_fields: invalid }));
+
 function newPredictionId(): string {
   // Replicate ids: 26 lowercase base-32-ish characters, e.g. cky59275mdrm80cpw83rcn3ej0.
   const alphabet = '0123456789abcdefghjkmnpqrstvwxyz';
@@ -235,6 +271,8 @@ export async function startFakeReplicate(options?: FakeReplicateOptions): Promis
   const predictions = new Map<string, ReplicatePrediction>();
   const submitCalls: RecordedCall[] = [];
   const getCalls: { id: string; call: RecordedCall }[] = [];
+  const upscales: UpscaleCall[] = [];
+  const upscalers = new Set(options?.upscaleModels ?? FAKE_REPLICATE_UPSCALERS);
   const preferWaitUnitMs = options?.preferWaitUnitMs ?? 1000;
   // Separate from the fault RNG so that random seeds never shift fault schedules.
   const seedRng = mulberry32((options?.rngSeed ?? 1) ^ 0x5eed5eed);
@@ -278,11 +316,9 @@ export async function startFakeReplicate(options?: FakeReplicateOptions): Promis
     if (!body) {
       return sendJson(res, 400, problem(400, 'Invalid request body', 'The request body must be a JSON object.'));
     }
+    if (upscalers.has(model)) return createUpscale(core, req, res, call, body, model, version);
     const invalid = validate(body);
-    if (invalid.length > 0) {
-      const detail = invalid.map((f) => `- ${f.field || 'body'}: ${f.description}\n`).join('');
-      return sendJson(res, 422, problem(422, 'Input validation failed', detail, { invalid_fields: invalid }));
-    }
+    if (invalid.length > 0) return invalidInput(res, invalid);
     const input = plainObject(body.input) ?? {};
     const ratio = (typeof input.aspect_ratio === 'string' ? input.aspect_ratio : '1:1') as AspectRatio;
     let { width, height } = FLUX_SCHNELL_SIZES[ratio];
@@ -317,6 +353,62 @@ export async function startFakeReplicate(options?: FakeReplicateOptions): Promis
       if (fault.kind === 'failed') prediction.failure = fault.message ?? 'Prediction interrupted; please retry (code: PA)';
       else prediction.partialOutputs = fault.images;
     }
+    await accept(core, req, res, body, prediction);
+  }
+
+  /** An upscaler's prediction: one PNG of scale × the image sent. */
+  async function createUpscale(
+    core: FakeCore,
+    req: ParsedRequest,
+    res: ServerResponse,
+    call: RecordedCall,
+    body: Record<string, unknown>,
+    model: string,
+    version: string,
+  ): Promise<void> {
+    // A community model has no `/models/{owner}/{name}/predictions` endpoint of its own (only official
+    // models do): it is run by version, which catches a caller that addresses it by name.
+    if (version === 'hidden') return sendJson(res, 404, problem(404, 'Not found', `${model} is not an official model: run it by version (owner/name:version)`));
+    const input = plainObject(body.input);
+    if (!input) return invalidInput(res, [{ type: 'required', field: '', description: 'input is required' }]);
+    const checked = await validateUpscale(input);
+    if ('invalid' in checked) return invalidInput(res, checked.invalid);
+    const { image, scale } = checked;
+    const prediction = new ReplicatePrediction(
+      newPredictionId(),
+      model,
+      version,
+      input,
+      Date.now(),
+      core.latencyMs,
+      Math.floor(seedRng() * 2 ** 16),
+      Math.round(image.width * scale),
+      Math.round(image.height * scale),
+      1,
+      'png',
+      typeof body.webhook === 'string' ? body.webhook : undefined,
+    );
+    prediction.upscale = {
+      requestId: prediction.id,
+      model: `${model}:${version}`,
+      width: image.width,
+      height: image.height,
+      contentType: image.contentType,
+      sha256: createHash('sha256').update(image.bytes).digest('hex'),
+      scale,
+    };
+    upscales.push(prediction.upscale);
+    const fault = core.faults.take('submit', isGenerationFault);
+    if (fault) {
+      call.fault = fault.kind;
+      if (fault.kind === 'failed') prediction.failure = fault.message ?? 'Prediction interrupted; please retry (code: PA)';
+      else prediction.partialOutputs = fault.images;
+    }
+    await accept(core, req, res, body, prediction);
+  }
+
+  /** Keeps a created prediction, arms its webhook, holds the answer for `Prefer: wait`, and answers 201. */
+  async function accept(core: FakeCore, req: ParsedRequest, res: ServerResponse, body: Record<string, unknown>, prediction: ReplicatePrediction): Promise<void> {
     predictions.set(prediction.id, prediction);
     if (prediction.webhook) {
       const events = body.webhook_events_filter;
@@ -427,6 +519,7 @@ export async function startFakeReplicate(options?: FakeReplicateOptions): Promis
     predictions,
     submits: () => [...submitCalls],
     gets: (id) => getCalls.filter((g) => id === undefined || g.id === id).map((g) => g.call),
+    upscaleCalls: () => [...upscales],
     webhookSecret,
     injectWebhook: (fault, times) => outbox.inject(fault, times),
     webhookDeliveries: () => [...outbox.deliveries],
