@@ -3,12 +3,15 @@
  * drafts at half size and upscales with sharp) and files on disk: only approved images are sent, the
  * results land in final/, the manifest has both with their costs and the saving against full size.
  */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { isUserError } from '../../src/core/errors.js';
 import type { ImagineRequest } from '../../src/core/types.js';
 import { gallerySummary, progressView } from '../../src/core/views.js';
-import { buildApp, filesIn, readManifest, rejectionOf, requester } from '../helpers.js';
+import { startFakeFal } from '../fakes/fal.js';
+import { buildApp, filesIn, onCleanup, readManifest, rejectionOf, requester } from '../helpers.js';
 
 const DRAFT: ImagineRequest = { prompt: 'a red fox in snow', count: 4, provider: 'local', model: 'local', aspectRatio: '1:1', draft: true };
 const ME = { id: 'user-1', name: 'Ada' };
@@ -80,5 +83,35 @@ describe('upscale approved', () => {
     const after = await app.engine.get(job.id);
     expect(after!.batches.some((b) => b.upscale)).toBe(false);
     expect(after!.state).toBe('completed');
+  });
+
+  it('on fal: drafts asked at a quarter megapixel, and exactly the approved files sent to fal-ai/esrgan, whose results land in final/', async () => {
+    const fake = await startFakeFal({ key: 'fal-test-key', latencyMs: 2 });
+    onCleanup(() => fake.close());
+    const app = await buildApp({ env: { FAL_KEY: 'fal-test-key', FAL_BASE_URL: fake.url } });
+    const request: ImagineRequest = { ...DRAFT, provider: 'fal', model: 'fal-ai/flux/schnell' };
+    const job = await app.engine.waitFor((await app.engine.submit(request, requester())).id);
+    expect((fake.submits()[0]!.body as { image_size: unknown }).image_size).toEqual({ width: 512, height: 512 });
+    expect(job.images.map((image) => [image.width, image.height])).toEqual(Array(4).fill([512, 512]));
+    await app.engine.review(job.id, 2, 'approved', ME);
+    await app.engine.review(job.id, 4, 'approved', ME);
+    await app.engine.review(job.id, 1, 'rejected', ME);
+    const sent = await Promise.all(
+      ['approved/002.png', 'approved/004.png'].map(async (file) => createHash('sha256').update(await readFile(`${app.files.jobDir(job.id)}/${file}`)).digest('hex')),
+    );
+    await app.engine.upscaleApproved(job.id, ME);
+    const done = await app.engine.waitFor(job.id);
+    // two calls may run at once: compared in a fixed order
+    const calls = fake.upscaleCalls().map((call) => [call.model, call.width, call.scale, call.sha256]);
+    expect(calls.sort((a, b) => String(a[3]).localeCompare(String(b[3])))).toEqual(
+      [...sent].sort().map((sha) => ['fal-ai/esrgan', 512, 2, sha]),
+    );
+    expect(await filesIn(app, job.id, 'final')).toEqual(['002.png', '004.png']);
+    expect(done.images.filter((image) => image.final).map((image) => [image.index, image.final!.width, image.final!.model])).toEqual([
+      [2, 1024, 'fal-ai/esrgan'],
+      [4, 1024, 'fal-ai/esrgan'],
+    ]);
+    const manifest = await readManifest(app, job.id);
+    expect(manifest.draftCosts?.upscalesUsd).toBeGreaterThan(0);
   });
 });
