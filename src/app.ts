@@ -90,7 +90,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
   // Images first: a bucket that cannot be used stops start-up before anything else is opened. The
   // AWS SDK is loaded only when a bucket is configured.
   const files: ImageStore = config.s3
-    ? await (await import('./store/s3.js')).openS3ImageStore(config.s3, config.outputDir, { maxBytes: config.maxImageBytes })
+    ? await (await import('./store/s3.js')).openS3ImageStore(config.s3, config.outputDir, { maxBytes: config.maxImageBytes, logger: logger.child({ component: 's3' }) })
     : new ImageFiles(config.outputDir, { maxBytes: config.maxImageBytes });
   const { redisUrl } = config;
   const shared = redisUrl

@@ -36,7 +36,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { DEFAULT_S3_LINK_EXPIRES, type S3Config } from '../config.js';
 import { silentLogger, type DeliveryReport, type ImageReader, type ImageStorage, type Logger } from '../core/ports.js';
 import type { Job, ReviewStatus } from '../core/types.js';
-import { DIR_MODE, FILE_MODE, ImageFiles, REVIEW_FOLDERS, TEMP_MARK, type ImageFilesOptions, type StoredImage, type WantedFormat } from './files.js';
+import { DIR_MODE, FILE_MODE, FINAL_FOLDER, ImageFiles, REVIEW_FOLDERS, TEMP_MARK, type ImageFilesOptions, type StoredImage, type WantedFormat } from './files.js';
 import { OutboxGone, S3Outbox, type OutboxEntry } from './s3-outbox.js';
 
 export interface S3ImageStoreOptions extends ImageFilesOptions {
@@ -52,7 +52,7 @@ export interface S3ImageStoreOptions extends ImageFilesOptions {
 
 /** A job id and a file as jobs record them: nothing that could climb out of the job's keys or folder. */
 const JOB_ID = /^[\w-]{1,64}$/;
-const FILE = /^((pending-review|approved|rejected|final)\/)?[\w-][\w.-]{0,99}$/;
+const FILE = new RegExp(`^((${[...Object.values(REVIEW_FOLDERS), FINAL_FOLDER].join('|')})/)?[\\w-][\\w.-]{0,99}$`);
 
 /**
  * Bytes of one part of a multipart upload: S3's smallest. An image at or below it is one PutObject;
@@ -173,7 +173,7 @@ export class S3ImageStore implements ImageStorage, ImageReader {
     jobId: string,
     baseName: string,
     source: AsyncIterable<Uint8Array> | Buffer,
-    want?: WantedFormat & { folder?: 'final' },
+    want?: WantedFormat,
   ): Promise<StoredImage> {
     const stored = await this.cache.writeImage(jobId, baseName, source, want);
     // The key is the file ImageFiles kept (`final/002.png` for an upscaled image), whatever was asked.
@@ -392,7 +392,10 @@ export class S3ImageStore implements ImageStorage, ImageReader {
     if (this.outbox.waiting(jobId) > 0) {
       await this.outbox.update(jobId, (entries) => {
         const entry = entries.find((e) => e.op === 'put' && e.file === file);
-        if (entry) entries.splice(entries.indexOf(entry), 1, ...entry.remove.map((old): OutboxEntry => ({ ...entry, op: 'delete', file: old, remove: [] })));
+        if (!entry) return;
+        // What it was to delete once written (where the file was before a move) still goes.
+        const { since, attempts, error } = entry;
+        entries.splice(entries.indexOf(entry), 1, ...entry.remove.map((old): OutboxEntry => ({ op: 'delete', file: old, remove: [], since, attempts, error })));
       });
     }
   }
@@ -487,12 +490,12 @@ export class S3ImageStore implements ImageStorage, ImageReader {
    * Copies `from` to `to`. Resolves with the NoSuchKey error when `from` is not there and `to` is not
    * either (the image is nowhere); a `to` already there is an earlier attempt's copy, and done.
    */
-  private async copyUnlessMissing(from: string, to: string): Promise<unknown> {
+  private async copyUnlessMissing(from: string, to: string): Promise<Error | undefined> {
     try {
       await this.copy(from, to);
     } catch (error) {
       if (!isMissing(error)) throw error;
-      if (!(await this.has(to))) return error;
+      if (!(await this.has(to))) return error as Error;
     }
     return undefined;
   }

@@ -25,14 +25,16 @@ export async function startFront(target: () => string, hooks: FrontHooks = {}): 
       for await (const chunk of req) chunks.push(chunk as Buffer);
       await hooks.before?.(req);
       const headers = Object.fromEntries(
-        Object.entries(req.headers).filter(([name]) => name !== 'host' && name !== 'content-length' && name !== 'connection'),
+        // `expect: 100-continue` was answered here already (the body is read whole), and fetch refuses it.
+        Object.entries(req.headers).filter(([name]) => !['host', 'content-length', 'connection', 'expect'].includes(name)),
       ) as Record<string, string>;
       const method = req.method ?? 'GET';
       const answer = await fetch(target() + (req.url ?? ''), { method, headers, ...(chunks.length > 0 ? { body: Buffer.concat(chunks) } : {}) });
       const bytes = Buffer.from(await answer.arrayBuffer());
       await hooks.after?.(req, answer.status);
       const passed: Record<string, string> = {};
-      for (const name of ['content-type', 'retry-after']) {
+      // etag: an S3 multipart upload names each part by the ETag its upload answered.
+      for (const name of ['content-type', 'retry-after', 'etag']) {
         const value = answer.headers.get(name);
         if (value !== null) passed[name] = value;
       }

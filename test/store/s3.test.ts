@@ -121,7 +121,7 @@ describe('S3ImageStore', () => {
     expect(s3.calls.length).toBe(before);
   });
 
-  it('retries a 503 SlowDown (the SDK, 3 attempts); after 3 the image is not kept, in the bucket or the cache', async () => {
+  it('retries a 503 SlowDown (the SDK, 3 attempts); after 3 the image stays in the cache and is uploaded on a later try', async () => {
     const s3 = await fake();
     const images = await store(s3);
     s3.inject({ on: 'PutObject', status: 503 });
@@ -129,12 +129,14 @@ describe('S3ImageStore', () => {
     expect(s3.calls.filter((call) => call.operation === 'PutObject').map((call) => call.status)).toEqual([503, 200]);
     expect(s3.keys()).toEqual([`art-factory/${JOB}/pending-review/001.png`]);
 
+    // Never lost: the download stands, the cached copy stays and the upload waits in the job's outbox.
     s3.inject({ on: 'PutObject', status: 503, times: 3 });
-    const error = (await rejectionOf(images.writeImage(JOB, '002', await png()))) as Error;
-    expect(error.name).toBe('SlowDown');
+    expect(await images.writeImage(JOB, '002', await png())).toMatchObject({ file: 'pending-review/002.png' });
     expect(s3.calls.filter((call) => call.operation === 'PutObject').map((call) => call.status)).toEqual([503, 200, 503, 503, 503]);
     expect(s3.keys()).toEqual([`art-factory/${JOB}/pending-review/001.png`]);
-    expect(await readdir(path.join(images.cacheDir, JOB, 'pending-review'))).toEqual(['001.png']);
+    expect((await readdir(path.join(images.cacheDir, JOB, 'pending-review'))).sort()).toEqual(['001.png', '002.png']);
+    expect(await images.retryWaiting()).toBe(0);
+    expect(s3.keys()).toEqual([`art-factory/${JOB}/pending-review/001.png`, `art-factory/${JOB}/pending-review/002.png`]);
   });
 
   it('restores a review cut off mid-move: the record keeps its copy, a stray goes; a moved image comes back', async () => {
@@ -174,12 +176,13 @@ describe('S3ImageStore', () => {
 describe('S3 settings', () => {
   it('S3_BUCKET turns the bucket on; region, endpoint and prefix have their defaults', () => {
     expect(loadConfig({}).s3).toBeUndefined();
-    expect(loadConfig({ S3_BUCKET: 'art-images' }).s3).toEqual({ bucket: 'art-images', region: 'us-east-1', prefix: '' });
+    expect(loadConfig({ S3_BUCKET: 'art-images' }).s3).toEqual({ bucket: 'art-images', region: 'us-east-1', prefix: '', linkExpiresSeconds: 604_800 });
     expect(loadConfig({ S3_BUCKET: 'art', S3_ENDPOINT: 'http://127.0.0.1:9000/', S3_REGION: 'auto', S3_PREFIX: 'bots/art-factory/' }).s3).toEqual({
       bucket: 'art',
       endpoint: 'http://127.0.0.1:9000',
       region: 'auto',
       prefix: 'bots/art-factory/',
+      linkExpiresSeconds: 604_800,
     });
   });
 
