@@ -1,10 +1,16 @@
 /**
- * /imagine — one prompt, a batch of images. Platform-neutral: the typed options (Discord, CLI) and
- * the inline-flag text (Slack, playground) both end in the same validation and the same messages.
+ * /imagine — one prompt, a batch of images; or a prompt list, each prompt with its own count, as one
+ * job. Platform-neutral: the typed options (Discord, CLI) and the inline-flag text (Slack, playground)
+ * both end in the same validation and the same messages. A list comes as a file (Discord's `prompts`
+ * attachment, the CLI's `--prompts FILE`) or as the lines after a text command's first; one parser
+ * reads both.
  */
 import { z } from 'zod';
 import {
+  BOOLEAN_WORDS,
+  fileTooLarge,
   formatHelp,
+  isAttachedFile,
   parseInlineFlags,
   type Command,
   type CommandContext,
@@ -14,18 +20,32 @@ import {
   type RawOptions,
 } from '../src/core/command.js';
 import { truncate } from '../src/core/text.js';
-import { UserError } from '../src/core/errors.js';
+import { isUserError, UserError } from '../src/core/errors.js';
 import { tenantImagineLimits, type ImagineDefaults } from '../src/core/settings.js';
-import { ASPECT_RATIOS, OUTPUT_FORMATS, PROVIDER_NAMES, type ImagineRequest, type OutputFormat, type ProviderName } from '../src/core/types.js';
+import {
+  ASPECT_RATIOS,
+  OUTPUT_FORMATS,
+  PROVIDER_NAMES,
+  type ImagineRequest,
+  type OutputFormat,
+  type PromptEntry,
+  type ProviderName,
+} from '../src/core/types.js';
 
 export const PROMPT_MAX = 1500;
 export const NEGATIVE_MAX = 1000;
 export const SEED_MAX = 2 ** 32 - 1;
 export const DEFAULT_COUNT = 4;
+/** At most this many different prompts in one list. */
+export const PROMPT_LIST_MAX = 100;
+/** At most this many prompt lines, repeats included (a repeat costs no image, but each line is recorded). */
+export const PROMPT_LINES_MAX = 1000;
+/** The largest prompt-list file (Discord's attachment, the CLI's `--prompts FILE`). */
+export const PROMPT_FILE_MAX_BYTES = 64 * 1024;
 
 /**
  * What the deployment allows /imagine to ask for (the limits every command gets), and the tenant's
- * defaults from /settings (count, ar, format), which fill what the options leave out.
+ * defaults from /settings (count, ar, format, drafts), which fill what the options leave out.
  */
 export type ImagineLimits = CommandLimits & { defaults?: ImagineDefaults };
 
@@ -35,7 +55,7 @@ export function definition(limits?: ImagineLimits): CommandDefinition {
     description: 'Generate a batch of images from a prompt',
     usage: 'a red fox in snow --count 12 --ar 16:9 --seed 42 (or: help)',
     options: [
-      { name: 'prompt', type: 'string', required: true, maxLength: PROMPT_MAX, flags: ['prompt'], description: 'What to draw' },
+      { name: 'prompt', type: 'string', required: true, requiredUnless: 'prompts', maxLength: PROMPT_MAX, flags: ['prompt'], description: 'What to draw' },
       {
         name: 'count',
         type: 'integer',
@@ -63,6 +83,20 @@ export function definition(limits?: ImagineLimits): CommandDefinition {
         maxValue: 100,
         flags: ['quality'],
         description: "Quality of jpeg and webp images (default the provider's)",
+      },
+      {
+        name: 'draft',
+        type: 'boolean',
+        flags: ['draft'],
+        description: `Small drafts; upscale the approved ones later (default ${limits?.defaults?.draft ? 'on' : 'off'})`,
+      },
+      {
+        name: 'prompts',
+        type: 'attachment',
+        maxBytes: PROMPT_FILE_MAX_BYTES,
+        flags: ['prompts'],
+        typedInstead: 'write one prompt per line after the first line instead',
+        description: 'A .txt prompt list instead of prompt: one prompt per line, each may end with --count N',
       },
     ],
   };
@@ -101,18 +135,153 @@ function stringOption(raw: unknown, name: string): string | undefined {
 
 const MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}$/i;
 
-/** Validates raw options (typed, or parsed from flags) into a request, or throws one clear UserError. */
-export function parseImagine(given: RawOptions, limits: ImagineLimits): ImagineRequest {
-  // The tenant's defaults (/settings) stand for the options left out, and are checked like them.
-  const raw: RawOptions = { ...limits.defaults, ...Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined && v !== null)) };
-  const prompt = stringOption(raw.prompt, 'prompt') ?? '';
-  const promptLength = Array.from(prompt).length;
-  if (promptLength === 0) throw new UserError('invalid_option', 'Expected `prompt` to be 1 to 1500 characters, got an empty prompt.');
-  if (promptLength > PROMPT_MAX) {
-    throw new UserError('invalid_option', `Expected \`prompt\` to be 1 to ${PROMPT_MAX} characters, got ${promptLength}.`);
-  }
+function booleanOption(raw: unknown, name: string): boolean | undefined {
+  if (raw === undefined || raw === null || raw === '') return undefined;
+  if (typeof raw === 'boolean') return raw;
+  const word = typeof raw === 'string' ? raw.trim().toLowerCase() : undefined;
+  if (word !== undefined && Object.hasOwn(BOOLEAN_WORDS, word)) return BOOLEAN_WORDS[word];
+  throw new UserError('invalid_option', `Expected \`${name}\` to be on or off, got ${shown(raw)}.`);
+}
 
-  const count = integerOption(raw.count, 'count', 1, limits.maxImagesPerJob) ?? DEFAULT_COUNT;
+/** A cleaned prompt of 1 to PROMPT_MAX characters, or the refusal naming `prompt`. */
+function checkedPrompt(raw: unknown): string {
+  const prompt = stringOption(raw, 'prompt') ?? '';
+  const length = Array.from(prompt).length;
+  if (length === 0) throw new UserError('invalid_option', `Expected \`prompt\` to be 1 to ${PROMPT_MAX} characters, got an empty prompt.`);
+  if (length > PROMPT_MAX) throw new UserError('invalid_option', `Expected \`prompt\` to be 1 to ${PROMPT_MAX} characters, got ${length}.`);
+  return prompt;
+}
+
+/** One prompt line of a list, as typed: where it is, its prompt and its own `--count`, not yet checked. */
+interface ListLine {
+  line: number;
+  prompt: unknown;
+  count: unknown;
+}
+
+/** Runs `check`, its refusal prefixed with the line it is about: `Line 3: expected …`. */
+function atLine<T>(line: number, check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (!isUserError(error)) throw error;
+    throw new UserError(error.code, `Line ${line}: ${error.message.charAt(0).toLowerCase()}${error.message.slice(1)}`);
+  }
+}
+
+/**
+ * The prompt lines of a list's text, numbered from `firstLine`: blank lines and `#` comments are
+ * skipped; a line may end with its own `--count N`, any other option is refused (it is the job's,
+ * and `jobOptions` says where it goes).
+ */
+function listLines(text: string, command: CommandDefinition, firstLine: number, jobOptions: string): ListLine[] {
+  const lines: ListLine[] = [];
+  text.split(/\r\n|\r|\n/).forEach((content, i) => {
+    const line = firstLine + i;
+    const trimmed = content.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) return;
+    const raw = atLine(line, () => parseInlineFlags(content, command, 'prompt'));
+    const other = command.options.find((o) => o.name !== 'prompt' && o.name !== 'count' && raw[o.name] !== undefined);
+    if (other) {
+      throw new UserError(
+        'invalid_option',
+        `Line ${line}: only \`--count\` may be given per prompt; \`--${other.flags[0]}\` applies to the whole job, ${jobOptions}.`,
+      );
+    }
+    lines.push({ line, prompt: raw.prompt, count: raw.count });
+  });
+  return lines;
+}
+
+/**
+ * A list's lines as entries: each prompt cleaned and checked like `prompt`, each count 1 to the job
+ * limit (`each` when the line gives none). Identical prompts are one entry, made once: its count is
+ * the largest asked for, and it keeps every line with that line's count.
+ */
+function entriesOf(lines: readonly ListLine[], each: number, maxImagesPerJob: number): PromptEntry[] {
+  if (lines.length > PROMPT_LINES_MAX) {
+    throw new UserError('invalid_option', `The prompt list has ${lines.length} prompt lines; at most ${PROMPT_LINES_MAX} per job.`);
+  }
+  const byPrompt = new Map<string, PromptEntry>();
+  for (const { line, prompt: rawPrompt, count: rawCount } of lines) {
+    const prompt = atLine(line, () => checkedPrompt(rawPrompt));
+    const count = atLine(line, () => integerOption(rawCount, 'count', 1, maxImagesPerJob)) ?? each;
+    const entry = byPrompt.get(prompt);
+    if (entry) {
+      entry.count = Math.max(entry.count, count);
+      entry.lines.push({ line, count });
+    } else byPrompt.set(prompt, { prompt, count, lines: [{ line, count }] });
+  }
+  const entries = [...byPrompt.values()];
+  if (entries.length === 0) {
+    throw new UserError('invalid_option', 'The prompt list has no prompts: write one prompt per line (blank lines and lines starting with # are skipped).');
+  }
+  if (entries.length > PROMPT_LIST_MAX) {
+    throw new UserError('invalid_option', `The prompt list has ${entries.length} different prompts; at most ${PROMPT_LIST_MAX} per job.`);
+  }
+  const total = entries.reduce((sum, entry) => sum + entry.count, 0);
+  if (total > maxImagesPerJob) {
+    throw new UserError('invalid_option', `The prompt list asks for ${total} images; this bot's limit is ${maxImagesPerJob} per job.`);
+  }
+  return entries;
+}
+
+/**
+ * A prompt list (one prompt per line, each may end with `--count N`) as entries, or one clear
+ * refusal naming the line. `count` is the count of a line that gives none @default the tenant's, else 4.
+ */
+export function parsePromptList(text: string, limits: ImagineLimits, options: { count?: number; firstLine?: number } = {}): PromptEntry[] {
+  const lines = listLines(text, definition(limits), options.firstLine ?? 1, 'give it with the command');
+  return entriesOf(lines, options.count ?? limits.defaults?.count ?? DEFAULT_COUNT, limits.maxImagesPerJob);
+}
+
+/** The text of a `prompts` file: a .txt (or text/plain) file of at most 64 KiB, in UTF-8. */
+function promptFileText(raw: unknown): string {
+  if (!isAttachedFile(raw)) throw new UserError('invalid_option', `Expected \`prompts\` to be a .txt file, got ${shown(raw)}.`);
+  if (raw.data.byteLength > PROMPT_FILE_MAX_BYTES) throw fileTooLarge('prompts', PROMPT_FILE_MAX_BYTES, raw.data.byteLength);
+  const type = raw.contentType?.split(';')[0]?.trim().toLowerCase() || undefined;
+  if (type !== 'text/plain' && !/\.txt$/i.test(raw.name)) {
+    throw new UserError('invalid_option', `Expected \`prompts\` to be a .txt file (text/plain), got ${shown(raw.name)}${type ? ` (${shown(type)})` : ''}.`);
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(raw.data);
+  } catch {
+    throw new UserError('invalid_option', 'Expected `prompts` to be UTF-8 text, and this file is not: save it as UTF-8.');
+  }
+}
+
+/** The tenant's defaults (/settings) stand for the options left out, and are checked like them. */
+function withDefaults(given: RawOptions, limits: ImagineLimits): RawOptions {
+  return { ...limits.defaults, ...Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined && v !== null)) };
+}
+
+/**
+ * Validates typed options (Discord, the CLI) into a request, or throws one clear UserError. A
+ * `prompts` file stands for `prompt` (not both); a list of one prompt is a plain request.
+ */
+export function parseImagine(given: RawOptions, limits: ImagineLimits): ImagineRequest {
+  const raw = withDefaults(given, limits);
+  if (raw.prompts === undefined) {
+    if (raw.prompt === undefined) throw new UserError('invalid_option', 'Give `prompt`, or a `prompts` file with one prompt per line.');
+    return requestOf(raw, limits);
+  }
+  if (raw.prompt !== undefined) throw new UserError('invalid_option', 'Give either `prompt` or a `prompts` file, not both.');
+  return requestOf(raw, limits, listLines(promptFileText(raw.prompts), definition(limits), 1, 'give it with the command'));
+}
+
+/** Options checked into a request: one prompt (`raw.prompt`), or the list's lines, each `raw.count` images unless it says. */
+function requestOf(raw: RawOptions, limits: ImagineLimits, lines?: readonly ListLine[]): ImagineRequest {
+  // One prompt is checked before the count, as it always was: the first refusal stays the same.
+  let prompt = lines === undefined ? checkedPrompt(raw.prompt) : '';
+  const each = integerOption(raw.count, 'count', 1, limits.maxImagesPerJob) ?? DEFAULT_COUNT;
+  let count = each;
+  let prompts: PromptEntry[] | undefined;
+  if (lines !== undefined) {
+    const entries = entriesOf(lines, each, limits.maxImagesPerJob);
+    prompt = entries[0]!.prompt;
+    count = entries.reduce((sum, entry) => sum + entry.count, 0);
+    if (entries.length > 1) prompts = entries;
+  }
 
   const providerText = stringOption(raw.provider, 'provider')?.toLowerCase();
   let provider = limits.defaultProvider;
@@ -157,6 +326,7 @@ export function parseImagine(given: RawOptions, limits: ImagineLimits): ImagineR
   }
 
   const { format, quality } = formatOptions(raw);
+  const draft = booleanOption(raw.draft, 'draft');
 
   return {
     prompt,
@@ -168,6 +338,8 @@ export function parseImagine(given: RawOptions, limits: ImagineLimits): ImagineR
     ...(negative ? { negative } : {}),
     ...(format ? { format } : {}),
     ...(quality !== undefined ? { quality } : {}),
+    ...(prompts ? { prompts } : {}),
+    ...(draft ? { draft } : {}),
   };
 }
 
@@ -189,13 +361,26 @@ function formatOptions(raw: RawOptions): { format?: OutputFormat; quality?: numb
   return { ...(format ? { format } : {}), ...(quality !== undefined ? { quality } : {}) };
 }
 
-/** `a red fox --count 12 --ar 16:9 --seed 42 --provider fal --no blur` → the same request as typed options. */
+/**
+ * `a red fox --count 12 --ar 16:9 --seed 42 --provider fal --no blur` → the same request as typed
+ * options. More lines make a prompt list: the first line's flags are the whole job's (its `--count`
+ * the count of each prompt), its text if any the first prompt; each later line is one prompt.
+ */
 export function parseImagineText(text: string, limits: ImagineLimits): ImagineRequest {
-  return parseImagine(parseInlineFlags(text, definition(limits), 'prompt'), limits);
+  const command = definition(limits);
+  const [first = '', ...rest] = text.split(/\r\n|\r|\n/);
+  const raw = withDefaults(parseInlineFlags(first, command, 'prompt'), limits);
+  const later = listLines(rest.join('\n'), command, 2, 'give it on the first line');
+  if (later.length === 0) return requestOf(raw, limits);
+  return requestOf(raw, limits, [...(raw.prompt !== undefined ? [{ line: 1, prompt: raw.prompt, count: undefined }] : []), ...later]);
 }
 
 export function help(limits: ImagineLimits): string {
-  return `${formatHelp(definition(limits))}\nExample: /imagine a red fox in snow --count 12 --ar 16:9 --seed 42`;
+  return [
+    formatHelp(definition(limits)),
+    'Example: /imagine a red fox in snow --count 12 --ar 16:9 --seed 42',
+    "Prompt list: one prompt per line after the first; the first line's options apply to all (--count to each prompt), a line may end with its own --count N.",
+  ].join('\n');
 }
 
 /** Slack and the playground: an empty `/imagine`, or `/imagine help`, asks for help. */
@@ -214,9 +399,11 @@ async function run(context: CommandContext): Promise<CommandResult> {
   await context.accept?.();
   const job = await context.engine.submit(request, context.requester);
   const calls = job.batches.length;
+  const { count, draft, prompts } = job.request;
+  const what = `${count} ${draft ? 'draft ' : ''}images${prompts ? ` for ${prompts.length} prompts` : ''}`;
   return {
     kind: 'job',
-    text: `Job ${job.id}: ${job.request.count} images from ${job.request.provider} (${job.request.model}) in ${calls} call${calls === 1 ? '' : 's'}`,
+    text: `Job ${job.id}: ${what} from ${job.request.provider} (${job.request.model}) in ${calls} call${calls === 1 ? '' : 's'}`,
     job,
   };
 }

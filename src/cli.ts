@@ -2,7 +2,8 @@
  * `art-factory` on the command line: the same core as the bot, no chat platform needed.
  *
  *   art-factory generate --prompt "a red fox" --count 12 [--provider local|fal|replicate] [--model ID]
- *                        [--ar 16:9] [--seed N] [--no TEXT] [--out DIR] [--tenant NAME]
+ *                        [--ar 16:9] [--seed N] [--no TEXT] [--draft] [--out DIR] [--tenant NAME]
+ *   art-factory generate --prompts FILE [--count N] …   a prompt list: one prompt per line, each may end with --count N
  *   art-factory settings [--tenant ID] [key value …]   show a tenant's /settings, or change them
  *   art-factory resume   finish the unfinished jobs in the store
  *   art-factory retry JOB        make a finished job's failed images again, with their seeds
@@ -15,7 +16,9 @@
  * was refused), 2 bad input or configuration, 130 interrupted (the job is saved; `art-factory resume`
  * finishes it).
  */
+import { readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
+import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import cliProgress from 'cli-progress';
 import { imagine } from '../commands/imagine.js';
@@ -23,7 +26,7 @@ import { answer } from '../commands/index.js';
 import { settings } from '../commands/settings.js';
 import { createApp, type App } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { placeholderOf } from './core/command.js';
+import { fileTooLarge, placeholderOf, type AttachedFile, type CommandOption } from './core/command.js';
 import { isUserError } from './core/errors.js';
 import type { Job, ProgressEvent } from './core/types.js';
 import { plural } from './core/text.js';
@@ -36,10 +39,21 @@ const OWN_OPTIONS = [
   { flag: 'tenant', value: 'NAME' },
 ];
 
+/** `--count N`, `--draft` (a flag), `--prompts FILE` (a file's path). */
+const shape = (o: CommandOption) => `--${o.flags[0]}${o.type === 'boolean' ? '' : ` ${placeholderOf(o)}`}`;
+
 /** The usage text, built from /imagine's definition: a new option of the command is a new option of `generate`. */
 function usage(): string {
+  const standIns = new Set(IMAGINE.options.map((o) => o.requiredUnless));
   const options = [
-    ...IMAGINE.options.map((o) => (o.required ? `--${o.flags[0]} ${placeholderOf(o)}` : `[--${o.flags[0]} ${placeholderOf(o)}]`)),
+    ...IMAGINE.options
+      .filter((o) => !standIns.has(o.name))
+      .map((o) => {
+        // `(--prompt TEXT | --prompts FILE)`: one of the two is required.
+        const standIn = IMAGINE.options.find((other) => other.name === o.requiredUnless);
+        if (o.required && standIn) return `(${shape(o)} | ${shape(standIn)})`;
+        return o.required ? shape(o) : `[${shape(o)}]`;
+      }),
     ...OWN_OPTIONS.map((o) => `[--${o.flag} ${o.value}]`),
   ];
   // Wrapped under the command, as a terminal shows it.
@@ -63,9 +77,11 @@ function usage(): string {
 }
 export const USAGE = usage();
 
-const GENERATE_OPTIONS: ParseArgsConfig['options'] = Object.fromEntries(
-  [...IMAGINE.options.flatMap((o) => o.flags), ...OWN_OPTIONS.map((o) => o.flag)].map((flag) => [flag, { type: 'string' as const }]),
-);
+/** Every flag takes a value but a boolean's (`--draft`); an attachment's value is a file's path. */
+const GENERATE_OPTIONS: ParseArgsConfig['options'] = Object.fromEntries([
+  ...IMAGINE.options.flatMap((o) => o.flags.map((flag): [string, { type: 'boolean' | 'string' }] => [flag, { type: o.type === 'boolean' ? 'boolean' : 'string' }])),
+  ...OWN_OPTIONS.map((o): [string, { type: 'string' }] => [o.flag, { type: 'string' }]),
+]);
 
 class CliError extends Error {
   constructor(
@@ -163,13 +179,16 @@ async function generate(argv: string[], env: NodeJS.ProcessEnv): Promise<number>
     return typeof value === 'string' ? value : undefined;
   };
   // Each option under whichever of its spellings was typed (`--no` or `--negative`), but not under two.
-  const input = Object.fromEntries(
-    IMAGINE.options.map((option) => {
-      const given = option.flags.filter((flag) => text(flag) !== undefined);
-      if (given.length > 1) throw new CliError(`option --${option.flags[0]} was given more than once (${given.map((f) => `--${f}`).join(', ')})`, 2);
-      return [option.name, given[0] === undefined ? undefined : text(given[0])];
-    }),
-  );
+  const input: Record<string, unknown> = {};
+  for (const option of IMAGINE.options) {
+    const given = option.flags.filter((flag) => values[flag] !== undefined);
+    if (given.length > 1) throw new CliError(`option --${option.flags[0]} was given more than once (${given.map((f) => `--${f}`).join(', ')})`, 2);
+    const flag = given[0];
+    if (flag === undefined) continue;
+    if (option.type === 'boolean') input[option.name] = values[flag] === true;
+    else if (option.type === 'attachment') input[option.name] = await fileOption(option, text(flag) ?? '');
+    else input[option.name] = text(flag);
+  }
   return withApp(env, text('out'), async (app) => {
     const result = await imagine.run({
       engine: app.engine,
@@ -181,6 +200,26 @@ async function generate(argv: string[], env: NodeJS.ProcessEnv): Promise<number>
     process.stderr.write(`${result.text}\n`);
     return report(app, await follow(app, result.job));
   });
+}
+
+/**
+ * An attachment option on the command line is a file's path (`--prompts FILE`), read here under the
+ * option's cap. The operator named the file: it is taken as text whatever its name; the command
+ * still checks that it is UTF-8.
+ */
+async function fileOption(option: CommandOption, file: string): Promise<AttachedFile> {
+  const maxBytes = option.maxBytes ?? 64 * 1024;
+  const unreadable = (error: unknown) =>
+    new CliError(`cannot read --${option.flags[0]} ${file}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message}`, 2);
+  const info = await stat(file).catch((error: unknown) => {
+    throw unreadable(error);
+  });
+  if (!info.isFile()) throw new CliError(`cannot read --${option.flags[0]} ${file}: not a file`, 2);
+  if (info.size > maxBytes) throw fileTooLarge(option.name, maxBytes, info.size);
+  const data = await readFile(file).catch((error: unknown) => {
+    throw unreadable(error);
+  });
+  return { name: path.basename(file), contentType: 'text/plain', data };
 }
 
 /**

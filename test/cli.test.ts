@@ -55,7 +55,7 @@ describe('art-factory generate', () => {
 
   it.each([
     [['generate', '--prompt', 'fox', '--count', '0'], 'art-factory: Expected `count` to be an integer from 1 to 100, got `0`.'],
-    [['generate', '--count', '3'], 'art-factory: Expected `prompt` to be 1 to 1500 characters, got an empty prompt.'],
+    [['generate', '--count', '3'], 'art-factory: Give `prompt`, or a `prompts` file with one prompt per line.'],
     [['generate', '--prompt', 'fox', '--provider', 'fal'], 'art-factory: Provider `fal` is not configured on this bot; available: local.'],
     [['generate', '--prompt', 'fox', '--colour', 'red'], "art-factory: Unknown option '--colour'"],
     [['paint'], 'art-factory: unknown command "paint"'],

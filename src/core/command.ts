@@ -127,8 +127,11 @@ export function formatBytes(bytes: number): string {
  * or command); `bytes` unknown when the download was cut off at the cap.
  */
 export function fileTooLarge(option: string, maxBytes: number, bytes?: number): UserError {
-  const got = bytes === undefined ? 'a larger one' : formatBytes(bytes);
-  return new UserError('invalid_option', `Expected \`${option}\` to be a file of at most ${formatBytes(maxBytes)}, got ${got}.`);
+  // Just over the cap reads the same rounded ("64 KiB, got 64 KiB"): then both are said in bytes.
+  const close = bytes !== undefined && formatBytes(bytes) === formatBytes(maxBytes);
+  const limit = close ? `${formatBytes(maxBytes)} (${maxBytes} bytes)` : formatBytes(maxBytes);
+  const got = bytes === undefined ? 'a larger one' : close ? `${bytes} bytes` : formatBytes(bytes);
+  return new UserError('invalid_option', `Expected \`${option}\` to be a file of at most ${limit}, got ${got}.`);
 }
 
 /** What a boolean option may be typed as; a bare flag is on. */

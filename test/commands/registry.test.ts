@@ -64,7 +64,8 @@ describe('the command registry', () => {
   });
 
   it('the CLI’s `generate` takes every /imagine option under its first flag', () => {
-    for (const option of imagine.definition().options) expect(USAGE).toContain(`--${option.flags[0]} `);
+    // a boolean is a bare flag (`[--draft]`); every other option shows its value
+    for (const option of imagine.definition().options) expect(USAGE).toContain(option.type === 'boolean' ? `[--${option.flags[0]}]` : `--${option.flags[0]} `);
     expect(USAGE).toContain('[--ar RATIO]');
     expect(USAGE).toContain('--prompt TEXT');
   });

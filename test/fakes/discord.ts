@@ -267,6 +267,12 @@ export interface SendCommandOptions {
   /** Command type (1 chat input, 2 user, 3 message). */
   commandType?: number;
   resolved?: JsonObject;
+  /**
+   * Files the user attached, by option name: each becomes an ATTACHMENT option (type 11) whose value
+   * is the attachment id, described in `resolved.attachments`, and served from `/attachments/...`
+   * (or announced at `url` instead, which the fake does not serve).
+   */
+  attachments?: Record<string, { filename: string; bytes: Buffer; contentType?: string; url?: string; size?: number }>;
 }
 
 export interface PressButtonOptions {
@@ -1307,9 +1313,19 @@ class FakeDiscordImpl implements FakeDiscord {
       name: options.name,
       type: options.commandType ?? 1,
     };
-    const opts = this.commandOptions(options.name, guildId, options.options);
+    let opts = this.commandOptions(options.name, guildId, options.options);
+    let resolved = options.resolved;
+    for (const [name, upload] of Object.entries(options.attachments ?? {})) {
+      const id = snowflake();
+      const contentType = upload.contentType ?? 'text/plain; charset=utf-8';
+      const url = upload.url ?? `${this.baseUrl}/attachments/${channelId}/${id}/${encodeURIComponent(upload.filename)}`;
+      this.attachments.set(id, { bytes: upload.bytes, contentType, filename: upload.filename });
+      const attachment: FakeAttachment = { id, filename: upload.filename, size: upload.size ?? upload.bytes.length, url, proxy_url: url, content_type: contentType };
+      opts = [...(opts ?? []), { name, type: 11, value: id }];
+      resolved = { ...resolved, attachments: { ...(resolved?.['attachments'] as JsonObject | undefined), [id]: attachment } };
+    }
     if (opts) data['options'] = opts;
-    if (options.resolved) data['resolved'] = options.resolved;
+    if (resolved) data['resolved'] = resolved;
     if (registered?.['guild_id']) data['guild_id'] = registered['guild_id'];
     base.payload['data'] = data;
     return this.register(base, { type: 2, user, guildId, channelId, commandName: options.name });

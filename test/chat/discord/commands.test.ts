@@ -26,7 +26,10 @@ describe('Discord deployCommands', () => {
     const list = imagine?.['options'] as JsonObject[];
     const options = Object.fromEntries(list.map((o) => [o['name'] as string, o]));
     expect(list[0]?.['name']).toBe('prompt');
-    expect(options['prompt']).toMatchObject({ type: 3, required: true, max_length: 1500 });
+    // optional on Discord, where a `prompts` file may stand in for it (the command refuses neither)
+    expect(options['prompt']).toMatchObject({ type: 3, required: false, max_length: 1500 });
+    expect(options['draft']).toMatchObject({ type: 5, required: false });
+    expect(options['prompts']).toMatchObject({ type: 11, required: false });
     expect(options['count']).toMatchObject({ type: 4, required: false, min_value: 1, max_value: 40 });
     expect(options['seed']).toMatchObject({ type: 4, min_value: 0, max_value: 2 ** 32 - 1 });
     expect(options['ar']).toMatchObject({ type: 3 });
