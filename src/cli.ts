@@ -8,6 +8,8 @@
  *   art-factory resume   finish the unfinished jobs in the store
  *   art-factory retry JOB        make a finished job's failed images again, with their seeds
  *   art-factory reroll JOB N     make rejected image N again with a new seed (the rejected file is kept)
+ *   art-factory review JOB approve|reject|undo 1,3,5-7   review images, as the gallery's buttons do
+ *   art-factory upscale JOB      send a draft job's approved images to the provider's upscaler (into final/)
  *   art-factory migrate --to redis://HOST[:PORT] [--prefix P] [--force]   copy the SQLite store into Redis
  *   art-factory deploy-commands   register /imagine, /jobs and /settings with Discord
  *   art-factory start    run the bot (what `npm start` does)
@@ -30,6 +32,7 @@ import { fileTooLarge, placeholderOf, type AttachedFile, type CommandOption } fr
 import { isUserError } from './core/errors.js';
 import type { Job, ProgressEvent } from './core/types.js';
 import { plural } from './core/text.js';
+import { gallerySummary } from './core/views.js';
 import { createLogger } from './logger.js';
 
 /** `generate` takes /imagine's options, each under its first flag (and its other spellings), plus its own. */
@@ -70,6 +73,8 @@ function usage(): string {
     '  art-factory resume',
     '  art-factory retry JOB',
     '  art-factory reroll JOB N',
+    '  art-factory review JOB approve|reject|undo 1,3,5-7',
+    '  art-factory upscale JOB',
     '  art-factory migrate --to redis://HOST[:PORT] [--prefix P] [--force]',
     '  art-factory deploy-commands',
     '  art-factory start',
@@ -164,10 +169,20 @@ async function follow(app: App, job: Job): Promise<Job> {
   }
 }
 
-function report(app: App, job: Job): number {
+async function report(app: App, job: Job): Promise<number> {
   const manifest = app.files.locate(job.id, 'manifest.json');
   if (job.state === 'failed') throw new CliError(`job ${job.id} failed: ${job.error ?? 'unknown error'} (manifest: ${manifest})`, 1);
   if (job.error) process.stderr.write(`art-factory: warning: ${job.error}\n`);
+  // The keepers in object storage (S3_BUCKET): every presigned link, one per line, on stderr (stdout is the manifest's path).
+  const delivery = await app.engine.delivery(job);
+  if (delivery) {
+    const links = delivery.links.map((entry) => `  ${entry.file}: ${entry.url}`);
+    process.stderr.write(`Delivered to ${delivery.where} (links valid ${Math.round(delivery.expiresInSeconds / 3600)} h):\n${links.join('\n')}\n`);
+    if (delivery.waiting > 0) process.stderr.write(`art-factory: warning: ${plural(delivery.waiting, 'upload')} waiting to be retried (the files are kept)\n`);
+  }
+  const summary = gallerySummary(job);
+  if (summary.upscalable > 0) process.stderr.write(`${plural(summary.upscalable, 'approved draft')} to upscale: art-factory upscale ${job.id}\n`);
+  if (summary.costs) process.stderr.write(`Drafts: ${summary.costs}\n`);
   process.stdout.write(`${manifest}\n`);
   return 0;
 }
@@ -271,7 +286,7 @@ async function resume(env: NodeJS.ProcessEnv): Promise<number> {
       process.stderr.write(`Resuming job ${job.id}: ${job.images.length}/${job.request.count} images so far\n`);
       const finished = await follow(app, job);
       try {
-        report(app, finished);
+        await report(app, finished);
       } catch (error) {
         failed += 1;
         process.stderr.write(`art-factory: ${(error as Error).message}\n`);
@@ -283,23 +298,63 @@ async function resume(env: NodeJS.ProcessEnv): Promise<number> {
 
 const JOB_ID = /^[0-9]{8}-[0-9a-f]{8}$/;
 
+const VERDICTS = { approve: 'approved', reject: 'rejected', undo: 'pending' } as const;
+
+/** `review JOB approve 1,3,5-7`: the gallery's buttons from the command line (moves the files, updates the manifest). */
+async function reviewCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [jobId, verdict, list, ...extra] = argv;
+  const shape = 'usage: art-factory review JOB approve|reject|undo 1,3,5-7';
+  if (jobId === undefined || !JOB_ID.test(jobId) || list === undefined || extra.length > 0) throw new CliError(shape, 2);
+  if (!verdict || !Object.hasOwn(VERDICTS, verdict)) throw new CliError(`Expected approve, reject or undo, got "${verdict ?? ''}"`, 2);
+  const numbers = new Set<number>();
+  for (const part of list.split(',')) {
+    const range = /^([1-9][0-9]{0,4})(?:-([1-9][0-9]{0,4}))?$/.exec(part.trim());
+    if (!range || (range[2] !== undefined && Number(range[2]) < Number(range[1]))) throw new CliError(`Expected image numbers such as 1,3,5-7, got "${part}"`, 2);
+    for (let n = Number(range[1]); n <= Number(range[2] ?? range[1]); n += 1) numbers.add(n);
+  }
+  const user = os.userInfo().username;
+  return withApp(env, undefined, async (app) => {
+    const job = await app.engine.get(jobId);
+    if (!job) throw new CliError(`No job ${jobId} in this store`, 1);
+    const missing = [...numbers].filter((n) => !job.images.some((image) => image.index === n));
+    if (missing.length > 0) throw new CliError(`Job ${jobId} has no image ${missing.join(', ')}`, 2);
+    let last = job;
+    for (const n of [...numbers].sort((a, b) => a - b)) last = await app.engine.review(jobId, n, VERDICTS[verdict as keyof typeof VERDICTS], { id: user, name: user });
+    const summary = gallerySummary(last);
+    process.stderr.write(`Job ${jobId}: ${summary.text}\n`);
+    if (summary.upscalable > 0) process.stderr.write(`${plural(summary.upscalable, 'approved draft')} to upscale: art-factory upscale ${jobId}\n`);
+    process.stdout.write(`${app.files.locate(jobId, 'manifest.json')}\n`);
+    return 0;
+  });
+}
+
 /**
- * `retry JOB` / `reroll JOB N`: runs a finished job again for its failed images, or for one rejected
- * image, follows it to its end and prints the manifest's path, like generate.
+ * `retry JOB` / `reroll JOB N` / `upscale JOB`: runs a finished job again for its failed images, for
+ * one rejected image, or for its approved drafts' final versions; follows it to its end and prints the
+ * manifest's path, like generate.
  */
-async function rerun(kind: 'retry' | 'reroll', argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+async function rerun(kind: 'retry' | 'reroll' | 'upscale', argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const [jobId, number, ...extra] = argv;
-  const shape = kind === 'retry' ? 'retry JOB' : 'reroll JOB N';
-  if (jobId === undefined || !JOB_ID.test(jobId) || extra.length > 0 || (kind === 'retry') !== (number === undefined)) {
+  const shape = kind === 'reroll' ? 'reroll JOB N' : `${kind} JOB`;
+  if (jobId === undefined || !JOB_ID.test(jobId) || extra.length > 0 || (kind !== 'reroll') !== (number === undefined)) {
     throw new CliError(`usage: art-factory ${shape} (JOB is a job id such as 20260101-0a1b2c3d)`, 2);
   }
   if (kind === 'reroll' && !/^[1-9][0-9]{0,4}$/.test(number ?? '')) throw new CliError(`Expected N to be an image number (1, 2, …), got "${number}"`, 2);
   const user = os.userInfo().username;
   return withApp(env, undefined, async (app) => {
     const by = { id: user, name: user };
-    const job = kind === 'retry' ? await app.engine.retryFailed(jobId, by) : await app.engine.reroll(jobId, Number(number), by);
-    const what = kind === 'retry' ? plural(job.request.count - job.images.length, 'failed image') : `image ${number}`;
-    process.stderr.write(`Job ${job.id}: making ${what} again\n`);
+    const job =
+      kind === 'retry'
+        ? await app.engine.retryFailed(jobId, by)
+        : kind === 'upscale'
+          ? await app.engine.upscaleApproved(jobId, by)
+          : await app.engine.reroll(jobId, Number(number), by);
+    const upscales = job.batches.filter((b) => b.upscale?.at === job.reopenedAt).length;
+    process.stderr.write(
+      kind === 'upscale'
+        ? `Job ${job.id}: upscaling ${plural(upscales, 'approved image')}\n`
+        : `Job ${job.id}: making ${kind === 'retry' ? plural(job.request.count - job.images.length, 'failed image') : `image ${number}`} again\n`,
+    );
     return report(app, await follow(app, job));
   });
 }
@@ -378,7 +433,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
         return await resume(env);
       case 'retry':
       case 'reroll':
+      case 'upscale':
         return await rerun(command, rest, env);
+      case 'review':
+        return await reviewCommand(rest, env);
       case 'migrate':
         return await migrate(rest, env);
       case 'deploy-commands': {

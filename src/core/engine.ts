@@ -24,6 +24,7 @@ import {
   silentLogger,
   type AdmissionBook,
   type CallRecord,
+  type DeliveryReport,
   type ImageStorage,
   type JobLocks,
   type JobRepository,
@@ -433,6 +434,21 @@ export class Engine extends EventEmitter<EngineEvents> {
       const chat = (job.chat ??= {});
       chat[platform] = { ...((chat[platform]) ?? {}), ...facts };
     });
+  }
+
+  /**
+   * Where a finished job's keepers were delivered (S3_BUCKET: presigned links to the manifest and the
+   * approved images, and uploads still waiting), or undefined when images stay in the output folder or
+   * the store cannot say now (the summary then goes out without it).
+   */
+  async delivery(job: Readonly<Job>): Promise<DeliveryReport | undefined> {
+    if (!this.deps.files.delivery || !isJobFinished(job)) return undefined;
+    try {
+      return await this.deps.files.delivery(job);
+    } catch (error) {
+      this.log.warn({ job: job.id, err: error }, 'delivery links could not be made');
+      return undefined;
+    }
   }
 
   /** Jobs whose end is not saved yet because the store or disk fails (for /healthz). */

@@ -202,7 +202,7 @@ export class Courier<T extends Record<string, unknown>, P = never> {
   }
 
   private async post(job: Readonly<Job>): Promise<T> {
-    const card = this.cardOf(job);
+    const card = await this.withDelivery(job, this.cardOf(job));
     const target = await this.platform.postProgress(job, card);
     this.targets.set(job.id, target);
     await this.edits.posted(job.id, JSON.stringify(card));
@@ -378,14 +378,24 @@ export class Courier<T extends Record<string, unknown>, P = never> {
 
   private pushProgress(job: Readonly<Job>, target: T, card: ProgressCard): void {
     this.edits.push(job.id, JSON.stringify(card), async () => {
-      if (!this.deps.shared) return this.platform.editProgress(target, job, card);
+      if (!this.deps.shared) return this.platform.editProgress(target, job, await this.withDelivery(job, card));
       // Other processes change this job and edit this message too, each from its own events: the job
       // as stored when the edit goes out is never older than what an earlier edit showed.
       const stored = await this.deps.engine.get(job.id);
       const [now, fresh] = stored ? [stored, this.cardOf(stored)] : [job, card];
-      await this.platform.editProgress(target, now, fresh);
+      await this.platform.editProgress(target, now, await this.withDelivery(now, fresh));
       return JSON.stringify(fresh);
     });
+  }
+
+  /**
+   * A finished card with its delivery links, made as the message goes out: presigned links differ at
+   * each signing, so they are not part of what decides whether the message changed.
+   */
+  private async withDelivery(job: Readonly<Job>, card: ProgressCard): Promise<ProgressCard> {
+    if (!card.view.finished) return card;
+    const delivery = await this.deps.engine.delivery(job);
+    return delivery ? { ...card, delivery } : card;
   }
 
   private describe(error: unknown): unknown {

@@ -16,7 +16,7 @@ import { Courier, type CourierOptions, type DeliveryLog } from './courier.js';
 import type { DeliveryPlatform } from './platform.js';
 import type { SharedDelivery } from './shared.js';
 
-export { failedBatchLines, failureLines, GALLERY_FAILED, progressCard } from './card.js';
+export { deliveryLines, failedBatchLines, failureLines, GALLERY_FAILED, progressCard } from './card.js';
 export { Courier, type CourierOptions, type DeliveryLog } from './courier.js';
 export type { Facts } from './facts.js';
 export * from './platform.js';

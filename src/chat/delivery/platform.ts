@@ -5,6 +5,7 @@
  * logs and, for a gallery, retries.
  */
 import type { z } from 'zod';
+import type { DeliveryReport } from '../../core/ports.js';
 import type { Job, Requester } from '../../core/types.js';
 import type { GallerySummary, ProgressView } from '../../core/views.js';
 
@@ -18,6 +19,8 @@ export interface ProgressCard {
   view: ProgressView;
   summary?: GallerySummary;
   gallery: GalleryState;
+  /** a finished job's keepers in object storage (S3_BUCKET): links, added as the message goes out */
+  delivery?: DeliveryReport;
 }
 
 /** One gallery page: the numbers of the images it holds, and where it sits among the pages. */

@@ -21,7 +21,7 @@ import { describeError, discordPage, discordTarget, type GalleryEntry, type Mess
  */
 const GONE_CODES: ReadonlySet<number | string> = new Set([10008, 10003, 50001, 50013]);
 
-const bodyOf = (card: ProgressCard): MessageBody => progressBody(card.view, card.summary, card.gallery);
+const bodyOf = (card: ProgressCard): MessageBody => progressBody(card.view, card.summary, card.gallery, card.delivery);
 
 export function discordPlatform(deps: {
   transport: Transport;

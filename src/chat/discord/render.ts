@@ -10,7 +10,8 @@ import { encodeAction } from '../../core/actions.js';
 import { oneLine, shorten, truncateUnits } from '../../core/text.js';
 import { promptHeading, STATUS_MARK, type GallerySummary, type ProgressView } from '../../core/views.js';
 import type { ImageRecord, Job } from '../../core/types.js';
-import { failedBatchLines, failureLines, GALLERY_FAILED, type GalleryState, type PageLayout } from '../delivery/index.js';
+import { deliveryLines, failedBatchLines, failureLines, GALLERY_FAILED, type GalleryState, type PageLayout } from '../delivery/index.js';
+import type { DeliveryReport } from '../../core/ports.js';
 
 /** Discord's content limit. */
 export const CONTENT_MAX = 2000;
@@ -62,6 +63,9 @@ export function safeText(text: string): string {
  * Keeps content under Discord's limit whatever a provider put into an error message (escaping can
  * double its length), cutting the body but never the footer that names the job.
  */
+/** Characters of a progress message the delivery links may take (of Discord's 2000). */
+const DELIVERY_BUDGET = 900;
+
 function fit(lines: string[], footer: string): string {
   const text = lines.join('\n');
   const room = CONTENT_MAX - footer.length - 1;
@@ -72,7 +76,7 @@ function fit(lines: string[], footer: string): string {
  * The progress message: title, prompt, bar, the view's lines, failures while it runs, the summary
  * once finished (and a line if its gallery could not be posted), Cancel while it runs.
  */
-export function progressBody(view: ProgressView, summary?: GallerySummary, gallery: GalleryState = 'none'): MessageBody {
+export function progressBody(view: ProgressView, summary?: GallerySummary, gallery: GalleryState = 'none', delivery?: DeliveryReport): MessageBody {
   const lines = [
     // A failed job's title carries its error, which is provider text.
     `**${safe(oneLine(view.title))}**`,
@@ -81,7 +85,15 @@ export function progressBody(view: ProgressView, summary?: GallerySummary, galle
     ...view.lines.map(safe),
     ...failureLines(view, safe).map((line) => `⚠️ ${line}`),
     // Counts by review status, then every batch that did not deliver, with its reason.
-    ...(view.finished && summary ? [summary.text, ...(summary.costs ? [`Drafts: ${summary.costs}`] : []), ...failedBatchLines(summary, safe)] : []),
+    ...(view.finished && summary
+      ? [
+          summary.text,
+          ...(summary.costs ? [`Drafts: ${summary.costs}`] : []),
+          // before the failed batches: a message too long loses those lines, never half a link
+          ...(delivery ? deliveryLines(delivery, (url, label) => `[${label}](${url})`, DELIVERY_BUDGET, safe) : []),
+          ...failedBatchLines(summary, safe),
+        ]
+      : []),
     ...(gallery === 'failed' ? [`⚠️ ${GALLERY_FAILED}`] : []),
   ];
   const retryable = view.finished ? (summary?.retryable ?? 0) : 0;

@@ -11,7 +11,7 @@ import { promptOf } from '../../core/planner.js';
 import { oneLine, shorten, truncate } from '../../core/text.js';
 import { galleryPage, STATUS_MARK } from '../../core/views.js';
 import type { ImageRecord, Job, ReviewStatus } from '../../core/types.js';
-import { failedBatchLines, failureLines, GALLERY_FAILED, type GalleryState, type ProgressCard } from '../delivery/index.js';
+import { deliveryLines, failedBatchLines, failureLines, GALLERY_FAILED, type GalleryState, type ProgressCard } from '../delivery/index.js';
 
 type Block = types.KnownBlock;
 type Button = types.Button;
@@ -83,6 +83,8 @@ export function progressMessage(job: Readonly<Job>, card: ProgressCard): Rendere
     const batches = failedBatchLines(summary, escapeMrkdwn).map((line) => `:warning: ${line}`);
     const costs = summary.costs ? [`Drafts: ${escapeMrkdwn(summary.costs)}`] : [];
     blocks.push(section([`${escapeMrkdwn(summary.text)}${note}`, ...costs, ...batches].join('\n')));
+    // A section's text holds 3000 characters: the links get a section of their own.
+    if (card.delivery) blocks.push(section(deliveryLines(card.delivery, (url, label) => `<${url}|${escapeMrkdwn(label)}>`, 2800, escapeMrkdwn).join('\n')));
   }
   blocks.push(context(`Job \`${job.id}\` · requested by <@${escapeMrkdwn(job.requester.userId)}>`));
   if (view.cancellable) {
