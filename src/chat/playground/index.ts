@@ -18,6 +18,7 @@ import { z } from 'zod';
 import { answer, commandList, commandNamed, helpText } from '../../../commands/index.js';
 import type { App } from '../../app.js';
 import { GENERIC_FAILURE, isUserError } from '../../core/errors.js';
+import type { DeliveryReport } from '../../core/ports.js';
 import type { Job, Requester } from '../../core/types.js';
 import { oneLine, textOf, truncate } from '../../core/text.js';
 import { Delivery, type DeliveryPlatform } from '../delivery/index.js';
@@ -93,17 +94,17 @@ export async function startPlayground(
     const frame = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
     for (const stream of streams) stream.write(frame);
   };
-  const show = async (job: Readonly<Job>) => broadcast('job', jobView(job, app));
+  const show = async (job: Readonly<Job>, delivery?: DeliveryReport) => broadcast('job', jobView(job, app, delivery));
   const platform: DeliveryPlatform<Record<string, never>> = {
     name: 'playground',
     target: everywhere,
     // Progress reaches the page at most every 250 ms per job, always the latest state.
     editIntervalMs: 250,
-    postProgress: async (job) => {
-      await show(job);
+    postProgress: async (job, card) => {
+      await show(job, card.delivery);
       return {};
     },
-    editProgress: (_, job) => show(job),
+    editProgress: (_, job, card) => show(job, card.delivery),
   };
   const courier = (options.delivery ?? new Delivery(app)).register(platform);
 
@@ -213,12 +214,17 @@ export async function startPlayground(
       if (await refuseForeign(res, retry[1]!)) return;
       return answerJob(res, rerun(app.engine.retryFailed(retry[1]!, { id: requester.userId, name: requester.userName })));
     }
+    const upscale = /^\/api\/jobs\/([\w-]{1,40})\/upscale$/.exec(url.pathname);
+    if (req.method === 'POST' && upscale) {
+      if (await refuseForeign(res, upscale[1]!)) return;
+      return answerJob(res, rerun(app.engine.upscaleApproved(upscale[1]!, { id: requester.userId, name: requester.userName })));
+    }
     const reroll = /^\/api\/jobs\/([\w-]{1,40})\/images\/(\d{1,5})\/reroll$/.exec(url.pathname);
     if (req.method === 'POST' && reroll) {
       if (await refuseForeign(res, reroll[1]!)) return;
       return answerJob(res, rerun(app.engine.reroll(reroll[1]!, Number(reroll[2]), { id: requester.userId, name: requester.userName })));
     }
-    const image = /^\/images\/([\w-]{1,40})\/(pending-review|approved|rejected)\/([\w.-]{1,40})$/.exec(url.pathname);
+    const image = /^\/images\/([\w-]{1,40})\/(pending-review|approved|rejected|final)\/([\w.-]{1,40})$/.exec(url.pathname);
     if (req.method === 'GET' && image && !image[3]!.startsWith('.')) {
       if (await refuseForeign(res, image[1]!)) return;
       return sendImage(res, app, image[1]!, `${image[2]!}/${image[3]!}`);

@@ -71,10 +71,20 @@ function jobCard(jobId) {
     if (!ok) botReply(data.error, 'error');
     else render(data.job);
   } });
-  const actions = el('div', { class: 'actions' }, cancel, retry);
+  // a draft job's approved images, sent to the provider's upscaler (results in final/, shown in place)
+  const upscale = el('button', { type: 'button', class: 'upscale', text: 'Upscale approved', onclick: async () => {
+    upscale.disabled = true;
+    const { ok, data } = await post(`/api/jobs/${jobId}/upscale`);
+    upscale.disabled = false;
+    if (!ok) botReply(data.error, 'error');
+    else render(data.job);
+  } });
+  const actions = el('div', { class: 'actions' }, cancel, retry, upscale);
   const summary = el('div', { class: 'summary' });
+  const costs = el('div', { class: 'costs' });
+  const delivered = el('div', { class: 'delivery' });
   const grid = el('div', { class: 'grid', 'data-job': jobId });
-  const bubble = el('div', { class: 'bubble job', 'data-job': jobId }, title, prompt, bar, facts, failures, actions, summary, grid);
+  const bubble = el('div', { class: 'bubble job', 'data-job': jobId }, title, prompt, bar, facts, failures, actions, summary, costs, delivered, grid);
   const root = el('div', { class: 'msg bot' }, el('div', { class: 'avatar', text: '◆' }), bubble);
   const tiles = new Map();
 
@@ -105,6 +115,12 @@ function jobCard(jobId) {
         el('div', { class: 'card-foot' }, label, el('div', { class: 'buttons' }, approve, reject, reroll)));
       entry = { root, label, approve, reject, reroll, img, status: undefined };
       tiles.set(image.index, entry);
+      // a prompt list's gallery is grouped by prompt: a heading before each prompt's first image
+      if (image.group && !grid.querySelector(`.group-heading[data-start="${image.group.start}"]`)) {
+        const heading = el('div', { class: 'group-heading', 'data-start': image.group.start, 'data-index': image.group.start - 0.5, text: image.group.heading });
+        const after = [...grid.children].find((child) => Number(child.dataset.index) > image.group.start - 0.5);
+        grid.insertBefore(heading, after ?? null);
+      }
       // images can arrive out of order (batches finish in parallel): keep the grid in image order
       const next = [...grid.children].find((child) => Number(child.dataset.index) > image.index);
       grid.insertBefore(root, next ?? null);
@@ -115,7 +131,7 @@ function jobCard(jobId) {
     entry.status = image.status;
     entry.root.className = `card ${image.status}`;
     entry.root.dataset.status = image.status;
-    entry.label.textContent = `#${image.index} ${{ approved: 'approved', rejected: 'rejected', pending: 'pending' }[image.status]}`;
+    entry.label.textContent = `#${image.index} ${{ approved: 'approved', rejected: 'rejected', pending: 'pending' }[image.status]}${image.upscaled ? ' · upscaled' : ''}`;
     entry.approve.setAttribute('aria-pressed', String(image.status === 'approved'));
     entry.reject.setAttribute('aria-pressed', String(image.status === 'rejected'));
     entry.approve.setAttribute('aria-label', `Approve image ${image.index}`);
@@ -135,11 +151,23 @@ function jobCard(jobId) {
     facts.replaceChildren(...p.lines.map((line) => el('span', { text: line })));
     failures.replaceChildren(...p.failures.map((line) => el('div', { text: `⚠ ${line}` })));
     const retryable = p.finished ? view.summary.retryable : 0;
+    const upscalable = p.finished ? view.summary.upscalable : 0;
     cancel.hidden = !p.cancellable;
     retry.hidden = retryable === 0;
     retry.textContent = `Retry ${retryable} failed`;
-    actions.hidden = !p.cancellable && retryable === 0;
+    upscale.hidden = upscalable === 0;
+    upscale.textContent = `Upscale ${upscalable} approved`;
+    actions.hidden = !p.cancellable && retryable === 0 && upscalable === 0;
     summary.textContent = view.images.length > 0 || p.finished ? view.summary.text : '';
+    costs.textContent = p.finished && view.summary.costs ? `Drafts: ${view.summary.costs}` : '';
+    if (view.delivery) {
+      const d = view.delivery;
+      delivered.replaceChildren(
+        el('span', { text: `Delivered to ${d.where}: ` }),
+        ...d.links.map((link) => el('a', { href: link.url, target: '_blank', rel: 'noopener noreferrer', text: link.file })),
+        ...(d.waiting > 0 ? [el('span', { class: 'waiting', text: ` · ${d.waiting} upload(s) waiting to be retried` })] : []),
+      );
+    }
     for (const image of view.images) tile(view, image);
   }
   return { root, render };
