@@ -49,7 +49,7 @@ describe('art-factory generate', () => {
     expect(run.code).toBe(0);
     expect(run.stdout.startsWith(out)).toBe(true);
     const { default: manifest } = await import(run.stdout.trim(), { with: { type: 'json' } });
-    expect(manifest.parameters).toEqual({ count: 1, aspectRatio: '9:16', seed: 9, format: 'png', quality: null });
+    expect(manifest.parameters).toEqual({ count: 1, aspectRatio: '9:16', seed: 9, format: 'png', quality: null, draft: false });
     expect(manifest.images[0]).toMatchObject({ width: 576, height: 1024, seed: 9 });
   });
 

@@ -59,13 +59,20 @@ export function safeText(text: string): string {
     .join('');
 }
 
+/** Characters of a progress message the delivery links may take (of Discord's 2000). */
+const DELIVERY_BUDGET = 900;
+
+/**
+ * The delivery location (`s3://bucket/prefix/job/`) is the operator's config, not user text: its
+ * markdown is escaped, but not its `://` — safe()'s zero-width space would ride along when it is
+ * copied into a terminal, and Discord does not autolink `s3://`.
+ */
+const location = (text: string) => escapeMarkdown(text);
+
 /**
  * Keeps content under Discord's limit whatever a provider put into an error message (escaping can
  * double its length), cutting the body but never the footer that names the job.
  */
-/** Characters of a progress message the delivery links may take (of Discord's 2000). */
-const DELIVERY_BUDGET = 900;
-
 function fit(lines: string[], footer: string): string {
   const text = lines.join('\n');
   const room = CONTENT_MAX - footer.length - 1;
@@ -90,7 +97,7 @@ export function progressBody(view: ProgressView, summary?: GallerySummary, galle
           summary.text,
           ...(summary.costs ? [`Drafts: ${summary.costs}`] : []),
           // before the failed batches: a message too long loses those lines, never half a link
-          ...(delivery ? deliveryLines(delivery, (url, label) => `[${label}](${url})`, DELIVERY_BUDGET, safe) : []),
+          ...(delivery ? deliveryLines(delivery, (url, label) => `[${label}](${url})`, DELIVERY_BUDGET, location) : []),
           ...failedBatchLines(summary, safe),
         ]
       : []),
