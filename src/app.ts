@@ -7,12 +7,13 @@ import { configuredProviders, DEFAULT_MODELS, type Config } from './config.js';
 import type { LaneOptions } from './core/dispatch.js';
 import { Engine } from './core/engine.js';
 import { MemoryCallNotices, type CallNotices } from './core/notices.js';
-import type { ImageStore, JobRepository } from './core/ports.js';
+import type { FileFetcher, ImageStore, JobRepository } from './core/ports.js';
 import type { Provider } from './core/provider.js';
 import { TenantSettings } from './core/settings.js';
 import type { ProviderName } from './core/types.js';
 import { createLogger, type Logger } from './logger.js';
 import { createProviders, type ProviderOverrides } from './providers/index.js';
+import { createFileFetcher } from './providers/download.js';
 import { ImageFiles } from './store/files.js';
 import { openDistributed, type Distributed } from './distributed/index.js';
 import { KeyvImageCache } from './store/cache.js';
@@ -35,6 +36,8 @@ export interface App {
   notices: CallNotices;
   /** per-tenant settings (/settings), in the same store */
   settings: TenantSettings;
+  /** small files a command brings (a Discord attachment), fetched under the download layer's rules */
+  fetchFile: FileFetcher;
   /** distributed mode (REDIS_URL): the Redis connection and what is built on it; undefined in one process */
   shared?: Distributed;
   /** stops the engine (running calls stay persisted for the next start) and closes the store */
@@ -165,6 +168,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     logger,
     notices,
     settings,
+    fetchFile: createFileFetcher(),
     ...(shared ? { shared } : {}),
     async close() {
       await engine.stop();

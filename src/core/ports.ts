@@ -155,3 +155,18 @@ export interface AdmissionBook {
   /** Position among the tenant's waiting jobs (0-based), -1 when not waiting or not known here. */
   waitingIndex(tenant: string, jobId: string): number;
 }
+
+/** Where a small file may be fetched from: these hosts (https, public addresses) and origins, under a cap and a time limit. */
+export interface FilePolicy {
+  hosts: readonly string[];
+  origins: readonly string[];
+  maxBytes: number;
+  timeoutMs: number;
+}
+
+/**
+ * Fetches a small file (a command's attachment) through the download layer's rules. Rejects with a
+ * ProviderError: `invalid` for a URL the policy does not allow (nothing fetched), `refused` for a file
+ * over the cap or a redirect elsewhere, `timeout`, or another kind for a failed fetch.
+ */
+export type FileFetcher = (url: string, policy: FilePolicy) => Promise<Buffer>;

@@ -14,6 +14,7 @@ import https from 'node:https';
 import net, { type LookupFunction } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { DOWNLOAD_RETRY_CAP_MS, ProviderError } from '../core/provider.js';
+import type { FileFetcher } from '../core/ports.js';
 import { retryAfterMs } from './http.js';
 
 export interface DownloadPolicy {
@@ -321,3 +322,29 @@ async function smallBody(res: IncomingMessage): Promise<unknown> {
 
 /** What a provider is given to fetch one output image. */
 export type Downloader = ReturnType<typeof createDownloader>;
+
+/**
+ * A FileFetcher (core/ports.ts) on this layer: one downloader per policy, the URL checked before any
+ * request, the bytes gathered (files fetched this way are small: the policy's cap).
+ */
+export function createFileFetcher(options: { lookup?: DownloadPolicy['lookup'] } = {}): FileFetcher {
+  const downloaders = new Map<string, Downloader>();
+  return async (url, wanted) => {
+    const policy: DownloadPolicy = {
+      mediaHosts: wanted.hosts,
+      trustedOrigins: wanted.origins,
+      extraHosts: [],
+      maxBytes: wanted.maxBytes,
+      timeoutMs: wanted.timeoutMs,
+      maxRedirects: 2,
+      ...(options.lookup ? { lookup: options.lookup } : {}),
+    };
+    if (!allowedUrl(url, policy)) throw new ProviderError('invalid', 'the file is not on a host it may be fetched from');
+    const key = JSON.stringify(wanted);
+    let download = downloaders.get(key);
+    if (!download) downloaders.set(key, (download = createDownloader(policy)));
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of await download(url)) chunks.push(chunk);
+    return Buffer.concat(chunks);
+  };
+}

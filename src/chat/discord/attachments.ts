@@ -8,8 +8,8 @@
 import type { Attachment } from 'discord.js';
 import { fileTooLarge, type AttachedFile } from '../../core/command.js';
 import { UserError } from '../../core/errors.js';
+import type { FileFetcher } from '../../core/ports.js';
 import { ProviderError } from '../../core/provider.js';
-import { allowedUrl, createDownloader, type DownloadPolicy } from '../../providers/download.js';
 
 /** Where Discord serves attachments from. */
 export const DISCORD_CDN_HOSTS: readonly string[] = ['cdn.discordapp.com', 'media.discordapp.net'];
@@ -24,33 +24,19 @@ export type AttachmentInfo = Pick<Attachment, 'url' | 'name' | 'size' | 'content
 /** Fetches option `option`'s file; refusals (too large, not fetchable) are UserErrors, in one line. */
 export type AttachmentFetcher = (option: string, attachment: AttachmentInfo, maxBytes?: number) => Promise<AttachedFile>;
 
-export function attachmentFetcher(apiUrl: string, options: { timeoutMs?: number; lookup?: DownloadPolicy['lookup'] } = {}): AttachmentFetcher {
-  const policyFor = (maxBytes: number): DownloadPolicy => ({
-    mediaHosts: DISCORD_CDN_HOSTS,
-    trustedOrigins: [new URL(apiUrl).origin],
-    extraHosts: [],
-    maxBytes,
-    timeoutMs: options.timeoutMs ?? FETCH_TIMEOUT_MS,
-    maxRedirects: 2,
-    ...(options.lookup ? { lookup: options.lookup } : {}),
-  });
-  // One downloader (and its keep-alive agents) per cap; commands have one or two.
-  const downloaders = new Map<number, ReturnType<typeof createDownloader>>();
-
+/** `fetchFile`: the download layer's, from the composition root (app.fetchFile). */
+export function attachmentFetcher(apiUrl: string, fetchFile: FileFetcher, options: { timeoutMs?: number } = {}): AttachmentFetcher {
+  const origins = [new URL(apiUrl).origin];
   return async (option, attachment, maxBytes = DEFAULT_MAX_BYTES) => {
     // Discord reports the size: a file too large is refused before a byte is fetched.
     if (attachment.size > maxBytes) throw fileTooLarge(option, maxBytes, attachment.size);
-    const policy = policyFor(maxBytes);
     const unfetchable = new UserError('invalid_option', `Could not fetch the \`${option}\` file from Discord; attach it again.`);
-    if (!allowedUrl(attachment.url, policy)) throw unfetchable;
-    let download = downloaders.get(maxBytes);
-    if (!download) downloaders.set(maxBytes, (download = createDownloader(policy)));
-    const chunks: Uint8Array[] = [];
+    let data: Buffer;
     try {
-      for await (const chunk of await download(attachment.url)) chunks.push(chunk);
+      data = await fetchFile(attachment.url, { hosts: DISCORD_CDN_HOSTS, origins, maxBytes, timeoutMs: options.timeoutMs ?? FETCH_TIMEOUT_MS });
     } catch (error) {
       if (!(error instanceof ProviderError)) throw error;
-      // The host was allowed above, so a refusal now is the size (or a redirect off Discord's CDN).
+      // A refusal once the host was allowed is the size (or a redirect off Discord's CDN).
       if (error.kind === 'refused') throw fileTooLarge(option, maxBytes);
       if (error.kind === 'timeout') throw new UserError('invalid_option', `Fetching the \`${option}\` file from Discord took too long; try again.`);
       throw unfetchable;
@@ -58,7 +44,7 @@ export function attachmentFetcher(apiUrl: string, options: { timeoutMs?: number;
     return {
       name: attachment.name,
       ...(attachment.contentType ? { contentType: attachment.contentType } : {}),
-      data: Buffer.concat(chunks),
+      data,
     };
   };
 }

@@ -104,7 +104,7 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
     courier,
     transport,
     tokenLifetimeMs: options.tokenLifetimeMs ?? TOKEN_LIFETIME_MS,
-    fetchAttachment: attachmentFetcher(config.apiUrl),
+    fetchAttachment: attachmentFetcher(config.apiUrl, app.fetchFile),
   };
   client.on(Events.InteractionCreate, (interaction) => {
     const work = handleInteraction(interaction, deps);
