@@ -164,7 +164,9 @@ export function galleryMessage(job: Readonly<Job>, page: number): Rendered {
     blocks.push({ type: 'actions', block_id: `review:${image.index}`, elements: buttons });
   }
   const marks = current.images.map((image) => `${STATUS_MARK[image.review.status]}${image.index}`).join(' ');
-  return { text: `Gallery page ${current.page}/${current.pages}: ${marks}`, blocks };
+  // The notification and screen readers get the prompt a prompt list's page is about too.
+  const about = current.heading ? ` · ${escapeMrkdwn(current.heading)}` : '';
+  return { text: `Gallery page ${current.page}/${current.pages}${about}: ${marks}`, blocks };
 }
 
 /** The file name and title of an uploaded image: the number the gallery's buttons refer to. */
