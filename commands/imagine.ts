@@ -299,7 +299,7 @@ function requestOf(raw: RawOptions, limits: ImagineLimits, lines?: readonly List
   }
 
   const modelText = stringOption(raw.model, 'model');
-  let model = limits.defaultModels[provider];
+  let model = limits.defaultModels[provider] ?? '';
   if (modelText) {
     const allowed = provider === 'local' ? ['local'] : (limits.models?.[provider] ?? '*');
     if (allowed === '*' ? !MODEL_ID.test(modelText) || modelText.length > 200 : !allowed.includes(modelText)) {

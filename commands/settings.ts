@@ -192,7 +192,7 @@ export function describeSettings(record: SettingsRecord, settings: TenantSetting
   const daily = settings.dailyOf(values);
   const fallback: Record<SettingKey, string> = {
     provider: limits.defaultProvider,
-    model: `${limits.defaultModels[provider]} (${provider})`,
+    model: `${limits.defaultModels[provider] ?? 'none'} (${provider})`,
     ar: '1:1',
     count: '4',
     format: 'as the provider makes it',

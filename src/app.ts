@@ -10,7 +10,7 @@ import { MemoryCallNotices, type CallNotices } from './core/notices.js';
 import type { FileFetcher, ImageStore, JobRepository } from './core/ports.js';
 import type { Provider } from './core/provider.js';
 import { TenantSettings } from './core/settings.js';
-import type { ProviderName } from './core/types.js';
+import { PROVIDER_NAMES, type ProviderName } from './core/types.js';
 import { createLogger, type Logger } from './logger.js';
 import { createProviders, type ProviderOverrides } from './providers/index.js';
 import { createFileFetcher } from './providers/download.js';
@@ -50,16 +50,8 @@ export function imagineLimits(config: Config, providers: ProviderName[] = config
     maxImagesPerJob: config.maxImagesPerJob,
     providers,
     defaultProvider: providers.includes(config.defaultProvider) ? config.defaultProvider : providers[0]!,
-    defaultModels: {
-      fal: config.fal?.model ?? DEFAULT_MODELS.fal,
-      replicate: config.replicate?.model ?? DEFAULT_MODELS.replicate,
-      local: DEFAULT_MODELS.local,
-    },
-    models: {
-      fal: config.fal?.models ?? [DEFAULT_MODELS.fal],
-      replicate: config.replicate?.models ?? [DEFAULT_MODELS.replicate],
-      local: config.local.models,
-    },
+    defaultModels: Object.fromEntries(PROVIDER_NAMES.map((name) => [name, config[name]?.model ?? DEFAULT_MODELS[name]])),
+    models: Object.fromEntries(PROVIDER_NAMES.map((name) => [name, config[name]?.models ?? [DEFAULT_MODELS[name]]])),
   };
 }
 
@@ -85,11 +77,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
   const logger = overrides.logger ?? createLogger(config.logLevel);
   const lane = (p: { concurrency: number; rateLimit?: Config['tenantRateLimit'] } | undefined): LaneOptions | undefined =>
     p ? { concurrency: p.concurrency, ...(p.rateLimit ? { rateLimit: p.rateLimit } : {}) } : undefined;
-  const lanes = {
-    ...(config.fal ? { fal: lane(config.fal) } : {}),
-    ...(config.replicate ? { replicate: lane(config.replicate) } : {}),
-    local: lane(config.local),
-  };
+  const lanes = Object.fromEntries(configuredProviders(config).map((name) => [name, lane(config[name])])) as Partial<Record<ProviderName, LaneOptions | undefined>>;
   // Images first: a bucket that cannot be used stops start-up before anything else is opened. The
   // AWS SDK is loaded only when a bucket is configured.
   const files: ImageStore = config.s3

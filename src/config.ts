@@ -16,8 +16,8 @@ export interface ProviderConfig {
   /** calls allowed per period; undefined = no limit but the provider's own 429s */
   rateLimit?: Rate;
   concurrency: number;
-  /** the model "Upscale approved" calls (FAL_UPSCALE_MODEL, REPLICATE_UPSCALE_MODEL; local's is fixed) */
-  upscaleModel: string;
+  /** the model "Upscale approved" calls (FAL_UPSCALE_MODEL, REPLICATE_UPSCALE_MODEL; local's is fixed); unset: none */
+  upscaleModel?: string;
 }
 
 export interface Config {
@@ -40,6 +40,12 @@ export interface Config {
     preferWaitSeconds: number;
   };
   local: ProviderConfig & { latencyMs: number };
+  /** Stability AI's REST v2 stable-image API (STABILITY_API_KEY); one image a call */
+  stability?: ProviderConfig & { key: string; baseUrl: string };
+  /** OpenAI Images (OPENAI_API_KEY), through the official SDK */
+  openai?: ProviderConfig & { key: string; baseUrl: string };
+  /** CivitAI's generation (orchestration) API (CIVITAI_API_TOKEN); models named by AIR */
+  civitai?: ProviderConfig & { token: string; baseUrl: string };
   defaultProvider: ProviderName;
   storeUrl: string;
   outputDir: string;
@@ -161,6 +167,19 @@ export const BUILT_IN_PRICES: Record<ProviderName, Record<string, number>> = {
     [DEFAULT_REPLICATE_UPSCALE_MODEL]: 0.002,
   },
   local: { local: 0, [LOCAL_UPSCALE_MODEL]: 0 },
+  // Stability bills credits at $0.01 each (platform.stability.ai pricing): Ultra 8, Core 3, SD 3.5 Large 6.5,
+  // Large Turbo 4, Medium 3.5.
+  stability: {
+    'stable-image-core': 0.03,
+    'stable-image-ultra': 0.08,
+    'sd3.5-large': 0.065,
+    'sd3.5-large-turbo': 0.04,
+    'sd3.5-medium': 0.035,
+  },
+  // OpenAI's price per 1024×1024 image (platform.openai.com pricing): gpt-image-1 at medium quality, DALL·E 3 standard.
+  openai: { 'gpt-image-1': 0.042, 'dall-e-3': 0.04 },
+  // CivitAI bills Buzz (1000 Buzz = $1); an SDXL image of 25 steps costs a few Buzz: an estimate.
+  civitai: { 'urn:air:sdxl:checkpoint:civitai:101055@128078': 0.004 },
 };
 
 /** Upscaler models: priced above so their costs are known, but never a model to generate with. */
@@ -180,10 +199,14 @@ export const DEFAULT_MODELS: Record<ProviderName, string> = {
   fal: 'fal-ai/flux/schnell',
   replicate: 'black-forest-labs/flux-schnell',
   local: 'local',
+  stability: 'stable-image-core',
+  openai: 'gpt-image-1',
+  // SDXL 1.0 base, by its AIR (urn:air:<ecosystem>:<type>:<source>:<model id>@<version id>)
+  civitai: 'urn:air:sdxl:checkpoint:civitai:101055@128078',
 };
 
 /** @default the upscaler each provider's "Upscale approved" calls */
-export const DEFAULT_UPSCALE_MODELS: Record<ProviderName, string> = {
+export const DEFAULT_UPSCALE_MODELS: Partial<Record<ProviderName, string>> = {
   fal: 'fal-ai/esrgan',
   replicate: DEFAULT_REPLICATE_UPSCALE_MODEL,
   local: LOCAL_UPSCALE_MODEL,
@@ -246,8 +269,8 @@ function models(env: Env, name: string, provider: ProviderName, defaultModel: st
   const raw = read(env, name, optionalString, 'a comma-separated list of model ids, or *');
   if (raw === '*') return '*';
   const list = raw ? raw.split(',').map((m) => m.trim()).filter(Boolean) : Object.keys(BUILT_IN_PRICES[provider]).filter((m) => !UPSCALE_MODELS.has(m));
-  const bad = list.find((m) => !MODEL_ID.test(m));
-  if (bad !== undefined) throw new ConfigError(`${name}: expected a comma-separated list of model ids such as owner/name, or *, got "${bad}"`);
+  const bad = list.find((m) => !MODEL_IDS[provider].test(m));
+  if (bad !== undefined) throw new ConfigError(`${name}: expected a comma-separated list of model ids such as ${DEFAULT_MODELS[provider]}, or *, got "${bad}"`);
   return [...new Set([defaultModel, ...list])];
 }
 
@@ -261,6 +284,17 @@ function hostList(env: Env, name: string): string[] {
 }
 
 const MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}$/i;
+/** Model ids by provider: `owner/name` paths, Stability's and OpenAI's plain names, CivitAI's AIRs. */
+const PLAIN_MODEL_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/i;
+const AIR = /^urn:air:[a-z0-9]+:[a-z]+:[a-z]+:\d+@\d+$/i;
+export const MODEL_IDS: Record<ProviderName, RegExp> = {
+  fal: MODEL_ID,
+  replicate: MODEL_ID,
+  local: PLAIN_MODEL_ID,
+  stability: PLAIN_MODEL_ID,
+  openai: PLAIN_MODEL_ID,
+  civitai: AIR,
+};
 /** A model id, or a Replicate model pinned to a version (`owner/name:<64 hex>`). */
 const VERSIONED_MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}(:[0-9a-f]{64})?$/i;
 
@@ -280,15 +314,23 @@ export function loadConfig(env: Env = process.env): Config {
   const falKey = read(env, 'FAL_KEY', optionalString, 'a fal key', true);
   const replicateToken = read(env, 'REPLICATE_API_TOKEN', optionalString, 'a Replicate token', true);
 
-  const configured: ProviderName[] = [...(falKey ? ['fal' as const] : []), ...(replicateToken ? ['replicate' as const] : [])];
+  const stabilityKey = read(env, 'STABILITY_API_KEY', optionalString, 'a Stability AI key', true);
+  const openaiKey = read(env, 'OPENAI_API_KEY', optionalString, 'an OpenAI key', true);
+  const civitaiToken = read(env, 'CIVITAI_API_TOKEN', optionalString, 'a CivitAI token', true);
+  const keys: Partial<Record<ProviderName, [string, string | undefined]>> = {
+    fal: ['FAL_KEY', falKey],
+    replicate: ['REPLICATE_API_TOKEN', replicateToken],
+    stability: ['STABILITY_API_KEY', stabilityKey],
+    openai: ['OPENAI_API_KEY', openaiKey],
+    civitai: ['CIVITAI_API_TOKEN', civitaiToken],
+  };
+  const configured = PROVIDER_NAMES.filter((name) => keys[name]?.[1]);
   const defaultProvider =
     read(env, 'DEFAULT_PROVIDER', z.enum(PROVIDER_NAMES).optional(), `one of ${PROVIDER_NAMES.join(', ')}`) ??
     configured[0] ??
     'local';
-  if (defaultProvider === 'fal' && !falKey) throw new ConfigError('DEFAULT_PROVIDER: "fal" needs FAL_KEY to be set');
-  if (defaultProvider === 'replicate' && !replicateToken) {
-    throw new ConfigError('DEFAULT_PROVIDER: "replicate" needs REPLICATE_API_TOKEN to be set');
-  }
+  const needs = keys[defaultProvider];
+  if (needs && !needs[1]) throw new ConfigError(`DEFAULT_PROVIDER: "${defaultProvider}" needs ${needs[0]} to be set`);
 
   const playgroundMode = read(env, 'PLAYGROUND', z.enum(['on', 'off']).optional(), 'on or off (or unset)');
   const prices = { ...DEFAULT_PRICES };
@@ -336,6 +378,22 @@ export function loadConfig(env: Env = process.env): Config {
       DEFAULT_UPSCALE_MODELS.replicate,
   };
 
+  const hosted = (prefix: 'STABILITY' | 'OPENAI' | 'CIVITAI', provider: ProviderName, baseUrl: string, rateLimit: string | undefined, concurrency: number) => {
+    const model = read(env, `${prefix}_MODEL`, optionalString, `a ${provider} model id such as ${DEFAULT_MODELS[provider]}`) ?? DEFAULT_MODELS[provider];
+    if (!MODEL_IDS[provider].test(model)) throw new ConfigError(`${prefix}_MODEL: expected a model id such as ${DEFAULT_MODELS[provider]}, got "${model}"`);
+    return {
+      baseUrl: withoutTrailingSlash(read(env, `${prefix}_BASE_URL`, url, 'an http(s) URL') ?? baseUrl),
+      model,
+      models: models(env, `${prefix}_MODELS`, provider, model),
+      rateLimit: rate(env, `${prefix}_RATE_LIMIT`, rateLimit),
+      concurrency: int(env, `${prefix}_CONCURRENCY`, 1, 1000, concurrency),
+    };
+  };
+  // Stability: ~150 requests a minute; OpenAI's image models allow 5 to 50 a minute by tier (the lowest by default).
+  const stability = hosted('STABILITY', 'stability', 'https://api.stability.ai', '150/min', 10);
+  const openai = hosted('OPENAI', 'openai', 'https://api.openai.com/v1', '5/min', 5);
+  const civitai = hosted('CIVITAI', 'civitai', 'https://orchestration.civitai.com', undefined, 10);
+
   const publicUrl = read(env, 'PUBLIC_URL', url, 'an http(s) URL');
   const http = {
     host: read(env, 'HTTP_HOST', z.string().regex(/^([0-9a-fA-F:.]+|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$/).optional(), 'an address to listen on, such as 0.0.0.0 or 127.0.0.1') ?? '0.0.0.0',
@@ -366,8 +424,11 @@ export function loadConfig(env: Env = process.env): Config {
       concurrency: int(env, 'LOCAL_CONCURRENCY', 1, 64, 2),
       latencyMs: int(env, 'LOCAL_LATENCY_MS', 0, 600_000, 0),
       rateLimit: undefined,
-      upscaleModel: DEFAULT_UPSCALE_MODELS.local,
+      upscaleModel: DEFAULT_UPSCALE_MODELS.local!,
     },
+    ...(stabilityKey ? { stability: { key: stabilityKey, ...stability } } : {}),
+    ...(openaiKey ? { openai: { key: openaiKey, ...openai } } : {}),
+    ...(civitaiToken ? { civitai: { token: civitaiToken, ...civitai } } : {}),
     defaultProvider,
     storeUrl:
       read(env, 'STORE_URL', z.string().regex(/^(sqlite|redis|rediss):\/\/.+/).optional(), 'sqlite://PATH or redis://HOST') ??
@@ -477,5 +538,5 @@ function safeJson(text: string): unknown {
 
 /** Which providers can take requests with this config. */
 export function configuredProviders(config: Config): ProviderName[] {
-  return [...(config.fal ? ['fal' as const] : []), ...(config.replicate ? ['replicate' as const] : []), 'local'];
+  return PROVIDER_NAMES.filter((name) => name === 'local' || config[name] !== undefined);
 }

@@ -28,6 +28,9 @@ export const REDACT_PATHS = [
   'config.slack.signingSecret',
   'config.slack.appToken',
   'config.fal.key',
+  'config.stability.key',
+  'config.openai.key',
+  'config.civitai.token',
   'config.replicate.token',
   'config.replicate.webhookSecret',
 ];

@@ -40,7 +40,7 @@ describe('loadConfig', () => {
   it.each([
     [{ MAX_IMAGES_PER_JOB: '5000' }, 'MAX_IMAGES_PER_JOB: expected an integer from 1 to 1000, got "5000"'],
     [{ FAL_RATE_LIMIT: 'fast' }, 'FAL_RATE_LIMIT: expected a rate written N/s, N/min or N/h with N ≥ 1 (e.g. 600/min), got "fast"'],
-    [{ DEFAULT_PROVIDER: 'dalle' }, 'DEFAULT_PROVIDER: expected one of fal, replicate, local, got "dalle"'],
+    [{ DEFAULT_PROVIDER: 'dalle' }, 'DEFAULT_PROVIDER: expected one of fal, replicate, local, stability, openai, civitai, got "dalle"'],
     [{ DEFAULT_PROVIDER: 'fal' }, 'DEFAULT_PROVIDER: "fal" needs FAL_KEY to be set'],
     [{ STORE_URL: 'mysql://x' }, 'STORE_URL: expected sqlite://PATH or redis://HOST, got "mysql://x"'],
     [{ REPLICATE_BASE_URL: 'not a url' }, 'REPLICATE_BASE_URL: expected an http(s) URL ending in /v1, got "not a url"'],

@@ -14,7 +14,8 @@ export interface CommandLimits {
   maxImagesPerJob: number;
   providers: readonly ProviderName[];
   defaultProvider: ProviderName;
-  defaultModels: Readonly<Record<ProviderName, string>>;
+  /** the model a request names none of, per configured provider */
+  defaultModels: Readonly<Partial<Record<ProviderName, string>>>;
   /** models a user may pick, per provider; `*` = any well-formed id @default any */
   models?: Readonly<Partial<Record<ProviderName, readonly string[] | '*'>>>;
 }

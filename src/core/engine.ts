@@ -33,7 +33,7 @@ import {
   type Reviewer,
 } from './ports.js';
 import { computeProgress, isJobFinished } from './progress.js';
-import type { Provider } from './provider.js';
+import { maxPerCall, type Provider } from './provider.js';
 import type { Rate } from './rate.js';
 import { LocalDispatcher, type LaneOptions } from './scheduler.js';
 import type { TenantSettings } from './settings.js';
@@ -223,7 +223,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       // Only a seed the requester chose is looked up in the image cache (a drawn one is new by design).
       ...(request.seed !== undefined ? { seedGiven: true } : {}),
       state: 'queued',
-      batches: planJob(request, provider.maxImagesPerCall, seed),
+      batches: planJob(request, maxPerCall(provider, request.model), seed),
       images: [],
       ...(price !== undefined ? { estimatedCostUsd: round(request.count * price * factor, 4) } : {}),
       ...(price !== undefined && request.draft ? { fullSizeCostUsd: round(request.count * price, 4) } : {}),
@@ -303,7 +303,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const missing = missingImages(job).length;
     if (missing === 0) throw new UserError('not_found', `Job ${jobId} has no failed images to retry.`);
     const provider = this.deps.providers[job.request.provider]!;
-    const { job: next, images } = retryFailed(job, provider.maxImagesPerCall, by.name ?? by.id, this.now());
+    const { job: next, images } = retryFailed(job, maxPerCall(provider, job.request.model), by.name ?? by.id, this.now());
     const reopened = await this.reopen(next, images);
     this.log.info({ job: jobId, images, by: by.id }, 'retrying failed images');
     return reopened;

@@ -49,6 +49,8 @@ export interface Provider {
   readonly name: ProviderName;
   /** the most images one call may ask for */
   readonly maxImagesPerCall: number;
+  /** the most one call of `model` may ask for, where models differ (OpenAI: dall-e-3 1, gpt-image-1 more) @default maxImagesPerCall */
+  maxImagesFor?(model: string): number;
   submit(call: BatchCall, signal?: AbortSignal): Promise<string>;
   status(requestId: string, model: string, signal?: AbortSignal): Promise<CallStatus>;
   /**
@@ -67,6 +69,11 @@ export interface Provider {
   readonly draftPriceFactor?: number;
   /** the upscaler model "Upscale approved" calls (`BatchCall.upscale`); unset: this provider cannot upscale */
   readonly upscaleModel?: string;
+}
+
+/** The largest call of `model` on this provider: what the planner splits a count by. */
+export function maxPerCall(provider: Pick<Provider, 'maxImagesPerCall' | 'maxImagesFor'>, model: string): number {
+  return provider.maxImagesFor?.(model) ?? provider.maxImagesPerCall;
 }
 
 /** How many times "Upscale approved" enlarges a draft (a quarter-megapixel draft becomes a full one). */

@@ -2,7 +2,7 @@
  * The domain's shared vocabulary. Nothing here knows about a chat platform or a provider SDK.
  */
 
-export const PROVIDER_NAMES = ['fal', 'replicate', 'local'] as const;
+export const PROVIDER_NAMES = ['fal', 'replicate', 'local', 'stability', 'openai', 'civitai'] as const;
 export type ProviderName = (typeof PROVIDER_NAMES)[number];
 
 export const ASPECT_RATIOS = ['1:1', '16:9', '9:16', '4:3', '3:4', '3:2', '2:3', '21:9'] as const;

@@ -190,7 +190,7 @@ export class FalProvider implements Provider {
   private readonly fetch: Fetch;
 
   constructor(private readonly options: FalProviderOptions) {
-    this.upscaleModel = options.upscaleModel ?? DEFAULT_UPSCALE_MODELS.fal;
+    this.upscaleModel = options.upscaleModel ?? DEFAULT_UPSCALE_MODELS.fal!;
     const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.fetch = strictFetch({ provider: 'fal', fetch: options.fetch, requestTimeoutMs });
     const baseUrl = options.baseUrl?.replace(/\/+$/, '');
