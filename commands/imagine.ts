@@ -28,6 +28,7 @@ import {
   PROVIDER_NAMES,
   type ImagineRequest,
   type OutputFormat,
+  type LoraRef,
   type PromptEntry,
   type ProviderName,
 } from '../src/core/types.js';
@@ -89,6 +90,15 @@ export function definition(limits?: ImagineLimits): CommandDefinition {
         type: 'boolean',
         flags: ['draft'],
         description: `Small drafts; upscale the approved ones later (default ${limits?.defaults?.draft ? 'on' : 'off'})`,
+      },
+      {
+        name: 'lora',
+        type: 'string',
+        maxLength: 2000,
+        repeatable: true,
+        flags: ['lora'],
+        placeholder: 'ID[:SCALE]',
+        description: `LoRA styles, ID[:scale] (a URL, a Hugging Face owner/repo or a CivitAI AIR; scale 0–4, default 1), comma-separated or repeated, up to ${limits?.maxLoras ?? DEFAULT_MAX_LORAS}`,
       },
       {
         name: 'prompts',
@@ -327,6 +337,7 @@ function requestOf(raw: RawOptions, limits: ImagineLimits, lines?: readonly List
 
   const { format, quality } = formatOptions(raw);
   const draft = booleanOption(raw.draft, 'draft');
+  const loras = loraOption(raw.lora, limits.maxLoras ?? DEFAULT_MAX_LORAS);
 
   return {
     prompt,
@@ -340,7 +351,32 @@ function requestOf(raw: RawOptions, limits: ImagineLimits, lines?: readonly List
     ...(quality !== undefined ? { quality } : {}),
     ...(prompts ? { prompts } : {}),
     ...(draft ? { draft } : {}),
+    ...(loras.length > 0 ? { loras } : {}),
   };
+}
+
+/** LoRAs a job may name at most, unless the deployment says (MAX_LORAS). */
+export const DEFAULT_MAX_LORAS = 3;
+/** A LoRA's weights: an https URL, a Hugging Face `owner/repo[/file]`, or a CivitAI AIR. */
+const LORA_ID = /^(https:\/\/[^\s,]{1,480}|[A-Za-z0-9][\w.-]{0,95}\/[\w.-]{1,96}(\/[\w./-]{1,200})?|urn:air:[a-z0-9]+:lora:[a-z]+:\d+@\d+)$/i;
+
+/** `a:0.8, https://…/style.safetensors, urn:air:sdxl:lora:civitai:1@2:1.2` → LoRAs with scales (default 1). */
+function loraOption(raw: unknown, max: number): LoraRef[] {
+  const text = stringOption(raw, 'lora');
+  if (!text) return [];
+  const loras = text.split(',').map((part) => part.trim()).filter(Boolean).map((part): LoraRef => {
+    // The scale follows the last colon when it is a number (URLs and AIRs have colons of their own).
+    const match = /^(.*):(-?\d+(?:\.\d+)?)$/.exec(part);
+    const id = match ? match[1]! : part;
+    const scale = match ? Number(match[2]) : 1;
+    if (!LORA_ID.test(id)) {
+      throw new UserError('invalid_option', `Expected \`lora\` to be an https URL, a Hugging Face owner/repo or a CivitAI AIR (urn:air:…:lora:…), got ${shown(id)}.`);
+    }
+    if (!(scale >= 0 && scale <= 4)) throw new UserError('invalid_option', `Expected the scale of LoRA ${shown(id)} to be from 0 to 4, got ${shown(match![2])}.`);
+    return { id, scale };
+  });
+  if (loras.length > max) throw new UserError('invalid_option', `Expected at most ${max} LoRAs, got ${loras.length}.`);
+  return loras;
 }
 
 /** `format` (`jpg` taken for `jpeg`) and `quality`, which only a lossy format has. */

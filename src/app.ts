@@ -48,6 +48,7 @@ export interface App {
 export function imagineLimits(config: Config, providers: ProviderName[] = configuredProviders(config)): ImagineLimits {
   return {
     maxImagesPerJob: config.maxImagesPerJob,
+    maxLoras: config.maxLoras,
     providers,
     defaultProvider: providers.includes(config.defaultProvider) ? config.defaultProvider : providers[0]!,
     defaultModels: Object.fromEntries(PROVIDER_NAMES.map((name) => [name, config[name]?.model ?? DEFAULT_MODELS[name]])),

@@ -84,7 +84,9 @@ export const USAGE = usage();
 
 /** Every flag takes a value but a boolean's (`--draft`); an attachment's value is a file's path. */
 const GENERATE_OPTIONS: ParseArgsConfig['options'] = Object.fromEntries([
-  ...IMAGINE.options.flatMap((o) => o.flags.map((flag): [string, { type: 'boolean' | 'string' }] => [flag, { type: o.type === 'boolean' ? 'boolean' : 'string' }])),
+  ...IMAGINE.options.flatMap((o) =>
+    o.flags.map((flag): [string, { type: 'boolean' | 'string'; multiple?: boolean }] => [flag, { type: o.type === 'boolean' ? 'boolean' : 'string', ...(o.repeatable ? { multiple: true } : {}) }]),
+  ),
   ...OWN_OPTIONS.map((o): [string, { type: 'string' }] => [o.flag, { type: 'string' }]),
 ]);
 
@@ -191,6 +193,8 @@ async function generate(argv: string[], env: NodeJS.ProcessEnv): Promise<number>
   const values: Record<string, unknown> = parseArgs({ args: argv, strict: true, allowPositionals: false, options: GENERATE_OPTIONS }).values;
   const text = (flag: string): string | undefined => {
     const value = values[flag];
+    // a repeatable option (`--lora a --lora b`) is one comma-separated list, as typed elsewhere
+    if (Array.isArray(value)) return value.join(',');
     return typeof value === 'string' ? value : undefined;
   };
   // Each option under whichever of its spellings was typed (`--no` or `--negative`), but not under two.

@@ -51,6 +51,8 @@ export interface Config {
   outputDir: string;
   tenantRateLimit?: Rate;
   maxImagesPerJob: number;
+  /** LoRAs one job may name (`--lora`) */
+  maxLoras: number;
   /** provider calls per batch before it fails for good */
   maxAttempts: number;
   /** longest a single provider call may take, submit to result, before it is cancelled and retried */
@@ -152,6 +154,8 @@ export const BUILT_IN_PRICES: Record<ProviderName, Record<string, number>> = {
     'fal-ai/flux/schnell': 0.003,
     'fal-ai/flux/dev': 0.025,
     'fal-ai/flux-pro/v1.1': 0.04,
+    // FLUX.1 [dev] with LoRAs: $0.035 per megapixel
+    'fal-ai/flux-lora': 0.035,
     // Upscalers (not offered for /imagine, see UPSCALE_MODELS). ESRGAN is billed by the compute second
     // ($0.00111/s): a 2× of a quarter-megapixel draft takes one to two seconds, so about $0.002, an
     // estimate. Clarity is billed $0.03 per output megapixel: a draft ×2 is about one megapixel.
@@ -436,6 +440,7 @@ export function loadConfig(env: Env = process.env): Config {
     outputDir: read(env, 'OUTPUT_DIR', optionalString, 'a folder') ?? 'data/output',
     tenantRateLimit: rate(env, 'TENANT_RATE_LIMIT', '60/min'),
     maxImagesPerJob: int(env, 'MAX_IMAGES_PER_JOB', 1, 1000, 100),
+    maxLoras: int(env, 'MAX_LORAS', 0, 10, 3),
     maxAttempts: int(env, 'PROVIDER_MAX_ATTEMPTS', 1, 20, 5),
     callTimeoutMs: int(env, 'PROVIDER_TIMEOUT', 1, 3600, 300) * 1000,
     tenantMaxRunningJobs: int(env, 'TENANT_MAX_RUNNING_JOBS', 1, 100, 3),

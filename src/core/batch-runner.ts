@@ -39,6 +39,10 @@ export interface ImageIdentity {
   count: number;
   /** 0-based position in the call's output */
   output: number;
+  /** LoRAs and their scales, in order (none: absent, so earlier entries keep matching) */
+  loras?: string;
+  /** a draft (small) image is not the full-size one */
+  draft?: boolean;
 }
 
 /** An image delivered by an earlier job, as the cache knows it. */
@@ -80,6 +84,8 @@ export function imageIdentity(
     seed: call.seed,
     count: call.count,
     output,
+    ...(request.loras?.length ? { loras: request.loras.map((l) => `${l.id}:${l.scale}`).join(',') } : {}),
+    ...(request.draft ? { draft: true } : {}),
   };
 }
 
@@ -212,6 +218,7 @@ export class BatchRunner {
       seed: decision.seed,
       ...format,
       ...(request.draft && !batch.upscale ? { draft: true } : {}),
+      ...(request.loras?.length && !batch.upscale ? { loras: request.loras } : {}),
       ...(batch.upscale ? { upscale: await this.draftOf(run.job, batch.upscale.image) } : {}),
     };
     return this.deps.gate.throttle(

@@ -16,6 +16,8 @@ export interface CommandLimits {
   defaultProvider: ProviderName;
   /** the model a request names none of, per configured provider */
   defaultModels: Readonly<Partial<Record<ProviderName, string>>>;
+  /** LoRAs one job may name (MAX_LORAS) @default 3 */
+  maxLoras?: number;
   /** models a user may pick, per provider; `*` = any well-formed id @default any */
   models?: Readonly<Partial<Record<ProviderName, readonly string[] | '*'>>>;
 }
@@ -83,6 +85,8 @@ export interface CommandOption {
   choices?: readonly string[];
   /** the flag spellings accepted in plain text (`--count`, `--n`); the first is the one shown in help */
   flags: readonly string[];
+  /** may be given more than once (`--lora a --lora b`): the values are joined with commas, as one list */
+  repeatable?: boolean;
   /** how usage lines name the value (`N`, `RATIO`) @default the choices, `N` or `TEXT` */
   placeholder?: string;
 }
@@ -168,7 +172,8 @@ export function parseInlineFlags(text: string, definition: CommandDefinition, fr
         `Option \`--${current.flag}\` needs a value, e.g. \`--${current.option.flags[0]} ${example(current.option)}\`.`,
       );
     }
-    raw[current.option.name] = value;
+    const earlier = raw[current.option.name];
+    raw[current.option.name] = typeof earlier === 'string' ? `${earlier},${value}` : value;
     current = undefined;
   };
 
@@ -198,7 +203,7 @@ export function parseInlineFlags(text: string, definition: CommandDefinition, fr
         `Option \`--${option.flags[0]}\` takes a file, which cannot be attached here${option.typedInstead ? `: ${option.typedInstead}` : ''}.`,
       );
     }
-    if (raw[option.name] !== undefined) {
+    if (raw[option.name] !== undefined && !option.repeatable) {
       throw new UserError('invalid_option', `Option \`--${option.flags[0]}\` was given more than once.`);
     }
     current = { option, flag, words: match[2] !== undefined ? [match[2]] : [] };

@@ -198,6 +198,10 @@ export class Engine extends EventEmitter<EngineEvents> {
         `Provider \`${request.provider}\` is not configured on this bot; available: ${this.providerNames.join(', ')}.`,
       );
     }
+    if (request.loras?.length) {
+      const refusal = provider.loraSupport ? provider.loraSupport(request.model, request.loras) : `Provider \`${provider.name}\` takes no LoRAs.`;
+      if (refusal !== undefined) throw new UserError('invalid_option', refusal);
+    }
     // The tenant's plan and daily cap, read now (and so fresh in the scheduler's cache when its batches queue).
     const limits = await this.deps.tenantSettings?.limits(requester.tenant);
     if (limits && request.count > limits.maxImagesPerJob) {

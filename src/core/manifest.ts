@@ -41,6 +41,8 @@ export function buildManifest(job: Job) {
       format: job.request.format ?? 'png',
       quality: job.request.quality ?? null,
       draft: job.request.draft ?? false,
+      // LoRA styles and their scales, in the order applied
+      loras: (job.request.loras ?? []).map((lora) => ({ id: lora.id, scale: lora.scale })),
     },
     // one entry per line of a prompt list, in line order; null for a job of one prompt
     prompts: prompts ? prompts.sort((a, b) => a.line - b.line) : null,

@@ -3,7 +3,7 @@
  * A provider call is split into submit → status → result so that the request id can be persisted
  * between submit and polling: a restart polls the same call instead of paying for it twice.
  */
-import type { AspectRatio, OutputFormat, ProviderName } from './types.js';
+import type { AspectRatio, LoraRef, OutputFormat, ProviderName } from './types.js';
 
 export interface BatchCall {
   prompt: string;
@@ -19,6 +19,8 @@ export interface BatchCall {
   quality?: number;
   /** a draft: asked at the provider's small draft size (fal `image_size`, Replicate `megapixels`) */
   draft?: boolean;
+  /** LoRAs to apply (only sent to a model whose provider says it takes them: `loraSupport`) */
+  loras?: readonly LoraRef[];
   /**
    * An upscale instead of a generation: `model` is the provider's upscaler, `count` 1, and this image
    * (an approved draft) is sent to it, enlarged `scale` times; prompt and seed are not sent.
@@ -49,6 +51,11 @@ export interface Provider {
   readonly name: ProviderName;
   /** the most images one call may ask for */
   readonly maxImagesPerCall: number;
+  /**
+   * Whether `model` takes LoRAs: undefined when it does, else the one line telling the user what to do
+   * instead (a fal LoRA endpoint, a Replicate fine-tune as the model). Unset: no model of it does.
+   */
+  loraSupport?(model: string, loras: readonly LoraRef[]): string | undefined;
   /** the most one call of `model` may ask for, where models differ (OpenAI: dall-e-3 1, gpt-image-1 more) @default maxImagesPerCall */
   maxImagesFor?(model: string): number;
   submit(call: BatchCall, signal?: AbortSignal): Promise<string>;

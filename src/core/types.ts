@@ -33,6 +33,15 @@ export interface ImagineRequest {
   prompts?: PromptEntry[];
   /** small drafts at the provider's draft size; "Upscale approved" then makes the finals */
   draft?: boolean;
+  /** LoRA styles applied to the model, in order (`--lora ID[:scale]`); refused where the model takes none */
+  loras?: LoraRef[];
+}
+
+/** A LoRA: a URL of its weights, a Hugging Face `owner/repo`, or a CivitAI AIR, and its strength. */
+export interface LoraRef {
+  id: string;
+  /** @default 1 */
+  scale: number;
 }
 
 /**

@@ -14,7 +14,7 @@ import { delay } from '../core/delay.js';
 import { untilEnded, type CallNotice, type CallWebhook } from '../core/notices.js';
 import { MAX_TIMER_MS, ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import { oneLine, textOf } from '../core/text.js';
-import type { AspectRatio } from '../core/types.js';
+import type { AspectRatio, LoraRef } from '../core/types.js';
 import type { Downloader } from './download.js';
 import { strictFetch, type Fetch } from './http.js';
 
@@ -109,7 +109,20 @@ export function falInput(call: BatchCall): Record<string, unknown> {
     seed: call.seed,
     enable_safety_checker: true,
     output_format: falFormat(call),
+    // fal's LoRA endpoints take each as { path: a URL or a Hugging Face id, scale }
+    ...(call.loras?.length ? { loras: call.loras.map((lora) => ({ path: lora.id, scale: lora.scale })) } : {}),
   };
+}
+
+/** fal's endpoints that apply LoRAs (FLUX.1 [dev] with LoRAs, and its variants under …/lora). */
+const FAL_LORA_MODEL = /(^|\/)flux-lora(\/|$)|\/lora$/;
+
+/** Why a fal model cannot take these LoRAs, or undefined when it can. */
+export function falLoraSupport(model: string, loras: readonly LoraRef[]): string | undefined {
+  if (!FAL_LORA_MODEL.test(model)) return `Model \`${model}\` takes no LoRAs on fal; use \`--model fal-ai/flux-lora\`.`;
+  const air = loras.find((lora) => lora.id.startsWith('urn:'));
+  if (air) return `fal takes a LoRA by URL or Hugging Face id, not a CivitAI AIR (\`${air.id}\`); use \`--provider civitai\` for CivitAI's.`;
+  return undefined;
 }
 
 /**
@@ -188,6 +201,10 @@ export class FalProvider implements Provider {
   /** for status streams only: no SDK retries, no whole-response timeout */
   private readonly streamClient: FalClient;
   private readonly fetch: Fetch;
+
+  loraSupport(model: string, loras: readonly LoraRef[]): string | undefined {
+    return falLoraSupport(model, loras);
+  }
 
   constructor(private readonly options: FalProviderOptions) {
     this.upscaleModel = options.upscaleModel ?? DEFAULT_UPSCALE_MODELS.fal!;

@@ -102,6 +102,11 @@ export class ReplicateProvider implements Provider {
   /** set with a webhook: the runner waits for the webhook's notice before it polls */
   readonly watch?: (requestId: string, model: string, signal: AbortSignal) => Promise<CallStatus>;
 
+  /** On Replicate a LoRA is trained into a model of its own: it is asked for by that model's id. */
+  loraSupport(): string | undefined {
+    return 'On Replicate a LoRA is a fine-tuned model of its own: give its id with `--model owner/name` instead of `--lora`.';
+  }
+
   constructor(private readonly options: ReplicateProviderOptions) {
     this.upscaleModel = options.upscaleModel ?? DEFAULT_REPLICATE_UPSCALE_MODEL;
     const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;

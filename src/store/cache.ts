@@ -32,6 +32,9 @@ export function cacheKey(identity: ImageIdentity): string {
     identity.seed,
     identity.count,
     identity.output,
+    // added later: only when set, so the keys of images made without them stay what they were
+    ...(identity.draft ? ['draft'] : []),
+    ...(identity.loras ? [`loras:${identity.loras}`] : []),
   ];
   return PREFIX + createHash('sha256').update(JSON.stringify(fields)).digest('hex');
 }

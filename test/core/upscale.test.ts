@@ -114,4 +114,14 @@ describe('upscale approved', () => {
     const manifest = await readManifest(app, job.id);
     expect(manifest.draftCosts?.upscalesUsd).toBeGreaterThan(0);
   });
+
+  it('never serves a draft from the image cache for a full-size request of the same seed, nor the other way', async () => {
+    const app = await buildApp();
+    const draft = await app.engine.waitFor((await app.engine.submit({ ...DRAFT, count: 1, seed: 5 }, requester())).id);
+    const full = await app.engine.waitFor((await app.engine.submit({ ...DRAFT, count: 1, seed: 5, draft: false }, requester())).id);
+    expect(full.images[0]!.cached).toBeUndefined();
+    expect([draft.images[0]!.width, full.images[0]!.width]).toEqual([384, 768]);
+    const again = await app.engine.waitFor((await app.engine.submit({ ...DRAFT, count: 1, seed: 5 }, requester())).id);
+    expect(again.images[0]!.cached?.jobId).toBe(draft.id);
+  });
 });

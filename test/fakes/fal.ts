@@ -285,6 +285,20 @@ function validate(input: Record<string, unknown>): FieldError[] {
   if (seed !== undefined && seed !== null && (typeof seed !== 'number' || !Number.isInteger(seed))) {
     errors.push({ loc: ['body', 'seed'], msg: 'Input should be a valid integer', type: 'int_type', input: seed });
   }
+  // fal-ai/flux-lora: loras = [{ path, scale }], path a URL or a Hugging Face id, scale 0–4 (default 1)
+  const { loras } = input;
+  if (loras !== undefined) {
+    if (!Array.isArray(loras)) errors.push({ loc: ['body', 'loras'], msg: 'Input should be a valid list', type: 'list_type', input: loras });
+    else
+      loras.forEach((lora: unknown, i) => {
+        const entry = plainObject(lora);
+        if (!entry || typeof entry.path !== 'string' || entry.path.length === 0) {
+          errors.push({ loc: ['body', 'loras', i, 'path'], msg: 'Field required', type: 'missing', input: lora });
+        } else if (entry.scale !== undefined && (typeof entry.scale !== 'number' || entry.scale < 0 || entry.scale > 4)) {
+          errors.push({ loc: ['body', 'loras', i, 'scale'], msg: 'Input should be less than or equal to 4', type: 'less_than_equal', input: entry.scale, ctx: { le: 4 } });
+        }
+      });
+  }
   return errors;
 }
 
