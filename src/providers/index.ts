@@ -1,4 +1,5 @@
 /** Builds the configured providers. `local` is always there: it needs nothing. */
+import path from 'node:path';
 import type { Config } from '../config.js';
 import type { CallNotices, CallWebhook } from '../core/notices.js';
 import type { Provider } from '../core/provider.js';
@@ -7,7 +8,9 @@ import { FalProvider } from './fal.js';
 import { createDownloader, FAL_MEDIA_HOSTS, REPLICATE_MEDIA_HOSTS, type Downloader } from './download.js';
 import type { Fetch } from './http.js';
 import { LocalProvider } from './local.js';
+import { OpenAIProvider } from './openai.js';
 import { DEFAULT_REPLICATE_BASE_URL, ReplicateProvider } from './replicate.js';
+import { StabilityProvider } from './stability.js';
 
 export interface ProviderOverrides {
   /** the fetch the hosted providers use (tests pass one that only reaches loopback) */
@@ -69,6 +72,27 @@ export function createProviders(config: Config, overrides: ProviderOverrides = {
             ),
             ...webhook(webhooks?.replicateUrl ?? ''),
             ...(config.replicate.preferWaitSeconds > 0 ? { preferWaitSeconds: config.replicate.preferWaitSeconds } : {}),
+            ...http,
+          }),
+        }
+      : {}),
+    ...(config.stability
+      ? {
+          stability: new StabilityProvider({
+            key: config.stability.key,
+            baseUrl: config.stability.baseUrl,
+            heldDir: path.join(config.outputDir, '.held'),
+            maxImageBytes: config.maxImageBytes,
+            ...http,
+          }),
+        }
+      : {}),
+    ...(config.openai
+      ? {
+          openai: new OpenAIProvider({
+            key: config.openai.key,
+            baseUrl: config.openai.baseUrl,
+            heldDir: path.join(config.outputDir, '.held'),
             ...http,
           }),
         }
