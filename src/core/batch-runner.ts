@@ -364,6 +364,8 @@ export class BatchRunner {
       contentType: stored.contentType,
       nsfw: output.nsfw,
       ...(output.seed !== undefined ? { seed: output.seed } : {}),
+      // provider text: kept as a string of bounded length, shown only escaped
+      ...(typeof output.revisedPrompt === 'string' && output.revisedPrompt ? { revisedPrompt: output.revisedPrompt.slice(0, 4000) } : {}),
     };
     return { type: 'saved', output: item.output, image, index: item.image };
   }

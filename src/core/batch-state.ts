@@ -57,6 +57,8 @@ export interface SavedOutput {
   nsfw: boolean;
   /** the seed the provider reports for this output, where it does */
   seed?: number;
+  /** the prompt the provider rewrote ours into for this image (OpenAI's revised_prompt) */
+  revisedPrompt?: string;
 }
 
 /** An earlier job's image, copied in as output `output` of the call it stands for (image number `index`). */
@@ -219,6 +221,7 @@ function saved(batch: Readonly<Batch>, event: Extract<BatchEvent, { type: 'saved
     contentType: stored.contentType,
     review: { status: 'pending' },
     ...(batch.prompt !== undefined ? { prompt: batch.prompt } : {}),
+    ...(stored.revisedPrompt ? { revisedPrompt: stored.revisedPrompt } : {}),
   };
   const kept = { ...batch, delivered: batch.delivered + 1, ...(stored.nsfw ? { nsfw: true } : {}) };
   return { ...next(kept, [...(context.images ?? []), image], context), image };

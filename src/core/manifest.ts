@@ -117,6 +117,8 @@ export function buildManifest(job: Job) {
       retried: image.retried ?? null,
       // the prompt-list entry it was made for (see `prompts`), null for a job of one prompt
       prompt: image.prompt ?? null,
+      // the prompt the provider actually drew when it rewrote ours (OpenAI's revised_prompt)
+      revisedPrompt: image.revisedPrompt ?? null,
       // its upscaled version, made by "Upscale approved", and what that cost
       final: image.final
         ? {

@@ -45,6 +45,8 @@ export interface OutputImage {
   contentType?: string;
   nsfw: boolean;
   seed?: number;
+  /** the prompt the provider rewrote ours into for this image (OpenAI's revised_prompt), provider text */
+  revisedPrompt?: string;
 }
 
 export interface Provider {

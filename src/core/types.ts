@@ -137,6 +137,8 @@ export interface ImageRecord {
   rerolledFrom?: RerolledImage[];
   /** the prompt-list entry (0-based) it was made for; absent: the job's one prompt */
   prompt?: number;
+  /** the prompt the provider actually drew, when it rewrote ours (OpenAI's revised_prompt) */
+  revisedPrompt?: string;
   /** its upscaled version (`final/003.png`), made by "Upscale approved" */
   final?: { file: string; width: number; height: number; contentType: string; model: string; costUsd?: number; by: string; at: string };
 }

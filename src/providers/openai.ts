@@ -169,7 +169,7 @@ export class OpenAIProvider implements Provider {
   async result(requestId: string): Promise<OutputImage[]> {
     const result = await this.held.get(requestId);
     if (!result) throw new ProviderError('not_found', `OpenAI's answer to call ${requestId} is no longer held`);
-    const images = result.outputs.map(({ revisedPrompt: _revised, ...image }) => image satisfies OutputImage);
+    const images = result.outputs.map((image) => image satisfies OutputImage);
     this.pending.set(requestId, images.length);
     for (const image of images) this.outputOf.set(image, requestId);
     return images;

@@ -9,7 +9,7 @@ import { createProviders } from '../../src/providers/index.js';
 import { OpenAIProvider, openaiSize } from '../../src/providers/openai.js';
 import { loopbackFetch } from '../fakes/http.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../fakes/openai.js';
-import { buildApp, onCleanup, rejectionOf, requester, tempDir, untilProgress } from '../helpers.js';
+import { buildApp, onCleanup, readManifest, rejectionOf, requester, tempDir, untilProgress } from '../helpers.js';
 
 const KEY = 'sk-test-openai-key';
 
@@ -110,8 +110,19 @@ describe('OpenAI provider (real openai client against the fake Images API)', () 
     const held = await new HeldResults(path.join(dir, '.held'), 'openai').get(id);
     expect(held?.outputs.map((o) => o.revisedPrompt)).toEqual(['a red fox, shown in rich detail (image 1)']);
     const [image] = await provider.result(id, 'dall-e-3');
-    expect(image).toMatchObject({ contentType: 'image/png', width: 1024, height: 1024, nsfw: false });
-    expect(image).not.toHaveProperty('revisedPrompt');
+    expect(image).toMatchObject({ contentType: 'image/png', width: 1024, height: 1024, nsfw: false, revisedPrompt: 'a red fox, shown in rich detail (image 1)' });
+  });
+
+  it('records each image’s revised prompt in the job and its manifest', async () => {
+    const fake = await fakeOpenAI();
+    const app = await buildApp({ env: env(fake) });
+    const job = await app.engine.waitFor((await app.engine.submit(request(2, { model: 'dall-e-3', prompt: 'a red fox' }), requester())).id);
+    expect(job.images.map((image) => image.revisedPrompt)).toEqual([
+      expect.stringMatching(/^a red fox, shown in rich detail/),
+      expect.stringMatching(/^a red fox, shown in rich detail/),
+    ]);
+    const manifest = await readManifest(app, job.id);
+    expect(manifest.images.every((image) => typeof image.revisedPrompt === 'string')).toBe(true);
   });
 
   it('pauses on a 429 for its Retry-After, then recovers', async () => {
