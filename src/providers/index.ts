@@ -5,6 +5,7 @@ import type { CallNotices, CallWebhook } from '../core/notices.js';
 import type { Provider } from '../core/provider.js';
 import type { ProviderName } from '../core/types.js';
 import { FalProvider } from './fal.js';
+import { CIVITAI_MEDIA_HOSTS, CivitaiProvider, DEFAULT_CIVITAI_BASE_URL } from './civitai.js';
 import { createDownloader, FAL_MEDIA_HOSTS, REPLICATE_MEDIA_HOSTS, type Downloader } from './download.js';
 import type { Fetch } from './http.js';
 import { LocalProvider } from './local.js';
@@ -93,6 +94,21 @@ export function createProviders(config: Config, overrides: ProviderOverrides = {
             key: config.openai.key,
             baseUrl: config.openai.baseUrl,
             heldDir: path.join(config.outputDir, '.held'),
+            ...http,
+          }),
+        }
+      : {}),
+    ...(config.civitai
+      ? {
+          civitai: new CivitaiProvider({
+            token: config.civitai.token,
+            baseUrl: config.civitai.baseUrl,
+            // As for Replicate: the default API host is CivitAI's own; only a configured one is trusted for images.
+            download: downloaderFor(
+              config,
+              CIVITAI_MEDIA_HOSTS,
+              config.civitai.baseUrl === DEFAULT_CIVITAI_BASE_URL ? undefined : config.civitai.baseUrl,
+            ),
             ...http,
           }),
         }
