@@ -3,7 +3,10 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { startFakeFal } from './fakes/fal.js';
+import { startFakeCivitai } from './fakes/civitai.js';
+import { startFakeOpenAI } from './fakes/openai.js';
 import { startFakeReplicate } from './fakes/replicate.js';
+import { startFakeStability } from './fakes/stability.js';
 import { onCleanup, tempDir } from './helpers.js';
 
 const BIN = path.resolve('bin/art-factory.js');
@@ -49,7 +52,7 @@ describe('art-factory generate', () => {
     expect(run.code).toBe(0);
     expect(run.stdout.startsWith(out)).toBe(true);
     const { default: manifest } = await import(run.stdout.trim(), { with: { type: 'json' } });
-    expect(manifest.parameters).toEqual({ count: 1, aspectRatio: '9:16', seed: 9, format: 'png', quality: null, draft: false });
+    expect(manifest.parameters).toEqual({ count: 1, aspectRatio: '9:16', seed: 9, format: 'png', quality: null, draft: false, loras: [] });
     expect(manifest.images[0]).toMatchObject({ width: 576, height: 1024, seed: 9 });
   });
 
@@ -89,6 +92,37 @@ describe('art-factory generate', () => {
     expect(run.code).toBe(0);
     expect(fake.submits().map((c) => (c.body as { input: { num_outputs: number } }).input.num_outputs).sort()).toEqual([2, 4, 4]);
     expect(await readdir(path.join(path.dirname(run.stdout.trim()), 'pending-review'))).toHaveLength(10);
+  });
+
+  it('with STABILITY_API_KEY makes one call per image: 3 images are 3 generations', async () => {
+    const fake = await startFakeStability({ key: 'sk-stability-cli' });
+    onCleanup(() => fake.close());
+    const run = await cli(['generate', '--provider', 'stability', '--prompt', 'a red fox', '--count', '3', '--ar', '16:9'], {
+      STABILITY_API_KEY: 'sk-stability-cli',
+      STABILITY_BASE_URL: fake.url,
+    });
+    expect(run.code).toBe(0);
+    expect(fake.generations.map((g) => g.fields.aspect_ratio)).toEqual(['16:9', '16:9', '16:9']);
+    expect(await readdir(path.join(path.dirname(run.stdout.trim()), 'pending-review'))).toHaveLength(3);
+    expect(run.stderr).not.toContain('sk-stability-cli');
+  });
+
+  it('with OPENAI_API_KEY asks gpt-image-1 for 3 images in one call', async () => {
+    const fake = await startFakeOpenAI({ key: 'sk-openai-cli' });
+    onCleanup(() => fake.close());
+    const run = await cli(['generate', '--provider', 'openai', '--prompt', 'a red fox', '--count', '3'], { OPENAI_API_KEY: 'sk-openai-cli', OPENAI_BASE_URL: fake.url });
+    expect(run.code).toBe(0);
+    expect(fake.submits().map((c) => (c.body as { n: number }).n)).toEqual([3]);
+    expect(await readdir(path.join(path.dirname(run.stdout.trim()), 'pending-review'))).toHaveLength(3);
+  });
+
+  it('with CIVITAI_API_TOKEN submits one job of 3 images and downloads them', async () => {
+    const fake = await startFakeCivitai({ key: 'civitai-cli-token' });
+    onCleanup(() => fake.close());
+    const run = await cli(['generate', '--provider', 'civitai', '--prompt', 'a red fox', '--count', '3'], { CIVITAI_API_TOKEN: 'civitai-cli-token', CIVITAI_BASE_URL: fake.url });
+    expect(run.code).toBe(0);
+    expect(fake.submits()).toHaveLength(1);
+    expect(await readdir(path.join(path.dirname(run.stdout.trim()), 'pending-review'))).toHaveLength(3);
   });
 
   it('exits 1 with the reason when every batch fails', async () => {
