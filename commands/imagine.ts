@@ -24,6 +24,7 @@ import { isUserError, UserError } from '../src/core/errors.js';
 import { tenantImagineLimits, type ImagineDefaults } from '../src/core/settings.js';
 import {
   ASPECT_RATIOS,
+  MODEL_IDS,
   OUTPUT_FORMATS,
   PROVIDER_NAMES,
   type ImagineRequest,
@@ -143,7 +144,6 @@ function stringOption(raw: unknown, name: string): string | undefined {
   return cleanText(raw);
 }
 
-const MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}$/i;
 
 function booleanOption(raw: unknown, name: string): boolean | undefined {
   if (raw === undefined || raw === null || raw === '') return undefined;
@@ -312,9 +312,10 @@ function requestOf(raw: RawOptions, limits: ImagineLimits, lines?: readonly List
   let model = limits.defaultModels[provider] ?? '';
   if (modelText) {
     const allowed = provider === 'local' ? ['local'] : (limits.models?.[provider] ?? '*');
-    if (allowed === '*' ? !MODEL_ID.test(modelText) || modelText.length > 200 : !allowed.includes(modelText)) {
+    if (allowed === '*' ? !MODEL_IDS[provider].test(modelText) || modelText.length > 200 : !allowed.includes(modelText)) {
       const names = allowed === '*' ? [] : allowed.map((m) => `\`${m}\``);
-      const expected = allowed === '*' ? 'a model id such as `owner/name`' : names.length === 1 ? names[0]! : `one of ${names.join(', ')}`;
+      const example = provider === 'fal' || provider === 'replicate' ? 'owner/name' : (limits.defaultModels[provider] ?? 'owner/name');
+      const expected = allowed === '*' ? `a model id such as \`${example}\`` : names.length === 1 ? names[0]! : `one of ${names.join(', ')}`;
       throw new UserError('invalid_option', `Expected \`model\` to be ${expected} for ${provider}, got ${shown(modelText)}.`);
     }
     model = modelText;

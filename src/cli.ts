@@ -83,11 +83,12 @@ function usage(): string {
 export const USAGE = usage();
 
 /** Every flag takes a value but a boolean's (`--draft`); an attachment's value is a file's path. */
+type FlagShape = { type: 'boolean' | 'string'; multiple?: boolean };
 const GENERATE_OPTIONS: ParseArgsConfig['options'] = Object.fromEntries([
   ...IMAGINE.options.flatMap((o) =>
-    o.flags.map((flag): [string, { type: 'boolean' | 'string'; multiple?: boolean }] => [flag, { type: o.type === 'boolean' ? 'boolean' : 'string', ...(o.repeatable ? { multiple: true } : {}) }]),
+    o.flags.map((flag): [string, FlagShape] => [flag, { type: o.type === 'boolean' ? 'boolean' : 'string', ...(o.repeatable ? { multiple: true } : {}) }]),
   ),
-  ...OWN_OPTIONS.map((o): [string, { type: 'string' }] => [o.flag, { type: 'string' }]),
+  ...OWN_OPTIONS.map((o): [string, FlagShape] => [o.flag, { type: 'string' }]),
 ]);
 
 class CliError extends Error {

@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { parseRate, type Rate } from './core/rate.js';
 import { DEFAULT_PLANS, PLANS, type Plan, type PlanLimits } from './core/settings.js';
-import { PROVIDER_NAMES, type ProviderName } from './core/types.js';
+import { MODEL_IDS, PROVIDER_NAMES, type ProviderName } from './core/types.js';
 
 export interface ProviderConfig {
   /** model used when the request names none */
@@ -288,17 +288,7 @@ function hostList(env: Env, name: string): string[] {
 }
 
 const MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}$/i;
-/** Model ids by provider: `owner/name` paths, Stability's and OpenAI's plain names, CivitAI's AIRs. */
-const PLAIN_MODEL_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/i;
-const AIR = /^urn:air:[a-z0-9]+:[a-z]+:[a-z]+:\d+@\d+$/i;
-export const MODEL_IDS: Record<ProviderName, RegExp> = {
-  fal: MODEL_ID,
-  replicate: MODEL_ID,
-  local: PLAIN_MODEL_ID,
-  stability: PLAIN_MODEL_ID,
-  openai: PLAIN_MODEL_ID,
-  civitai: AIR,
-};
+
 /** A model id, or a Replicate model pinned to a version (`owner/name:<64 hex>`). */
 const VERSIONED_MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}(:[0-9a-f]{64})?$/i;
 

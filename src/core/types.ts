@@ -5,6 +5,18 @@
 export const PROVIDER_NAMES = ['fal', 'replicate', 'local', 'stability', 'openai', 'civitai'] as const;
 export type ProviderName = (typeof PROVIDER_NAMES)[number];
 
+const PATH_MODEL_ID = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*){1,3}$/i;
+const PLAIN_MODEL_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/i;
+/** How each provider names its models: `owner/name` paths (fal, Replicate), plain names (Stability, OpenAI), AIRs (CivitAI). */
+export const MODEL_IDS: Readonly<Record<ProviderName, RegExp>> = {
+  fal: PATH_MODEL_ID,
+  replicate: PATH_MODEL_ID,
+  local: PLAIN_MODEL_ID,
+  stability: PLAIN_MODEL_ID,
+  openai: PLAIN_MODEL_ID,
+  civitai: /^urn:air:[a-z0-9]+:[a-z]+:[a-z]+:\d+@\d+$/i,
+};
+
 export const ASPECT_RATIOS = ['1:1', '16:9', '9:16', '4:3', '3:4', '3:2', '2:3', '21:9'] as const;
 export type AspectRatio = (typeof ASPECT_RATIOS)[number];
 

@@ -84,7 +84,7 @@ describe('parseImagineText (inline flags)', () => {
   it.each([
     ['fox --count', 'Option `--count` needs a value, e.g. `--count 1`.'],
     ['fox --count 3 --count 4', 'Option `--count` was given more than once.'],
-    ['fox --colour red', 'Unknown option `--colour`. Options: --count, --ar, --seed, --provider, --model, --no, --format, --quality, --draft.'],
+    ['fox --colour red', 'Unknown option `--colour`. Options: --count, --ar, --seed, --provider, --model, --no, --format, --quality, --draft, --lora.'],
     ['--count 3', 'Expected `prompt` to be 1 to 1500 characters, got an empty prompt.'],
     ['fox --count 1.5', 'Expected `count` to be an integer from 1 to 100, got `1.5`.'],
     ['fox --ar wide', 'Expected `ar` to be one of 1:1, 16:9, 9:16, 4:3, 3:4, 3:2, 2:3, 21:9, got `wide`.'],

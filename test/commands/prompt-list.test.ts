@@ -61,7 +61,7 @@ describe('parsePromptList', () => {
     ['a fox --draft', 'Line 1: only `--count` may be given per prompt; `--draft` applies to the whole job, give it with the command.'],
     ['a fox --count 2 --count 3', 'Line 1: option `--count` was given more than once.'],
     ['a fox --count', 'Line 1: option `--count` needs a value, e.g. `--count 1`.'],
-    ['a fox --colour red', 'Line 1: unknown option `--colour`. Options: --count, --ar, --seed, --provider, --model, --no, --format, --quality, --draft.'],
+    ['a fox --colour red', 'Line 1: unknown option `--colour`. Options: --count, --ar, --seed, --provider, --model, --no, --format, --quality, --draft, --lora.'],
     ['\n# nothing but a comment\n   \n', 'The prompt list has no prompts: write one prompt per line (blank lines and lines starting with # are skipped).'],
   ])('refuses %j in one line naming the line or the option', (text, message) => {
     const error = userErrorOf(() => parsePromptList(text, limits));
