@@ -274,7 +274,8 @@ function models(env: Env, name: string, provider: ProviderName, defaultModel: st
   if (raw === '*') return '*';
   const list = raw ? raw.split(',').map((m) => m.trim()).filter(Boolean) : Object.keys(BUILT_IN_PRICES[provider]).filter((m) => !UPSCALE_MODELS.has(m));
   const bad = list.find((m) => !MODEL_IDS[provider].test(m));
-  if (bad !== undefined) throw new ConfigError(`${name}: expected a comma-separated list of model ids such as ${DEFAULT_MODELS[provider]}, or *, got "${bad}"`);
+  const example = provider === 'fal' || provider === 'replicate' ? 'owner/name' : DEFAULT_MODELS[provider];
+  if (bad !== undefined) throw new ConfigError(`${name}: expected a comma-separated list of model ids such as ${example}, or *, got "${bad}"`);
   return [...new Set([defaultModel, ...list])];
 }
 

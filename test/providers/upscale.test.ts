@@ -57,7 +57,7 @@ describe('upscaler configuration', () => {
     expect(config.local.upscaleModel).toBe('local-upscale');
     for (const model of ['fal-ai/esrgan', DEFAULT_REPLICATE_UPSCALE_MODEL, 'local-upscale']) expect(config.prices[model]).toBeTypeOf('number');
     expect(DEFAULT_PRICES['fal-ai/esrgan']).toBeGreaterThan(0);
-    expect(config.fal!.models).toEqual(['fal-ai/flux/schnell', 'fal-ai/flux/dev', 'fal-ai/flux-pro/v1.1']);
+    expect(config.fal!.models).toEqual(['fal-ai/flux/schnell', 'fal-ai/flux/dev', 'fal-ai/flux-pro/v1.1', 'fal-ai/flux-lora']);
     expect(config.replicate!.models).not.toContain(DEFAULT_REPLICATE_UPSCALE_MODEL);
     const providers = providersFor({ FAL_KEY: 'k', REPLICATE_API_TOKEN: 't', FAL_UPSCALE_MODEL: 'fal-ai/clarity-upscaler' });
     expect([providers.fal.upscaleModel, providers.replicate.upscaleModel, providers.local.upscaleModel]).toEqual([

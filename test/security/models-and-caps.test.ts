@@ -19,7 +19,7 @@ describe('models a user may pick', () => {
     const limits = imagineLimits(falConfig());
     const error = userErrorOf(() => parseImagineText('a fox --provider fal --model someone/any-model', limits));
     expect(error.message).toBe(
-      'Expected `model` to be one of `fal-ai/flux/schnell`, `fal-ai/flux/dev`, `fal-ai/flux-pro/v1.1` for fal, got `someone/any-model`.',
+      'Expected `model` to be one of `fal-ai/flux/schnell`, `fal-ai/flux/dev`, `fal-ai/flux-pro/v1.1`, `fal-ai/flux-lora` for fal, got `someone/any-model`.',
     );
   });
 
