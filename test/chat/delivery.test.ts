@@ -172,7 +172,7 @@ describe('delivery', () => {
     const editsAt = chat.calls.flatMap((call, i) => (call === 'edit m1' ? [i] : []));
     expect(editsAt[final]).toBeLessThan(chat.calls.indexOf('upload page 1'));
     await vi.waitFor(() => expect(chat.messages.get('m1')).toBe('Done: 5 images | posted'), waitLong);
-    expect(await outbox(app)).toEqual([]);
+    await vi.waitFor(async () => expect(await outbox(app)).toEqual([]), waitLong);
     await courier.stop();
   });
 
@@ -278,7 +278,7 @@ describe('delivery', () => {
     await vi.waitFor(async () => expect((await stored(app, job.id))?.['delivered']).toBe(true), waitLong);
     expect(second.calls[0]).toBe('edit m1');
     expect(second.calls.filter((c) => c.includes('page'))).toEqual(['post page 2 n1', 'upload page 3', 'post page 3 n2']);
-    expect(await outbox(app)).toEqual([]);
+    await vi.waitFor(async () => expect(await outbox(app)).toEqual([]), waitLong);
     await vi.waitFor(() => expect(second.messages.get('m1')).toBe('Done: 6 images | posted'), waitLong);
     await restarted.stop();
   });
@@ -301,7 +301,8 @@ describe('delivery', () => {
     await vi.waitFor(async () => expect((await stored(app, job.id))?.['delivered']).toBe(true), waitLong);
     expect(chat.calls[0]).toBe('post m1');
     expect(chat.pagesPosted()).toEqual(['1']);
-    expect(await outbox(app)).toEqual([]);
+    // `delivered` is recorded first, then the job leaves the outbox
+    await vi.waitFor(async () => expect(await outbox(app)).toEqual([]), waitLong);
   });
 
   it('at start drops, and logs, outbox entries whose job is gone or finished over 7 days ago, and delivers the rest', async () => {
