@@ -4,27 +4,14 @@
  */
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { runCli } from '../src/cli.js';
 import { startFakeFal, type FakeFal } from './fakes/fal.js';
 import { buildApp, filesIn, onCleanup, readManifest, requester, tempDir } from './helpers.js';
+import { cliInProcess } from './cli-in-process.js';
 
 afterEach(() => {
   vi.restoreAllMocks();
 });
 
-/** Runs the CLI, collecting what it writes. */
-async function cli(argv: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((stdout += String(chunk)), true));
-  vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
-  try {
-    const code = await runCli(argv, env);
-    return { code, stdout, stderr };
-  } finally {
-    vi.restoreAllMocks();
-  }
-}
 
 async function setUp(): Promise<{ fake: FakeFal; dir: string; env: Record<string, string> }> {
   const fake = await startFakeFal({ key: 'fal-test-key', latencyMs: 5 });
@@ -57,7 +44,7 @@ describe('art-factory retry / reroll', () => {
     expect(job.images.map((image) => image.index)).toEqual([1, 2, 3, 4]);
     await app.close();
 
-    const retried = await cli(['retry', job.id], env);
+    const retried = await cliInProcess(['retry', job.id], env);
     expect(retried.code).toBe(0);
     expect(retried.stderr.split('\n')[0]).toBe(`Job ${job.id}: making 2 failed images again`);
     expect(retried.stderr).toMatch(/6\/6 images\n$/);
@@ -74,7 +61,7 @@ describe('art-factory retry / reroll', () => {
     expect((await readManifest(again, job.id)).summary).toMatchObject({ delivered: 6, failed: 0, rejected: 1 });
     await again.close();
 
-    const rerolled = await cli(['reroll', job.id, '3'], env);
+    const rerolled = await cliInProcess(['reroll', job.id, '3'], env);
     expect(rerolled.code).toBe(0);
     const last = fake.submits().at(-1)!.body as { num_images: number; seed: number };
     expect(last.num_images).toBe(1);
@@ -86,8 +73,8 @@ describe('art-factory retry / reroll', () => {
 
   it('answers bad arguments and a refusal with one line and a non-zero exit', async () => {
     const { env } = await setUp();
-    expect(await cli(['retry'], env)).toMatchObject({ code: 2, stderr: 'art-factory: usage: art-factory retry JOB (JOB is a job id such as 20260101-0a1b2c3d)\n' });
-    expect((await cli(['reroll', '20260101-0a1b2c3d', 'x'], env)).stderr).toBe('art-factory: Expected N to be an image number (1, 2, …), got "x"\n');
-    expect(await cli(['retry', '20260101-0a1b2c3d'], env)).toMatchObject({ code: 2, stderr: 'art-factory: Job 20260101-0a1b2c3d does not exist (any more).\n' });
+    expect(await cliInProcess(['retry'], env)).toMatchObject({ code: 2, stderr: 'art-factory: usage: art-factory retry JOB (JOB is a job id such as 20260101-0a1b2c3d)\n' });
+    expect((await cliInProcess(['reroll', '20260101-0a1b2c3d', 'x'], env)).stderr).toBe('art-factory: Expected N to be an image number (1, 2, …), got "x"\n');
+    expect(await cliInProcess(['retry', '20260101-0a1b2c3d'], env)).toMatchObject({ code: 2, stderr: 'art-factory: Job 20260101-0a1b2c3d does not exist (any more).\n' });
   });
 });

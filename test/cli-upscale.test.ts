@@ -5,26 +5,14 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { runCli } from '../src/cli.js';
 import type { Manifest } from '../src/core/manifest.js';
 import { tempDir } from './helpers.js';
+import { cliInProcess } from './cli-in-process.js';
 
 afterEach(() => {
   vi.restoreAllMocks();
 });
 
-async function cli(argv: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((stdout += String(chunk)), true));
-  vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
-  try {
-    const code = await runCli(argv, env);
-    return { code, stdout, stderr };
-  } finally {
-    vi.restoreAllMocks();
-  }
-}
 
 describe('art-factory generate --draft / review / upscale', () => {
   it('makes drafts, reviews them by number, and upscales exactly the approved ones into final/', async () => {
@@ -36,7 +24,7 @@ describe('art-factory generate --draft / review / upscale', () => {
       TENANT_RATE_LIMIT: '',
       LOG_LEVEL: 'silent',
     };
-    const made = await cli(['generate', '--prompt', 'a red fox', '--count', '4', '--draft', '--provider', 'local'], env);
+    const made = await cliInProcess(['generate', '--prompt', 'a red fox', '--count', '4', '--draft', '--provider', 'local'], env);
     expect(made.code).toBe(0);
     const manifestPath = made.stdout.trim();
     const jobId = path.basename(path.dirname(manifestPath));
@@ -44,22 +32,22 @@ describe('art-factory generate --draft / review / upscale', () => {
     expect(drafts.parameters.draft).toBe(true);
     expect(drafts.images.map((image) => image.width)).toEqual([384, 384, 384, 384]);
 
-    const reviewed = await cli(['review', jobId, 'approve', '1,3-4'], env);
+    const reviewed = await cliInProcess(['review', jobId, 'approve', '1,3-4'], env);
     expect(reviewed.code).toBe(0);
     expect(reviewed.stderr).toContain('✅ 3 approved');
     expect(reviewed.stderr).toContain(`3 approved drafts to upscale: art-factory upscale ${jobId}`);
-    expect((await cli(['review', jobId, 'reject', '4'], env)).code).toBe(0);
+    expect((await cliInProcess(['review', jobId, 'reject', '4'], env)).code).toBe(0);
 
-    const upscaled = await cli(['upscale', jobId], env);
+    const upscaled = await cliInProcess(['upscale', jobId], env);
     expect(upscaled.code).toBe(0);
     expect(upscaled.stderr).toContain(`Job ${jobId}: upscaling 2 approved images`);
     const manifest = JSON.parse(await readFile(upscaled.stdout.trim(), 'utf8')) as Manifest;
     expect(manifest.images.map((image) => image.final?.file ?? null)).toEqual(['final/001.png', null, 'final/003.png', null]);
     expect(manifest.images[0]!.final!.width).toBe(768);
 
-    const bad = await cli(['review', jobId, 'approve', '3-1'], env);
+    const bad = await cliInProcess(['review', jobId, 'approve', '3-1'], env);
     expect([bad.code, bad.stderr.trim()]).toEqual([2, 'art-factory: Expected image numbers such as 1,3,5-7, got "3-1"']);
-    const nothing = await cli(['upscale', jobId], env);
+    const nothing = await cliInProcess(['upscale', jobId], env);
     expect(nothing.code).not.toBe(0);
     expect(nothing.stderr).toContain(`Every approved image of job ${jobId} is upscaled already.`);
   });

@@ -10,12 +10,12 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { startPlayground } from '../../src/chat/playground/index.js';
-import { runCli } from '../../src/cli.js';
 import type { PromptEntry } from '../../src/core/types.js';
 import { buildApp, onCleanup, tempDir } from '../helpers.js';
 import { answerOf, jobIdOf, PRIVATE, progressMessageOf, startBot } from './discord/harness.js';
 import { openPlayground, sharedBrowser } from './playground/chromium.js';
 import { slackHarness } from './slack/harness.js';
+import { cliInProcess } from '../cli-in-process.js';
 
 /** Jobs run slowly enough that none finishes while a test reads it; nothing here waits for images. */
 const SLOW = { LOCAL_LATENCY_MS: '200' };
@@ -183,17 +183,6 @@ describe('the CLI: generate --prompts FILE', () => {
     vi.restoreAllMocks();
   });
 
-  async function cli(argv: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-    let stdout = '';
-    let stderr = '';
-    vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((stdout += String(chunk)), true));
-    vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
-    try {
-      return { code: await runCli(argv, env), stdout, stderr };
-    } finally {
-      vi.restoreAllMocks();
-    }
-  }
 
   async function setUp() {
     const dir = await tempDir('af-cli-prompts-');
@@ -213,7 +202,7 @@ describe('the CLI: generate --prompts FILE', () => {
     const { dir, env } = await setUp();
     const list = path.join(dir, 'storyboard.list');
     await writeFile(list, LIST);
-    const run = await cli(['generate', '--prompts', list, '--count', '3', '--draft', '--seed', '5'], env);
+    const run = await cliInProcess(['generate', '--prompts', list, '--count', '3', '--draft', '--seed', '5'], env);
     expect(run.stderr).toMatch(/^Job \S+: 5 draft images for 2 prompts from local/);
     expect(run.code).toBe(0);
     const jobId = path.basename(path.dirname(run.stdout.trim()));
@@ -233,7 +222,7 @@ describe('the CLI: generate --prompts FILE', () => {
     await writeFile(path.join(dir, 'list.txt'), 'an owl\na frog');
     await writeFile(path.join(dir, 'bad.txt'), 'an owl\na frog --count 0');
     await writeFile(path.join(dir, 'big.txt'), 'a'.repeat(70 * 1024));
-    const run = await cli(['generate', ...args.map((a) => (a.endsWith('.txt') ? path.join(dir, a) : a))], env);
+    const run = await cliInProcess(['generate', ...args.map((a) => (a.endsWith('.txt') ? path.join(dir, a) : a))], env);
     expect(run.code).toBe(2);
     expect(run.stderr.replaceAll(`${dir}/`, '')).toBe(`${message}\n`);
     expect(run.stdout).toBe('');
