@@ -156,9 +156,9 @@ export class StabilityProvider implements Provider {
       });
     } catch (error) {
       if (moderated !== undefined) {
-        // Not charged, nothing to retry against the same prompt right away: a failed call, not a crash.
-        await this.held.hold(id, { outputs: [], failed: `Stability's content moderation refused the request: ${moderated}` });
-        return id;
+        // Not charged, and the same prompt would be refused again: this call's images fail with the
+        // reason (not retried, as OpenAI's refusals), the job's other calls go on.
+        throw new ProviderError('refused', `Stability's content moderation refused the request: ${moderated}`, { status: 403 });
       }
       throw withRateLimitPause(error);
     }

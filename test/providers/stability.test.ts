@@ -95,13 +95,15 @@ describe('Stability provider through the engine (fake v2beta API)', () => {
     expect(fake.submits()).toHaveLength(2);
   });
 
-  it('a content-moderation 403 fails that call alone, with its reason, and the batch tries again', async () => {
+  it('a content-moderation 403 fails that call alone, with its reason, and is not sent again', async () => {
     const fake = await fakeStability();
     fake.inject({ on: 'submit', fault: { kind: 'failed', message: 'Your request was flagged by our content moderation system.' } });
     const app = await buildApp({ env: env(fake, { STABILITY_CONCURRENCY: '1' }) });
-    const done = await app.engine.waitFor((await app.engine.submit(request(1), requester())).id);
+    const done = await app.engine.waitFor((await app.engine.submit(request(2), requester())).id);
     expect(done.state).toBe('completed');
-    expect(done.batches[0]).toMatchObject({ attempts: 2, failures: 1, state: 'done' });
+    expect(done.batches.map((b) => b.state).sort()).toEqual(['done', 'failed']);
+    expect(fake.submits()).toHaveLength(2);
+    expect(done.error).toContain("Stability's content moderation refused the request");
   });
 
   it('a batch whose call is refused fails alone, naming the reason, and the job keeps the other images', async () => {
@@ -192,12 +194,13 @@ describe('Stability provider on its own', () => {
     expect(error).toMatchObject({ kind: 'rate_limited', details: { status: 429, retryAfterMs: STABILITY_RATE_LIMIT_PAUSE_MS } });
   });
 
-  it('holds a moderation refusal as a failed call with its reason', async () => {
+  it('refuses a moderated call at submit, with its reason, as not worth sending again', async () => {
     const fake = await fakeStability();
     fake.inject({ on: 'submit', fault: { kind: 'failed', message: 'flagged: violence' } });
     const stability = await provider(fake);
-    const id = await stability.submit(call);
-    expect(await stability.status(id)).toEqual({ state: 'failed', error: "Stability's content moderation refused the request: flagged: violence" });
+    const error = await rejectionOf(stability.submit(call));
+    expect(error).toBeInstanceOf(ProviderError);
+    expect(error).toMatchObject({ kind: 'refused', retryable: false, message: "Stability's content moderation refused the request: flagged: violence" });
   });
 
   it('a 400 is an invalid request carrying Stability errors', async () => {
