@@ -11,6 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { CallStatus } from '../core/provider.js';
 
 /** One output as the provider gave it (bytes decoded from base64, or fetched). */
 export interface HeldOutput {
@@ -84,6 +85,16 @@ export class HeldResults {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * A held call's status: succeeded, failed with the provider's reason, or failed as lost (swept, or
+   * never held: the batch machine then sends it again).
+   */
+  async status(requestId: string): Promise<CallStatus> {
+    const held = await this.get(requestId);
+    if (!held) return { state: 'failed', error: 'the result was lost' };
+    return held.failed !== undefined ? { state: 'failed', error: held.failed } : { state: 'succeeded' };
   }
 
   /** Forgets a call (its images are saved, or it was cancelled). */

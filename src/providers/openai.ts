@@ -160,10 +160,8 @@ export class OpenAIProvider implements Provider {
     return id;
   }
 
-  async status(requestId: string): Promise<CallStatus> {
-    const result = await this.held.get(requestId);
-    if (!result) return { state: 'failed', error: 'the result was lost' };
-    return result.failed !== undefined ? { state: 'failed', error: result.failed } : { state: 'succeeded' };
+  status(requestId: string): Promise<CallStatus> {
+    return this.held.status(requestId);
   }
 
   async result(requestId: string): Promise<OutputImage[]> {

@@ -210,11 +210,8 @@ export class StabilityProvider implements Provider {
     };
   }
 
-  async status(requestId: string): Promise<CallStatus> {
-    const held = await this.held.get(requestId);
-    if (!held) return { state: 'failed', error: 'the result was lost' };
-    if (held.failed !== undefined) return { state: 'failed', error: held.failed };
-    return { state: 'succeeded' };
+  status(requestId: string): Promise<CallStatus> {
+    return this.held.status(requestId);
   }
 
   async result(requestId: string): Promise<OutputImage[]> {
