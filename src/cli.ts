@@ -30,6 +30,7 @@ import { createApp, type App } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { fileTooLarge, placeholderOf, type AttachedFile, type CommandOption } from './core/command.js';
 import { isUserError } from './core/errors.js';
+import { parseImageNumbers } from './core/image-numbers.js';
 import type { Job, ProgressEvent } from './core/types.js';
 import { plural } from './core/text.js';
 import { gallerySummary } from './core/views.js';
@@ -311,20 +312,20 @@ async function reviewCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<nu
   const shape = 'usage: art-factory review JOB approve|reject|undo 1,3,5-7';
   if (jobId === undefined || !JOB_ID.test(jobId) || list === undefined || extra.length > 0) throw new CliError(shape, 2);
   if (!verdict || !Object.hasOwn(VERDICTS, verdict)) throw new CliError(`Expected approve, reject or undo, got "${verdict ?? ''}"`, 2);
-  const numbers = new Set<number>();
-  for (const part of list.split(',')) {
-    const range = /^([1-9][0-9]{0,4})(?:-([1-9][0-9]{0,4}))?$/.exec(part.trim());
-    if (!range || (range[2] !== undefined && Number(range[2]) < Number(range[1]))) throw new CliError(`Expected image numbers such as 1,3,5-7, got "${part}"`, 2);
-    for (let n = Number(range[1]); n <= Number(range[2] ?? range[1]); n += 1) numbers.add(n);
-  }
   const user = os.userInfo().username;
   return withApp(env, undefined, async (app) => {
     const job = await app.engine.get(jobId);
     if (!job) throw new CliError(`No job ${jobId} in this store`, 1);
-    const missing = [...numbers].filter((n) => !job.images.some((image) => image.index === n));
+    let numbers: number[];
+    try {
+      numbers = parseImageNumbers(list, Math.max(0, ...job.images.map((image) => image.index)), 'image numbers');
+    } catch (error) {
+      if (isUserError(error)) throw new CliError(error.message, 2);
+      throw error;
+    }
+    const missing = numbers.filter((n) => !job.images.some((image) => image.index === n));
     if (missing.length > 0) throw new CliError(`Job ${jobId} has no image ${missing.join(', ')}`, 2);
-    let last = job;
-    for (const n of [...numbers].sort((a, b) => a - b)) last = await app.engine.review(jobId, n, VERDICTS[verdict as keyof typeof VERDICTS], { id: user, name: user });
+    const last = await app.engine.reviewMany(jobId, numbers, VERDICTS[verdict as keyof typeof VERDICTS], { id: user, name: user });
     const summary = gallerySummary(last);
     process.stderr.write(`Job ${jobId}: ${summary.text}\n`);
     if (summary.upscalable > 0) process.stderr.write(`${plural(summary.upscalable, 'approved draft')} to upscale: art-factory upscale ${jobId}\n`);

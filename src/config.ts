@@ -101,6 +101,19 @@ export interface Config {
   s3?: S3Config;
   /** serve a seeded request already delivered from its files instead of calling the provider again (CACHE) */
   cache: boolean;
+  /** a job of more images than this is shown as contact sheets (25 numbered tiles each) instead of a gallery @default 20 */
+  galleryInlineMax: number;
+  /** the review page at PUBLIC_URL/review/<job>, reached by signed links; undefined (no PUBLIC_URL or REVIEW_SECRET): not offered */
+  review?: ReviewPageConfig;
+}
+
+/** Signed review-page links: HMAC with `secret`, bound to the job, the reviewer and an expiry. */
+export interface ReviewPageConfig {
+  /** PUBLIC_URL without its trailing slash: links are `<baseUrl>/review/<job>?t=…` */
+  baseUrl: string;
+  secret: string;
+  /** how long a link works @default 24 h */
+  linkMs: number;
 }
 
 /** Webhooks: where the providers deliver, and how often a call whose webhook has not come is polled anyway. */
@@ -402,6 +415,10 @@ export function loadConfig(env: Env = process.env): Config {
     ? { falUrl: `${base}/webhooks/fal`, replicateUrl: `${base}/webhooks/replicate`, safetyPollMs, falJwksUrl }
     : undefined;
 
+  const reviewSecret = read(env, 'REVIEW_SECRET', z.string().min(32).optional(), 'a random secret of at least 32 characters', true);
+  const review: ReviewPageConfig | undefined =
+    base && reviewSecret ? { baseUrl: base, secret: reviewSecret, linkMs: int(env, 'REVIEW_LINK_HOURS', 1, 24 * 30, 24) * 3_600_000 } : undefined;
+
   const redisUrl = read(env, 'REDIS_URL', z.string().regex(/^rediss?:\/\/\S+$/).optional(), 'redis://HOST:PORT (or rediss://)', true);
   const role = read(env, 'ROLE', z.enum(ROLES).optional(), `one of ${ROLES.join(', ')}`) ?? 'all';
   if (role !== 'all' && !redisUrl) throw new ConfigError(`ROLE: "${role}" needs REDIS_URL (edge and worker processes share work through Redis)`);
@@ -468,6 +485,8 @@ export function loadConfig(env: Env = process.env): Config {
     ...(discordShards ? { discordShards } : {}),
     ...(s3 ? { s3 } : {}),
     cache: (read(env, 'CACHE', z.enum(['on', 'off']).optional(), 'on or off') ?? 'on') === 'on',
+    galleryInlineMax: int(env, 'GALLERY_INLINE_MAX', 1, 1000, 20),
+    ...(review ? { review } : {}),
   };
 }
 

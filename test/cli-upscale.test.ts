@@ -46,7 +46,7 @@ describe('art-factory generate --draft / review / upscale', () => {
     expect(manifest.images[0]!.final!.width).toBe(768);
 
     const bad = await cliInProcess(['review', jobId, 'approve', '3-1'], env);
-    expect([bad.code, bad.stderr.trim()]).toEqual([2, 'art-factory: Expected image numbers such as 1,3,5-7, got "3-1"']);
+    expect([bad.code, bad.stderr.trim()]).toEqual([2, 'art-factory: image numbers: expected image numbers from 1 to 4 such as 1-4, got "3-1"']);
     const nothing = await cliInProcess(['upscale', jobId], env);
     expect(nothing.code).not.toBe(0);
     expect(nothing.stderr).toContain(`Every approved image of job ${jobId} is upscaled already.`);

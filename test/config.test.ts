@@ -108,3 +108,27 @@ describe('parseRate', () => {
     expect(() => parseRate(text)).toThrow(`got "${text}"`);
   });
 });
+
+describe('review page and contact sheet settings', () => {
+  const secret = 'x'.repeat(40);
+
+  it('offers the review page only with both PUBLIC_URL and REVIEW_SECRET, links valid 24 h unless told', () => {
+    expect(loadConfig({}).galleryInlineMax).toBe(20);
+    expect(loadConfig({ REVIEW_SECRET: secret }).review).toBeUndefined();
+    expect(loadConfig({ PUBLIC_URL: 'https://bot.example.com/' }).review).toBeUndefined();
+    expect(loadConfig({ PUBLIC_URL: 'https://bot.example.com/', REVIEW_SECRET: secret, GALLERY_INLINE_MAX: '8' })).toMatchObject({
+      galleryInlineMax: 8,
+      review: { baseUrl: 'https://bot.example.com', secret, linkMs: 24 * 3_600_000 },
+    });
+    expect(loadConfig({ PUBLIC_URL: 'https://bot.example.com', REVIEW_SECRET: secret, REVIEW_LINK_HOURS: '2' }).review?.linkMs).toBe(7_200_000);
+  });
+
+  it('refuses a short secret without echoing it, and out-of-range numbers', () => {
+    const message = configError({ PUBLIC_URL: 'https://bot.example.com', REVIEW_SECRET: 'short-secret' });
+    expect(message).toBe('REVIEW_SECRET: expected a random secret of at least 32 characters, got a value that is not valid');
+    expect(configError({ GALLERY_INLINE_MAX: '0' })).toBe('GALLERY_INLINE_MAX: expected an integer from 1 to 1000, got "0"');
+    expect(configError({ PUBLIC_URL: 'https://bot.example.com', REVIEW_SECRET: secret, REVIEW_LINK_HOURS: '9999' })).toBe(
+      'REVIEW_LINK_HOURS: expected an integer from 1 to 720, got "9999"',
+    );
+  });
+});

@@ -89,6 +89,8 @@ type EngineEvents = {
   /** the job as of this event: a frozen snapshot, which later changes leave as it is */
   progress: [ProgressEvent, Readonly<Job>];
   finished: [Job];
+  /** images of a job were reviewed (by a button, the review page, the CLI): the job after, the images, who */
+  reviewed: [Job, number[], Reviewer];
 };
 
 /**
@@ -270,25 +272,47 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   /** Approves, rejects or resets one image: moves the file, then saves store and manifest. */
-  async review(jobId: string, imageIndex: number, status: ReviewStatus, by: Reviewer): Promise<Job> {
-    // An image that is not there is refused before the write-ahead mark: nothing will move.
-    if (!(await this.ledger.load(jobId)).images.some((img) => img.index === imageIndex)) {
-      throw new UserError('not_found', `Image ${imageIndex} is not part of job ${jobId}.`);
-    }
+  review(jobId: string, imageIndex: number, status: ReviewStatus, by: Reviewer): Promise<Job> {
+    return this.reviewMany(jobId, [imageIndex], status, by);
+  }
+
+  /**
+   * Approves, rejects or resets several images of a job at once ("Approve all pending", "Review by
+   * number", the review page's bulk actions): every file is moved, then store and manifest are saved
+   * once. A number the job does not have refuses the whole request before anything moves. Emits
+   * `reviewed` (the job, the images, who) so every place showing the job follows, wherever the review
+   * was made.
+   */
+  async reviewMany(jobId: string, imageIndexes: readonly number[], status: ReviewStatus, by: Reviewer): Promise<Job> {
+    const wanted = [...new Set(imageIndexes)].sort((a, b) => a - b);
+    // Images that are not there are refused before the write-ahead mark: nothing will move.
+    const missing = (job: Readonly<Job>) => wanted.filter((n) => !job.images.some((img) => img.index === n));
+    const refuse = (gone: number[]) =>
+      new UserError('not_found', gone.length === 1 ? `Image ${gone[0]} is not part of job ${jobId}.` : `Images ${gone.join(', ')} are not part of job ${jobId}.`);
+    const before = missing(await this.ledger.load(jobId));
+    if (before.length > 0) throw refuse(before);
+    if (wanted.length === 0) return copy(await this.ledger.load(jobId));
     await this.deps.jobs.markReview(jobId, true);
     const job = await this.ledger.edit(
       jobId,
       async (j) => {
-        const image = j.images.find((img) => img.index === imageIndex);
-        if (!image) throw new UserError('not_found', `Image ${imageIndex} is not part of job ${jobId}.`);
-        image.file = await this.deps.files.moveTo(jobId, image.file, status);
-        image.review = status === 'pending' ? { status } : { status, by: by.name ?? by.id, at: this.iso() };
+        const gone = missing(j);
+        if (gone.length > 0) throw refuse(gone);
+        const at = this.iso();
+        for (const image of j.images) {
+          if (!wanted.includes(image.index)) continue;
+          image.file = await this.deps.files.moveTo(jobId, image.file, status);
+          image.review = status === 'pending' ? { status } : { status, by: by.name ?? by.id, at };
+        }
       },
       { manifest: true },
     );
     await this.deps.jobs.markReview(jobId, false);
-    this.log.info({ job: jobId, image: imageIndex, status, by: by.id }, 'image reviewed');
-    return copy(job);
+    const which = wanted.length === 1 ? { image: wanted[0] } : { images: wanted.length };
+    this.log.info({ job: jobId, ...which, status, by: by.id }, wanted.length === 1 ? 'image reviewed' : 'images reviewed');
+    const reviewed = copy(job);
+    this.emit('reviewed', copy(job), wanted, by);
+    return reviewed;
   }
 
   /**

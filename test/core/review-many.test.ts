@@ -1,0 +1,77 @@
+/**
+ * Reviewing several images at once (issue 16's bulk actions and "Review by number"): one call moves
+ * every file and saves the manifest once, a number the job lacks refuses the whole request with
+ * nothing moved, and every review — one image or many — is announced as `reviewed` so each place
+ * showing the job can follow.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseImageNumbers } from '../../src/core/image-numbers.js';
+import type { Job } from '../../src/core/types.js';
+import { buildApp, filesIn, readManifest, rejectionOf, requester } from '../helpers.js';
+
+const ME = { id: 'user-1', name: 'Ada' };
+
+describe('parseImageNumbers', () => {
+  it('reads numbers and ranges, in any order, once each', () => {
+    expect(parseImageNumbers('1-5, 8', 60)).toEqual([1, 2, 3, 4, 5, 8]);
+    expect(parseImageNumbers(' 12 3 - 4;3 ', 60)).toEqual([3, 4, 12]);
+    expect(parseImageNumbers('60', 60)).toEqual([60]);
+  });
+
+  it('refuses anything else in one line naming the option, the allowed values and what was given', () => {
+    const refusal = (text: string, images = 60) => {
+      try {
+        parseImageNumbers(text, images, 'numbers');
+      } catch (error) {
+        return (error as Error).message;
+      }
+      return 'accepted';
+    };
+    expect(refusal('5-3')).toBe('numbers: expected image numbers from 1 to 60 such as 1-5, 8, got "5-3"');
+    expect(refusal('1, x')).toBe('numbers: expected image numbers from 1 to 60 such as 1-5, 8, got "x" in "1, x"');
+    expect(refusal('0')).toBe('numbers: expected image numbers from 1 to 60 such as 1-5, 8, got "0"');
+    expect(refusal('  ')).toBe('numbers: expected image numbers from 1 to 60 such as 1-5, 8, got nothing');
+    expect(refusal('58-70')).toBe('numbers: expected image numbers from 1 to 60 such as 1-5, 8; this job has no image 70');
+    expect(refusal('4', 3)).toBe('numbers: expected image numbers from 1 to 3 such as 1-3; this job has no image 4');
+    expect(refusal('1,'.repeat(1500))).toBe('numbers: expected image numbers from 1 to 60 such as 1-5, 8, got a list of 3000 characters');
+  });
+});
+
+describe('engine.reviewMany', () => {
+  it('moves every named image and saves the manifest once, announcing the review', async () => {
+    const app = await buildApp();
+    const job = await app.engine.waitFor((await app.engine.submit({ prompt: 'a red fox', count: 6, provider: 'local', model: 'local', aspectRatio: '1:1' }, requester())).id);
+    const heard: [Job, number[], string][] = [];
+    app.engine.on('reviewed', (j, images, by) => heard.push([j, images, by.id]));
+
+    const after = await app.engine.reviewMany(job.id, [5, 2, 3, 2], 'rejected', ME);
+
+    expect(after.images.map((i) => i.review.status)).toEqual(['pending', 'rejected', 'rejected', 'pending', 'rejected', 'pending']);
+    expect(await filesIn(app, job.id, 'rejected')).toEqual(['002.png', '003.png', '005.png']);
+    const manifest = await readManifest(app, job.id);
+    expect(manifest.images.filter((i) => i.review.status === 'rejected').map((i) => [i.index, i.review.reviewedBy])).toEqual([
+      [2, 'Ada'],
+      [3, 'Ada'],
+      [5, 'Ada'],
+    ]);
+    expect(heard.map(([j, images, by]) => [j.id, images, by])).toEqual([[job.id, [2, 3, 5], 'user-1']]);
+
+    await app.engine.review(job.id, 3, 'pending', ME);
+    expect(heard.at(-1)!.slice(1)).toEqual([[3], 'user-1']);
+    expect(heard.at(-1)![0].images[2]!.review).toEqual({ status: 'pending' });
+  });
+
+  it('refuses the whole request when one number is not the job’s, moving nothing', async () => {
+    const app = await buildApp();
+    const job = await app.engine.waitFor((await app.engine.submit({ prompt: 'a red fox', count: 3, provider: 'local', model: 'local', aspectRatio: '1:1' }, requester())).id);
+    let heard = 0;
+    app.engine.on('reviewed', () => (heard += 1));
+
+    const refused = await rejectionOf(app.engine.reviewMany(job.id, [1, 4, 9], 'approved', ME));
+
+    expect((refused as Error).message).toBe(`Images 4, 9 are not part of job ${job.id}.`);
+    expect(await filesIn(app, job.id, 'approved')).toEqual([]);
+    expect((await app.engine.get(job.id))!.images.every((i) => i.review.status === 'pending')).toBe(true);
+    expect(heard).toBe(0);
+  });
+});
