@@ -13,7 +13,13 @@ export type Action =
   /** "Reroll": a rejected image, made again with a new seed into its slot */
   | { kind: 'reroll'; jobId: string; image: number }
   /** "Upscale N approved": a draft job's approved images, sent to the provider's upscaler */
-  | { kind: 'upscale'; jobId: string };
+  | { kind: 'upscale'; jobId: string }
+  /** a contact sheet's "Approve all pending" / "Reject all pending": the pending images of sheet `sheet` (1-based) */
+  | { kind: 'bulk'; jobId: string; status: 'approved' | 'rejected'; sheet: number }
+  /** "Review by number": asks for numbers (`1-5, 8`) in a modal or dialog; its submission carries the same id */
+  | { kind: 'numbers'; jobId: string }
+  /** "Review in browser": a signed link to the review page, answered privately */
+  | { kind: 'browser'; jobId: string };
 
 const PREFIX = 'af';
 const JOB_ID = /^[0-9]{8}-[0-9a-f]{8}$/;
@@ -32,6 +38,12 @@ export function encodeAction(action: Action): string {
       return `${PREFIX}:o:${action.jobId}:${action.image}`;
     case 'upscale':
       return `${PREFIX}:s:${action.jobId}`;
+    case 'bulk':
+      return `${PREFIX}:${action.status === 'approved' ? 'ba' : 'br'}:${action.jobId}:${action.sheet}`;
+    case 'numbers':
+      return `${PREFIX}:n:${action.jobId}`;
+    case 'browser':
+      return `${PREFIX}:w:${action.jobId}`;
   }
 }
 
@@ -45,6 +57,9 @@ export function decodeAction(value: string): Action | undefined {
   if (code === 'f') return number === undefined ? { kind: 'retry', jobId } : undefined;
   if (code === 'o') return n !== undefined ? { kind: 'reroll', jobId, image: n } : undefined;
   if (code === 's') return number === undefined ? { kind: 'upscale', jobId } : undefined;
+  if (code === 'n') return number === undefined ? { kind: 'numbers', jobId } : undefined;
+  if (code === 'w') return number === undefined ? { kind: 'browser', jobId } : undefined;
+  if (code === 'ba' || code === 'br') return n !== undefined ? { kind: 'bulk', jobId, status: code === 'ba' ? 'approved' : 'rejected', sheet: n } : undefined;
   const status = REVIEW_CODES[code];
   return status && n !== undefined ? { kind: 'review', jobId, image: n, status } : undefined;
 }

@@ -256,3 +256,56 @@ export function jobLine(job: Pick<Job, 'id' | 'request' | 'createdAt'>, event: P
   const where = event.queuePosition !== undefined ? `queued #${event.queuePosition}` : `${event.imagesDone}/${event.imagesTotal} images`;
   return `${job.id} · “${shorten(job.request.prompt, 60)}” · ${where}${event.etaMs !== undefined ? ` · ETA ${formatDuration(event.etaMs)}` : ''}`;
 }
+
+/** Tiles on one contact sheet (5 × 5). */
+export const SHEET_TILES = 25;
+
+/** A job shown as contact sheets instead of a gallery: more images than GALLERY_INLINE_MAX were asked for. */
+export function usesContactSheets(job: Pick<Job, 'request'>, inlineMax: number): boolean {
+  return job.request.count > inlineMax;
+}
+
+/** `1-3, 5, 8-9`: numbers (ascending) as ranges. */
+export function numberRanges(numbers: readonly number[]): string {
+  const parts: string[] = [];
+  const sorted = [...new Set(numbers)].sort((a, b) => a - b);
+  for (let i = 0; i < sorted.length; i += 1) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j += 1;
+    parts.push(j > i ? `${sorted[i]}-${sorted[j]}` : String(sorted[i]));
+    i = j;
+  }
+  return parts.join(', ');
+}
+
+export interface SheetView {
+  /** `Contact sheet 2/3 · images 26-50` */
+  title: string;
+  /** a prompt list's heading for the sheet's images */
+  heading?: string;
+  /** this sheet's counts: `✅ 3 approved · ❌ 2 rejected · ⏳ 20 pending` */
+  counts: string;
+  /** which images are reviewed, by mark: `✅ 26-28 · ❌ 30, 33` (empty while all are pending) */
+  marks: string;
+  /** this sheet's pending images: what its "Approve all pending" / "Reject all pending" would review */
+  pending: number[];
+}
+
+/** What one contact sheet's message says; `images`: the numbers it shows (its page's layout). */
+export function sheetView(job: Pick<Job, 'images' | 'request'>, images: readonly number[], page: number, pages: number): SheetView {
+  const shown = job.images.filter((image) => images.includes(image.index));
+  const by: Record<ReviewStatus, number[]> = { approved: [], rejected: [], pending: [] };
+  for (const image of shown) by[image.review.status].push(image.index);
+  const first = Math.min(...images);
+  const last = Math.max(...images);
+  const range = images.length === 0 ? 'no images' : first === last ? `image ${first}` : `images ${first}-${last}`;
+  const heading = promptHeading(job.request, shown[0]?.prompt);
+  const marks = (['approved', 'rejected'] as const).filter((s) => by[s].length > 0).map((s) => `${STATUS_MARK[s]} ${numberRanges(by[s])}`);
+  return {
+    title: `Contact sheet ${page}/${pages} · ${range}`,
+    ...(heading ? { heading } : {}),
+    counts: `${STATUS_MARK.approved} ${by.approved.length} approved · ${STATUS_MARK.rejected} ${by.rejected.length} rejected · ${STATUS_MARK.pending} ${by.pending.length} pending`,
+    marks: marks.join(' · '),
+    pending: by.pending,
+  };
+}

@@ -75,3 +75,38 @@ describe('engine.reviewMany', () => {
     expect(heard).toBe(0);
   });
 });
+
+describe('contact sheet actions and views', () => {
+  it('round-trips the quick actions through a custom id, and reads nothing else', async () => {
+    const { decodeAction, encodeAction } = await import('../../src/core/actions.js');
+    const jobId = '20261128-0a1b2c3d';
+    for (const action of [
+      { kind: 'bulk', jobId, status: 'approved', sheet: 2 },
+      { kind: 'bulk', jobId, status: 'rejected', sheet: 1 },
+      { kind: 'numbers', jobId },
+      { kind: 'browser', jobId },
+    ] as const) {
+      expect(decodeAction(encodeAction(action))).toEqual(action);
+    }
+    expect(encodeAction({ kind: 'bulk', jobId, status: 'approved', sheet: 3 })).toBe(`af:ba:${jobId}:3`);
+    for (const forged of [`af:ba:${jobId}`, `af:bx:${jobId}:1`, `af:n:${jobId}:1`, `af:w:${jobId}:0`, `af:br:${jobId}:0`]) {
+      expect(decodeAction(forged)).toBeUndefined();
+    }
+  });
+
+  it('says what a sheet shows: its range, counts, marks as ranges, and its pending images', async () => {
+    const { numberRanges, sheetView, usesContactSheets } = await import('../../src/core/views.js');
+    expect(numberRanges([9, 1, 2, 3, 5, 8])).toBe('1-3, 5, 8-9');
+    const status = (index: number) => (index <= 28 ? 'approved' : index === 30 || index === 33 ? 'rejected' : 'pending');
+    const images = Array.from({ length: 25 }, (_, i) => ({ index: 26 + i, prompt: undefined, review: { status: status(26 + i) } }));
+    const job = { images, request: { count: 60 } } as unknown as Job;
+    const view = sheetView(job, images.map((i) => i.index), 2, 3);
+    expect(view.title).toBe('Contact sheet 2/3 · images 26-50');
+    expect(view.counts).toBe('✅ 3 approved · ❌ 2 rejected · ⏳ 20 pending');
+    expect(view.marks).toBe('✅ 26-28 · ❌ 30, 33');
+    expect(view.pending).toHaveLength(20);
+    expect(view.pending).not.toContain(30);
+    expect(usesContactSheets(job, 20)).toBe(true);
+    expect(usesContactSheets(job, 60)).toBe(false);
+  });
+});

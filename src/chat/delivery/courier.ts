@@ -118,13 +118,16 @@ export class Courier<T extends Record<string, unknown>, P = never> {
     }
   }
 
-  /** A review changed a job: the summary follows on its progress message, and the image's page is re-rendered. */
-  reviewed(job: Readonly<Job>, image: number): void {
+  /**
+   * A review changed a job (a button, the review page, the CLI: the engine's `reviewed`, routed here by
+   * Delivery): the summary follows on its progress message, and the pages holding those images are re-rendered.
+   */
+  reviewed(job: Readonly<Job>, images: number | readonly number[]): void {
     const target = this.stopped ? undefined : this.targetOf(job);
     if (!target) return;
     this.pushProgress(job, target, this.cardOf(job));
     const gallery = this.platform.gallery;
-    if (gallery?.edit) this.track(this.editPage(gallery, job, target, image));
+    if (gallery?.edit) this.track(this.editPages(gallery, job, target, typeof images === 'number' ? [images] : images));
   }
 
   /**
@@ -317,19 +320,22 @@ export class Courier<T extends Record<string, unknown>, P = never> {
     }
   }
 
-  private async editPage(gallery: GalleryPoster<T, P>, job: Readonly<Job>, target: T, image: number): Promise<void> {
-    const layout = (await gallery.layout(job, target)).find((l) => l.images.includes(image));
-    const page = layout && this.factsOf(job).pages[layout.page - 1];
-    if (!layout || page === undefined || !gallery.edit) return;
-    const edit = gallery.edit.bind(gallery);
-    const reviewsOn = (j: Readonly<Job>) => JSON.stringify(j.images.filter((i) => layout.images.includes(i.index)).map((i) => i.review));
-    this.edits.push(`${job.id}:${layout.page}`, reviewsOn(job), async () => {
-      if (!this.deps.shared) return edit(target, page, job, layout);
-      // A review in another process may be newer than this one and already shown: render the page as stored now.
-      const now = (await this.deps.engine.get(job.id)) ?? job;
-      await edit(target, page, now, layout);
-      return reviewsOn(now);
-    });
+  private async editPages(gallery: GalleryPoster<T, P>, job: Readonly<Job>, target: T, images: readonly number[]): Promise<void> {
+    const layouts = (await gallery.layout(job, target)).filter((l) => l.images.some((image) => images.includes(image)));
+    const edit = gallery.edit?.bind(gallery);
+    if (!edit) return;
+    for (const layout of layouts) {
+      const page = this.factsOf(job).pages[layout.page - 1];
+      if (page === undefined) continue;
+      const reviewsOn = (j: Readonly<Job>) => JSON.stringify(j.images.filter((i) => layout.images.includes(i.index)).map((i) => i.review));
+      this.edits.push(`${job.id}:${layout.page}`, reviewsOn(job), async () => {
+        if (!this.deps.shared) return edit(target, page, job, layout);
+        // A review in another process may be newer than this one and already shown: render the page as stored now.
+        const now = (await this.deps.engine.get(job.id)) ?? job;
+        await edit(target, page, now, layout);
+        return reviewsOn(now);
+      });
+    }
   }
 
   private async showTrouble(jobId: string, state: 'blocked' | 'failed'): Promise<void> {

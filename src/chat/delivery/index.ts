@@ -22,12 +22,14 @@ export type { Facts } from './facts.js';
 export * from './platform.js';
 export { EditGate, type SharedDelivery } from './shared.js';
 
-type Route = Pick<Courier<never, never>, 'progress' | 'finished'>;
+type Route = Pick<Courier<never, never>, 'progress' | 'finished' | 'reviewed'>;
 
 export class Delivery {
   private readonly routes = new Map<string, Route>();
   private readonly onProgress = (event: ProgressEvent, job: Readonly<Job>) => this.routes.get(job.requester.platform)?.progress(event, job);
   private readonly onFinished = (job: Job) => this.routes.get(job.requester.platform)?.finished(job);
+  // Wherever a review was made (a button, the review page, the CLI in this process), the job's messages follow.
+  private readonly onReviewed = (job: Job, images: number[]) => this.routes.get(job.requester.platform)?.reviewed(job, images);
 
   /** `shared`: distributed mode's Redis, locks and prefix (the App's `shared`); undefined in one process */
   constructor(private readonly deps: { engine: Engine; keyv: Keyv; logger: DeliveryLog; shared?: SharedDelivery | undefined }) {}
@@ -42,10 +44,12 @@ export class Delivery {
       if (this.routes.size > 0) return;
       engine.off('progress', this.onProgress);
       engine.off('finished', this.onFinished);
+      engine.off('reviewed', this.onReviewed);
     });
     if (this.routes.size === 0) {
       engine.on('progress', this.onProgress);
       engine.on('finished', this.onFinished);
+      engine.on('reviewed', this.onReviewed);
     }
     this.routes.set(platform.name, courier);
     courier.open();

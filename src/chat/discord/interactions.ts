@@ -202,6 +202,7 @@ async function button(interaction: ButtonInteraction, deps: InteractionDeps): Pr
     return;
   }
 
+  if (action.kind !== 'review') return answerPrivately(interaction, GONE);
   // Review buttons live on gallery messages only, and a gallery exists only once the job is finished.
   const pages = courier.factsOf(job).pages.filter((page) => page !== undefined);
   // A gallery from before its pages were recorded: any finished job's message may be one.
@@ -211,6 +212,6 @@ async function button(interaction: ButtonInteraction, deps: InteractionDeps): Pr
   const layout = layoutFor(updated, pages, interaction.message.id, action.image);
   // update() answers with a fresh token: it works on galleries of any age, unlike an edit.
   const body = galleryBody(updated, layout, gallerySummary(updated), layout.skipped);
+  // The summary on the progress message follows through the engine's `reviewed` (Delivery routes it to the courier).
   await interaction.update({ content: body.content, components: body.components, allowedMentions: NO_MENTIONS, flags: NO_EMBEDS });
-  courier.reviewed(updated, action.image);
 }

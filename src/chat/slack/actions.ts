@@ -88,8 +88,9 @@ async function handle(
       await courier.rerun(reopened);
       return undefined; // the progress message follows the job again, and a new gallery comes at its end
     }
-    const updated = await app.engine.review(action.jobId, action.image, action.status, by);
-    courier.reviewed(updated, action.image);
+    if (action.kind !== 'review') return GONE;
+    // The gallery page and the summary follow through the engine's `reviewed` (Delivery routes it to the courier).
+    await app.engine.review(action.jobId, action.image, action.status, by);
     return undefined;
   } catch (error) {
     if (isUserError(error)) return error.message;
