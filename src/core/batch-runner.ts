@@ -133,6 +133,8 @@ interface Run {
   signal: AbortSignal;
   /** outputs of the call, once fetched */
   outputs: OutputImage[];
+  /** the call they were fetched from */
+  requestId?: string;
   /** the batch was served from the cache: no call was made */
   cached?: boolean;
 }
@@ -182,6 +184,7 @@ export class BatchRunner {
             if (decision.requestId) await provider.cancel(decision.requestId, model).catch(() => {});
             return;
           case 'done':
+            if (run.requestId !== undefined) await provider.settled?.(run.requestId, model).catch(() => {});
             if (run.cached) return;
             this.recordCallTime(provider.name, this.deps.now() - started);
             await this.remember(run);
@@ -276,6 +279,7 @@ export class BatchRunner {
           continue;
         case 'fetch': {
           run.outputs = await this.track(provider, 'result', () => provider.result(requestId, model, signal));
+          run.requestId = requestId;
           return this.deps.recorder.record(run.jobId, run.batchIndex, { type: 'fetched', outputs: run.outputs.length });
         }
         case 'abandon':

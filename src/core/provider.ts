@@ -70,6 +70,12 @@ export interface Provider {
   watch?(requestId: string, model: string, signal: AbortSignal): Promise<CallStatus>;
   result(requestId: string, model: string, signal?: AbortSignal): Promise<OutputImage[]>;
   cancel(requestId: string, model: string): Promise<void>;
+  /**
+   * The call's images are saved (or refused) and recorded: what the provider keeps for it may go. The
+   * synchronous providers hold their answer on disk until then (held-results.ts), so a restart at any
+   * moment before it fetches the answer again instead of paying for a second call. Failures are ignored.
+   */
+  settled?(requestId: string, model: string): Promise<void>;
   /** the bytes of one output image, streamed */
   download(image: OutputImage, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array> | Buffer>;
   /** time a call usually takes, for ETAs before any call has finished */

@@ -111,9 +111,6 @@ export class OpenAIProvider implements Provider {
   readonly typicalCallMs = 30_000;
   private readonly client: OpenAI;
   private readonly held: HeldResults;
-  /** Held calls whose outputs are still being downloaded: how many are left, per request id. */
-  private readonly pending = new Map<string, number>();
-  private readonly outputOf = new WeakMap<OutputImage, string>();
 
   constructor(options: OpenAIProviderOptions) {
     this.client = new OpenAI({
@@ -167,34 +164,20 @@ export class OpenAIProvider implements Provider {
   async result(requestId: string): Promise<OutputImage[]> {
     const result = await this.held.get(requestId);
     if (!result) throw new ProviderError('not_found', `OpenAI's answer to call ${requestId} is no longer held`);
-    const images = result.outputs.map((image) => image satisfies OutputImage);
-    this.pending.set(requestId, images.length);
-    for (const image of images) this.outputOf.set(image, requestId);
-    return images;
+    return result.outputs.map((image) => image satisfies OutputImage);
   }
 
   async cancel(requestId: string): Promise<void> {
-    this.pending.delete(requestId);
     await this.held.drop(requestId);
   }
 
-  /**
-   * The image's bytes, already here. Once every output of a call has been handed over, its held copy
-   * goes: a kill in the moment between this and the saved file costs that call again on restart.
-   */
+  /** The call's images are saved: its held answer goes (a failed removal is left to the daily sweep). */
+  async settled(requestId: string): Promise<void> {
+    await this.held.drop(requestId);
+  }
+
   async download(image: OutputImage): Promise<Buffer> {
     if (!image.data) throw new ProviderError('failed', 'OpenAI returned an output without image data');
-    const requestId = this.outputOf.get(image);
-    if (requestId !== undefined) {
-      this.outputOf.delete(image);
-      const left = (this.pending.get(requestId) ?? 1) - 1;
-      if (left > 0) this.pending.set(requestId, left);
-      else {
-        this.pending.delete(requestId);
-        // The bytes are in hand either way: a failed removal is left to the sweep.
-        await this.held.drop(requestId).catch(() => undefined);
-      }
-    }
     return image.data;
   }
 }

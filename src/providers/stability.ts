@@ -232,6 +232,11 @@ export class StabilityProvider implements Provider {
     await this.held.drop(requestId);
   }
 
+  /** The call's image is saved: its held answer goes (a failed removal is left to the daily sweep). */
+  async settled(requestId: string): Promise<void> {
+    await this.held.drop(requestId);
+  }
+
   async download(image: OutputImage): Promise<Buffer> {
     if (!image.data) throw new ProviderError('failed', 'Stability returned an output without its bytes');
     return image.data;

@@ -1,5 +1,6 @@
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { ProviderError, type Provider } from '../../src/core/provider.js';
 import { ASPECT_RATIOS } from '../../src/core/types.js';
@@ -147,6 +148,8 @@ describe('Stability provider through the engine (fake v2beta API)', () => {
     await untilProgress(first, (j) => j.id === job.id && j.batches[0]!.requestId !== undefined);
     await first.close();
     expect(fake.generations).toHaveLength(1);
+    const held = path.join(dir, 'output', '.held');
+    expect((await readdir(held)).filter((f) => f.endsWith('.json'))).toHaveLength(1);
 
     const second = await buildApp({ env: appEnv, dir });
     expect(await second.engine.resume()).toBe(1);
@@ -156,6 +159,8 @@ describe('Stability provider through the engine (fake v2beta API)', () => {
     expect(done.batches[0]!.attempts).toBe(1);
     expect(fake.submits()).toHaveLength(1);
     expect(fake.generations).toHaveLength(1);
+    // Once its image is saved, the call's held answer goes (the runner tells the provider it has settled).
+    await vi.waitFor(async () => expect(await readdir(held)).toEqual([]));
   });
 });
 
