@@ -7,6 +7,8 @@ import { z } from 'zod';
 import { parseRate, type Rate } from './core/rate.js';
 import { DEFAULT_PLANS, PLANS, type Plan, type PlanLimits } from './core/settings.js';
 import { MODEL_IDS, PROVIDER_NAMES, type ProviderName } from './core/types.js';
+// Data only (no SDK): each provider's defaults, prices and limits live with the providers.
+import { LOCAL_UPSCALE_MODEL, PROVIDER_FACTS, REPLICATE_UPSCALE_MODEL, type ProviderFacts } from './providers/facts.js';
 
 export interface ProviderConfig {
   /** model used when the request names none */
@@ -148,63 +150,21 @@ export const DEFAULT_S3_LINK_EXPIRES = 604_800;
 export const ROLES = ['all', 'edge', 'worker'] as const;
 export type Role = (typeof ROLES)[number];
 
-/**
- * Replicate's Real-ESRGAN. A community model runs only by version: `owner/name:<version id>`, sent as the
- * create's `version` (`POST /predictions`), never through the official models' `/models/{owner}/{name}`
- * endpoint. This is its version most used when this was written; pin another with REPLICATE_UPSCALE_MODEL.
- */
-export const DEFAULT_REPLICATE_UPSCALE_MODEL = 'nightmareai/real-esrgan:f121d640bd286e1fdc67f9799164c1d5be36ff74576ee11c803ae5b665dd46aa';
-/** The local provider's upscaler: the approved image resized with sharp, in process. */
-export const LOCAL_UPSCALE_MODEL = 'local-upscale';
+/** Replicate's Real-ESRGAN by version; pin another with REPLICATE_UPSCALE_MODEL. */
+export const DEFAULT_REPLICATE_UPSCALE_MODEL = REPLICATE_UPSCALE_MODEL;
+export { LOCAL_UPSCALE_MODEL };
 
 /**
- * The built-in price table (USD per image), by provider. Its models are also what a user may pick
- * by default (`FAL_MODELS`, `REPLICATE_MODELS`): a model we know nothing about, not even its price,
- * is not one to spend a team's money on unasked.
+ * The built-in price table (USD per image), by provider, from each provider's facts
+ * (src/providers/facts.ts). Its models are also what a user may pick by default (`FAL_MODELS`, …): a
+ * model we know nothing about, not even its price, is not one to spend a team's money on unasked.
  */
-export const BUILT_IN_PRICES: Record<ProviderName, Record<string, number>> = {
-  fal: {
-    'fal-ai/flux/schnell': 0.003,
-    'fal-ai/flux/dev': 0.025,
-    'fal-ai/flux-pro/v1.1': 0.04,
-    // FLUX.1 [dev] with LoRAs: $0.035 per megapixel
-    'fal-ai/flux-lora': 0.035,
-    // Upscalers (not offered for /imagine, see UPSCALE_MODELS). ESRGAN is billed by the compute second
-    // ($0.00111/s): a 2× of a quarter-megapixel draft takes one to two seconds, so about $0.002, an
-    // estimate. Clarity is billed $0.03 per output megapixel: a draft ×2 is about one megapixel.
-    'fal-ai/esrgan': 0.002,
-    'fal-ai/clarity-upscaler': 0.03,
-  },
-  replicate: {
-    'black-forest-labs/flux-schnell': 0.003,
-    'black-forest-labs/flux-dev': 0.025,
-    'black-forest-labs/flux-1.1-pro': 0.04,
-    // Real-ESRGAN is billed by the second of GPU time: a 2× of a draft runs a few seconds, about $0.002
-    // (an estimate; Replicate shows its own per-run figure on the model's page).
-    [DEFAULT_REPLICATE_UPSCALE_MODEL]: 0.002,
-  },
-  local: { local: 0, [LOCAL_UPSCALE_MODEL]: 0 },
-  // Stability bills credits at $0.01 each (platform.stability.ai pricing): Ultra 8, Core 3, SD 3.5 Large 6.5,
-  // Large Turbo 4, Medium 3.5.
-  stability: {
-    'stable-image-core': 0.03,
-    'stable-image-ultra': 0.08,
-    'sd3.5-large': 0.065,
-    'sd3.5-large-turbo': 0.04,
-    'sd3.5-medium': 0.035,
-  },
-  // OpenAI's price per 1024×1024 image (platform.openai.com pricing): gpt-image-1 at medium quality, DALL·E 3 standard.
-  openai: { 'gpt-image-1': 0.042, 'dall-e-3': 0.04 },
-  // CivitAI bills Buzz (1000 Buzz = $1); an SDXL image of 25 steps costs a few Buzz: an estimate.
-  civitai: { 'urn:air:sdxl:checkpoint:civitai:101055@128078': 0.004 },
-};
+export const BUILT_IN_PRICES: Record<ProviderName, Record<string, number>> = byProvider((facts) => ({ ...facts.prices }));
 
-/** Upscaler models: priced above so their costs are known, but never a model to generate with. */
+/** Upscaler models: priced so their costs are known, but never a model to generate with. */
 export const UPSCALE_MODELS: ReadonlySet<string> = new Set([
-  'fal-ai/esrgan',
+  ...Object.values(PROVIDER_FACTS).flatMap((facts) => (facts.upscaleModel ? [facts.upscaleModel] : [])),
   'fal-ai/clarity-upscaler',
-  DEFAULT_REPLICATE_UPSCALE_MODEL,
-  LOCAL_UPSCALE_MODEL,
 ]);
 
 /** @default prices in USD per image; override any of them with MODEL_PRICES (JSON). */
@@ -212,22 +172,16 @@ export const DEFAULT_PRICES: Record<string, number> = Object.assign({}, ...Objec
 
 export const DEFAULT_MAX_IMAGE_BYTES = 25 * 1024 * 1024;
 
-export const DEFAULT_MODELS: Record<ProviderName, string> = {
-  fal: 'fal-ai/flux/schnell',
-  replicate: 'black-forest-labs/flux-schnell',
-  local: 'local',
-  stability: 'stable-image-core',
-  openai: 'gpt-image-1',
-  // SDXL 1.0 base, by its AIR (urn:air:<ecosystem>:<type>:<source>:<model id>@<version id>)
-  civitai: 'urn:air:sdxl:checkpoint:civitai:101055@128078',
-};
+export const DEFAULT_MODELS: Record<ProviderName, string> = byProvider((facts) => facts.defaultModel);
 
 /** @default the upscaler each provider's "Upscale approved" calls */
-export const DEFAULT_UPSCALE_MODELS: Partial<Record<ProviderName, string>> = {
-  fal: 'fal-ai/esrgan',
-  replicate: DEFAULT_REPLICATE_UPSCALE_MODEL,
-  local: LOCAL_UPSCALE_MODEL,
-};
+export const DEFAULT_UPSCALE_MODELS: Partial<Record<ProviderName, string>> = Object.fromEntries(
+  PROVIDER_NAMES.flatMap((name) => (PROVIDER_FACTS[name].upscaleModel ? [[name, PROVIDER_FACTS[name].upscaleModel]] : [])),
+);
+
+function byProvider<T>(pick: (facts: ProviderFacts) => T): Record<ProviderName, T> {
+  return Object.fromEntries(PROVIDER_NAMES.map((name) => [name, pick(PROVIDER_FACTS[name])])) as Record<ProviderName, T>;
+}
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -368,8 +322,8 @@ export function loadConfig(env: Env = process.env): Config {
     baseUrl: read(env, 'FAL_BASE_URL', url, 'an http(s) URL'),
     model: falModel,
     models: models(env, 'FAL_MODELS', 'fal', falModel),
-    rateLimit: rate(env, 'FAL_RATE_LIMIT', undefined),
-    concurrency: int(env, 'FAL_CONCURRENCY', 1, 1000, 10),
+    rateLimit: rate(env, 'FAL_RATE_LIMIT', PROVIDER_FACTS.fal.rateLimit),
+    concurrency: int(env, 'FAL_CONCURRENCY', 1, 1000, PROVIDER_FACTS.fal.concurrency),
     upscaleModel: read(env, 'FAL_UPSCALE_MODEL', z.string().regex(MODEL_ID).optional(), 'a fal model id such as fal-ai/esrgan') ?? DEFAULT_UPSCALE_MODELS.fal,
   };
   const replicateModel = read(env, 'REPLICATE_MODEL', optionalString, 'a Replicate model owner/name') ?? DEFAULT_MODELS.replicate;
@@ -377,8 +331,8 @@ export function loadConfig(env: Env = process.env): Config {
     baseUrl: withoutTrailingSlash(read(env, 'REPLICATE_BASE_URL', url, 'an http(s) URL ending in /v1') ?? 'https://api.replicate.com/v1'),
     model: replicateModel,
     models: models(env, 'REPLICATE_MODELS', 'replicate', replicateModel),
-    rateLimit: rate(env, 'REPLICATE_RATE_LIMIT', '600/min'),
-    concurrency: int(env, 'REPLICATE_CONCURRENCY', 1, 1000, 10),
+    rateLimit: rate(env, 'REPLICATE_RATE_LIMIT', PROVIDER_FACTS.replicate.rateLimit),
+    concurrency: int(env, 'REPLICATE_CONCURRENCY', 1, 1000, PROVIDER_FACTS.replicate.concurrency),
     // 25 s at most: a held create must answer 5 s inside the 30 s request timeout.
     preferWaitSeconds: int(env, 'REPLICATE_PREFER_WAIT', 0, 25, 0),
     upscaleModel:
@@ -386,7 +340,8 @@ export function loadConfig(env: Env = process.env): Config {
       DEFAULT_UPSCALE_MODELS.replicate,
   };
 
-  const hosted = (prefix: 'STABILITY' | 'OPENAI' | 'CIVITAI', provider: ProviderName, baseUrl: string, rateLimit: string | undefined, concurrency: number) => {
+  const hosted = (prefix: 'STABILITY' | 'OPENAI' | 'CIVITAI', provider: ProviderName, baseUrl: string) => {
+    const { rateLimit, concurrency } = PROVIDER_FACTS[provider];
     const model = read(env, `${prefix}_MODEL`, optionalString, `a ${provider} model id such as ${DEFAULT_MODELS[provider]}`) ?? DEFAULT_MODELS[provider];
     if (!MODEL_IDS[provider].test(model)) throw new ConfigError(`${prefix}_MODEL: expected a model id such as ${DEFAULT_MODELS[provider]}, got "${model}"`);
     return {
@@ -397,10 +352,9 @@ export function loadConfig(env: Env = process.env): Config {
       concurrency: int(env, `${prefix}_CONCURRENCY`, 1, 1000, concurrency),
     };
   };
-  // Stability: ~150 requests a minute; OpenAI's image models allow 5 to 50 a minute by tier (the lowest by default).
-  const stability = hosted('STABILITY', 'stability', 'https://api.stability.ai', '150/min', 10);
-  const openai = hosted('OPENAI', 'openai', 'https://api.openai.com/v1', '5/min', 5);
-  const civitai = hosted('CIVITAI', 'civitai', 'https://orchestration.civitai.com', undefined, 10);
+  const stability = hosted('STABILITY', 'stability', 'https://api.stability.ai');
+  const openai = hosted('OPENAI', 'openai', 'https://api.openai.com/v1');
+  const civitai = hosted('CIVITAI', 'civitai', 'https://orchestration.civitai.com');
 
   const publicUrl = read(env, 'PUBLIC_URL', url, 'an http(s) URL');
   const http = {
@@ -433,7 +387,7 @@ export function loadConfig(env: Env = process.env): Config {
     local: {
       model: DEFAULT_MODELS.local,
       models: [DEFAULT_MODELS.local],
-      concurrency: int(env, 'LOCAL_CONCURRENCY', 1, 64, 2),
+      concurrency: int(env, 'LOCAL_CONCURRENCY', 1, 64, PROVIDER_FACTS.local.concurrency),
       latencyMs: int(env, 'LOCAL_LATENCY_MS', 0, 600_000, 0),
       rateLimit: undefined,
       upscaleModel: DEFAULT_UPSCALE_MODELS.local!,

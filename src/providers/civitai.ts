@@ -8,9 +8,9 @@
  */
 import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import { oneLine, textOf } from '../core/text.js';
-import type { AspectRatio, LoraRef } from '../core/types.js';
+import type { LoraRef } from '../core/types.js';
 import type { Downloader } from './download.js';
-import { FAL_DRAFT_SIZES } from './fal.js';
+import { CIVITAI_SIZES, FAL_DRAFT_SIZES, PROVIDER_FACTS } from './facts.js';
 import { strictFetch, type Fetch } from './http.js';
 
 export const DEFAULT_CIVITAI_BASE_URL = 'https://orchestration.civitai.com';
@@ -21,27 +21,6 @@ export const DEFAULT_CIVITAI_BASE_URL = 'https://orchestration.civitai.com';
  * bucket there.
  */
 export const CIVITAI_MEDIA_HOSTS: readonly string[] = ['blobs-temp.sfo3.digitaloceanspaces.com', 'orchestration.civitai.com'];
-
-/**
- * Images per job template. The API takes `quantity` without a documented cap: 4 is a guess, small
- * enough that a failed template's retry stays cheap.
- */
-export const CIVITAI_MAX_QUANTITY = 4;
-
-/**
- * SDXL's trained sizes (multiples of 64, about a megapixel). 21:9 is 1344×576 rather than SDXL's
- * 1536×640: the client library refuses a side over 1440.
- */
-export const CIVITAI_SIZES: Readonly<Record<AspectRatio, { width: number; height: number }>> = {
-  '1:1': { width: 1024, height: 1024 },
-  '16:9': { width: 1344, height: 768 },
-  '9:16': { width: 768, height: 1344 },
-  '4:3': { width: 1152, height: 896 },
-  '3:4': { width: 896, height: 1152 },
-  '3:2': { width: 1216, height: 832 },
-  '2:3': { width: 832, height: 1216 },
-  '21:9': { width: 1344, height: 576 },
-};
 
 /** SD seeds are unsigned 32-bit; -1 would mean "random". */
 const SEED_SPACE = 4_294_967_295;
@@ -188,8 +167,8 @@ async function bodyOf(response: Response): Promise<unknown> {
 
 export class CivitaiProvider implements Provider {
   readonly name = 'civitai' as const;
-  readonly maxImagesPerCall = CIVITAI_MAX_QUANTITY;
-  readonly typicalCallMs = 20_000;
+  readonly maxImagesPerCall = PROVIDER_FACTS.civitai.maxPerCall;
+  readonly typicalCallMs = PROVIDER_FACTS.civitai.typicalCallMs;
   private readonly fetch: Fetch;
   private readonly baseUrl: string;
   /** Outputs of tokens whose status said succeeded, for the result() that follows. */

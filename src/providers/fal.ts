@@ -9,43 +9,16 @@
  * never comes. The webhook carries the result's payload, kept for result() so it needs no GET.
  */
 import { ApiError, createFalClient, type FalClient, type QueueStatus, type RequestMiddleware } from '@fal-ai/client';
-import { DEFAULT_UPSCALE_MODELS } from '../config.js';
 import { delay } from '../core/delay.js';
 import { untilEnded, type CallNotice, type CallWebhook } from '../core/notices.js';
 import { MAX_TIMER_MS, ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import { oneLine, textOf } from '../core/text.js';
-import type { AspectRatio, LoraRef } from '../core/types.js';
+import type { LoraRef } from '../core/types.js';
 import type { Downloader } from './download.js';
+import { FAL_DRAFT_SIZES, FAL_SIZES, PROVIDER_FACTS } from './facts.js';
 import { strictFetch, type Fetch } from './http.js';
 
 const FAL_HOSTS = ['https://queue.fal.run', 'https://rest.fal.ai', 'https://fal.run'];
-
-/** fal's named sizes where one exists, else explicit dimensions (multiples of 64, about 1 megapixel). */
-const IMAGE_SIZE: Record<AspectRatio, string | { width: number; height: number }> = {
-  '1:1': 'square_hd',
-  '16:9': 'landscape_16_9',
-  '9:16': 'portrait_16_9',
-  '4:3': 'landscape_4_3',
-  '3:4': 'portrait_4_3',
-  '3:2': { width: 1216, height: 832 },
-  '2:3': { width: 832, height: 1216 },
-  '21:9': { width: 1536, height: 640 },
-};
-
-/**
- * Draft sizes: about a quarter megapixel, multiples of 16 — flux's one-megapixel sizes halved on each
- * side, so an upscale ×2 (UPSCALE_SCALE) brings a draft back to about a megapixel.
- */
-export const FAL_DRAFT_SIZES: Record<AspectRatio, { width: number; height: number }> = {
-  '1:1': { width: 512, height: 512 },
-  '16:9': { width: 672, height: 384 },
-  '9:16': { width: 384, height: 672 },
-  '4:3': { width: 576, height: 448 },
-  '3:4': { width: 448, height: 576 },
-  '3:2': { width: 608, height: 416 },
-  '2:3': { width: 416, height: 608 },
-  '21:9': { width: 768, height: 320 },
-};
 
 /**
  * The largest image sent inline as a data: URI (the replicate SDK's own cap for inline files). Drafts
@@ -105,7 +78,7 @@ export function falInput(call: BatchCall): Record<string, unknown> {
     ...(call.negative ? { negative_prompt: call.negative } : {}),
     num_images: call.count,
     // A draft asks for the small size itself: presets are all about a megapixel.
-    image_size: call.draft ? FAL_DRAFT_SIZES[call.aspectRatio] : IMAGE_SIZE[call.aspectRatio],
+    image_size: call.draft ? FAL_DRAFT_SIZES[call.aspectRatio] : FAL_SIZES[call.aspectRatio],
     seed: call.seed,
     enable_safety_checker: true,
     output_format: falFormat(call),
@@ -184,14 +157,9 @@ function callStatusOf(status: QueueStatus): CallStatus {
 
 export class FalProvider implements Provider {
   readonly name = 'fal' as const;
-  readonly maxImagesPerCall = 4;
-  readonly typicalCallMs = 5_000;
-  /**
-   * flux on fal is billed by the megapixel, but each image's megapixels are rounded up: a quarter
-   * megapixel draft costs what a one-megapixel image does (its saving is time, and the upscale's price
-   * comes on top).
-   */
-  readonly draftPriceFactor = 1;
+  readonly maxImagesPerCall = PROVIDER_FACTS.fal.maxPerCall;
+  readonly typicalCallMs = PROVIDER_FACTS.fal.typicalCallMs;
+  readonly draftPriceFactor = PROVIDER_FACTS.fal.draftPriceFactor;
   readonly upscaleModel: string;
   /** the webhook's notice, else the status stream unless `statusStream: false`: the runner polls only when it fails */
   readonly watch?: (requestId: string, model: string, signal: AbortSignal) => Promise<CallStatus>;
@@ -207,7 +175,7 @@ export class FalProvider implements Provider {
   }
 
   constructor(private readonly options: FalProviderOptions) {
-    this.upscaleModel = options.upscaleModel ?? DEFAULT_UPSCALE_MODELS.fal!;
+    this.upscaleModel = options.upscaleModel ?? PROVIDER_FACTS.fal.upscaleModel!;
     const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.fetch = strictFetch({ provider: 'fal', fetch: options.fetch, requestTimeoutMs });
     const baseUrl = options.baseUrl?.replace(/\/+$/, '');

@@ -5,23 +5,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import sharp from 'sharp';
-import { LOCAL_UPSCALE_MODEL } from '../config.js';
 import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
-import type { AspectRatio } from '../core/types.js';
 import { MAX_IMAGE_PIXELS } from '../store/files.js';
+import { LOCAL_SIZES, LOCAL_UPSCALE_MODEL, PROVIDER_FACTS } from './facts.js';
 import { renderLocalImage } from './local-render.js';
-
-/** About 0.6 megapixel: big enough to look at, small enough to render in tens of milliseconds. */
-export const LOCAL_SIZES: Record<AspectRatio, { width: number; height: number }> = {
-  '1:1': { width: 768, height: 768 },
-  '16:9': { width: 1024, height: 576 },
-  '9:16': { width: 576, height: 1024 },
-  '4:3': { width: 896, height: 672 },
-  '3:4': { width: 672, height: 896 },
-  '3:2': { width: 960, height: 640 },
-  '2:3': { width: 640, height: 960 },
-  '21:9': { width: 1176, height: 504 },
-};
 
 export interface LocalProviderOptions {
   /** simulated time from submit to completion @default 0 */
@@ -45,7 +32,7 @@ export function localSize(call: Pick<BatchCall, 'aspectRatio' | 'draft'>): { wid
 
 export class LocalProvider implements Provider {
   readonly name = 'local' as const;
-  readonly maxImagesPerCall = 4;
+  readonly maxImagesPerCall = PROVIDER_FACTS.local.maxPerCall;
   readonly typicalCallMs: number;
   /** resizes the approved image with sharp (lanczos3): bigger, not more detailed, and free */
   readonly upscaleModel = LOCAL_UPSCALE_MODEL;

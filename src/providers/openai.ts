@@ -10,6 +10,7 @@
 import OpenAI from 'openai';
 import { ProviderError, RETRY_AFTER_CAP_MS, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import type { AspectRatio, OutputFormat } from '../core/types.js';
+import { maxPerCallOf, OPENAI_SIZES, PROVIDER_FACTS } from './facts.js';
 import { HeldResults, type HeldOutput } from './held-results.js';
 import { retryAfterMs, type Fetch } from './http.js';
 
@@ -31,9 +32,6 @@ export interface OpenAIProviderOptions {
 /** The sizes a model makes, as width × height; the first is its square. */
 type Size = readonly [width: number, height: number];
 
-const GPT_IMAGE_SIZES: readonly Size[] = [[1024, 1024], [1536, 1024], [1024, 1536]];
-const DALL_E_3_SIZES: readonly Size[] = [[1024, 1024], [1792, 1024], [1024, 1792]];
-const DALL_E_2_SIZES: readonly Size[] = [[1024, 1024]];
 
 /** The model's family: what it takes (n, sizes, base64 by default or on request, output_format). */
 type Family = 'gpt-image' | 'dall-e-3' | 'dall-e-2';
@@ -45,7 +43,7 @@ function familyOf(model: string): Family {
   return 'gpt-image';
 }
 
-const SIZES: Record<Family, readonly Size[]> = { 'gpt-image': GPT_IMAGE_SIZES, 'dall-e-3': DALL_E_3_SIZES, 'dall-e-2': DALL_E_2_SIZES };
+const SIZES: Record<Family, readonly Size[]> = OPENAI_SIZES;
 
 /**
  * The model's size nearest our aspect ratio (by the ratio's logarithm, so 2:1 and 1:2 are as far from
@@ -66,10 +64,6 @@ export function openaiSize(model: string, aspectRatio: AspectRatio): Size {
   return best;
 }
 
-/** The most images one call of `model` may ask for: DALL·E 3 makes one, the others up to 10 (the API's `n`). */
-export function openaiMaxImages(model: string): number {
-  return familyOf(model) === 'dall-e-3' ? 1 : 10;
-}
 
 const CONTENT_TYPES: Record<OutputFormat, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
 
@@ -107,8 +101,8 @@ const MODERATION_CODES = new Set(['moderation_blocked', 'content_policy_violatio
 
 export class OpenAIProvider implements Provider {
   readonly name = 'openai' as const;
-  readonly maxImagesPerCall = 10;
-  readonly typicalCallMs = 30_000;
+  readonly maxImagesPerCall = PROVIDER_FACTS.openai.maxPerCall;
+  readonly typicalCallMs = PROVIDER_FACTS.openai.typicalCallMs;
   private readonly client: OpenAI;
   private readonly held: HeldResults;
 
@@ -126,7 +120,7 @@ export class OpenAIProvider implements Provider {
   }
 
   maxImagesFor(model: string): number {
-    return openaiMaxImages(model);
+    return maxPerCallOf('openai', model);
   }
 
   async submit(call: BatchCall, signal?: AbortSignal): Promise<string> {

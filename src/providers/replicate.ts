@@ -14,12 +14,12 @@
  * are kept like a held create's, so result() needs no GET.
  */
 import Replicate, { type Prediction } from 'replicate';
-import { DEFAULT_REPLICATE_UPSCALE_MODEL } from '../config.js';
 import { untilEnded, type CallNotice, type CallWebhook } from '../core/notices.js';
 import { ProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import { textOf } from '../core/text.js';
 import type { Downloader } from './download.js';
 import { dataUri } from './fal.js';
+import { PROVIDER_FACTS, REPLICATE_UPSCALE_MODEL } from './facts.js';
 import { oneShot, strictFetch, type Fetch } from './http.js';
 
 export const DEFAULT_REPLICATE_BASE_URL = 'https://api.replicate.com/v1';
@@ -91,8 +91,8 @@ export function replicateInput(call: BatchCall): Record<string, unknown> {
 
 export class ReplicateProvider implements Provider {
   readonly name = 'replicate' as const;
-  readonly maxImagesPerCall = 4;
-  readonly typicalCallMs = 5_000;
+  readonly maxImagesPerCall = PROVIDER_FACTS.replicate.maxPerCall;
+  readonly typicalCallMs = PROVIDER_FACTS.replicate.typicalCallMs;
   readonly upscaleModel: string;
   private readonly fetch: Fetch;
   private readonly outputs = new Map<string, string[]>();
@@ -108,7 +108,7 @@ export class ReplicateProvider implements Provider {
   }
 
   constructor(private readonly options: ReplicateProviderOptions) {
-    this.upscaleModel = options.upscaleModel ?? DEFAULT_REPLICATE_UPSCALE_MODEL;
+    this.upscaleModel = options.upscaleModel ?? REPLICATE_UPSCALE_MODEL;
     const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.fetch = strictFetch({ provider: 'Replicate', fetch: options.fetch, requestTimeoutMs });
     const wait = options.preferWaitSeconds ?? DEFAULT_REPLICATE_PREFER_WAIT_SECONDS;

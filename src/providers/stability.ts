@@ -7,7 +7,8 @@
  */
 import { ProviderError, asProviderError, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import { oneLine, textOf } from '../core/text.js';
-import type { AspectRatio, OutputFormat } from '../core/types.js';
+import type { OutputFormat } from '../core/types.js';
+import { PROVIDER_FACTS, STABILITY_ASPECT_RATIOS } from './facts.js';
 import { HeldResults, type HeldOutput } from './held-results.js';
 import { strictFetch, type Fetch } from './http.js';
 
@@ -20,22 +21,6 @@ export const STABILITY_ENDPOINTS: Readonly<Record<string, 'ultra' | 'core' | 'sd
   'sd3.5-large': 'sd3',
   'sd3.5-large-turbo': 'sd3',
   'sd3.5-medium': 'sd3',
-};
-
-/**
- * Our aspect ratios → Stability's (16:9 1:1 21:9 2:3 3:2 4:5 5:4 9:16 9:21). It has no 4:3 or 3:4: the
- * nearest it makes is 5:4 / 4:5 (1.25 against 1.33; 3:2 is further off), and the image says its true
- * size, which the manifest records.
- */
-export const STABILITY_ASPECT_RATIOS: Readonly<Record<AspectRatio, string>> = {
-  '1:1': '1:1',
-  '16:9': '16:9',
-  '9:16': '9:16',
-  '4:3': '5:4',
-  '3:4': '4:5',
-  '3:2': '3:2',
-  '2:3': '2:3',
-  '21:9': '21:9',
 };
 
 /** Stability's seed range is 0–4294967294, and 0 means "pick one at random". */
@@ -109,8 +94,8 @@ const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/webp']);
 export class StabilityProvider implements Provider {
   readonly name = 'stability' as const;
   /** One image per request: every endpoint answers with a single image. */
-  readonly maxImagesPerCall = 1;
-  readonly typicalCallMs = 6_000;
+  readonly maxImagesPerCall = PROVIDER_FACTS.stability.maxPerCall;
+  readonly typicalCallMs = PROVIDER_FACTS.stability.typicalCallMs;
   private readonly held: HeldResults;
   private readonly baseUrl: string;
   private readonly requestTimeoutMs: number;

@@ -7,8 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import type { BatchCall } from '../../src/core/provider.js';
 import { ASPECT_RATIOS } from '../../src/core/types.js';
-import { FAL_DRAFT_SIZES } from '../../src/providers/fal.js';
-import { LOCAL_SIZES } from '../../src/providers/local.js';
+import { FAL_DRAFT_SIZES, LOCAL_SIZES } from '../../src/providers/facts.js';
 import { FAL_IMAGE_SIZES, startFakeFal } from '../fakes/fal.js';
 import { FLUX_SCHNELL_SIZES, startFakeReplicate } from '../fakes/replicate.js';
 import { onCleanup } from '../helpers.js';
