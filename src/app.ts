@@ -7,13 +7,15 @@ import { configuredProviders, DEFAULT_MODELS, type Config } from './config.js';
 import type { LaneOptions } from './core/dispatch.js';
 import { Engine } from './core/engine.js';
 import { MemoryCallNotices, type CallNotices } from './core/notices.js';
-import type { FileFetcher, ImageStore, JobRepository } from './core/ports.js';
+import type { ContactSheets, FileFetcher, ImageReader, ImageStore, JobRepository } from './core/ports.js';
 import type { Provider } from './core/provider.js';
 import { TenantSettings } from './core/settings.js';
-import { PROVIDER_NAMES, type ProviderName } from './core/types.js';
+import { PROVIDER_NAMES, type Job, type ProviderName } from './core/types.js';
+import { shownFile } from './core/views.js';
 import { createLogger, type Logger } from './logger.js';
 import { createProviders, type ProviderOverrides } from './providers/index.js';
 import { createFileFetcher } from './providers/download.js';
+import { renderContactSheet } from './store/contact-sheet.js';
 import { ImageFiles } from './store/files.js';
 import { openDistributed, type Distributed } from './distributed/index.js';
 import { KeyvImageCache } from './store/cache.js';
@@ -38,6 +40,8 @@ export interface App {
   settings: TenantSettings;
   /** small files a command brings (a Discord attachment), fetched under the download layer's rules */
   fetchFile: FileFetcher;
+  /** contact sheets of big jobs' images (GALLERY_INLINE_MAX), read from image storage wherever it is */
+  sheets: ContactSheets;
   /** distributed mode (REDIS_URL): the Redis connection and what is built on it; undefined in one process */
   shared?: Distributed;
   /** stops the engine (running calls stay persisted for the next start) and closes the store */
@@ -158,12 +162,36 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     notices,
     settings,
     fetchFile: createFileFetcher(),
+    sheets: contactSheets(files),
     ...(shared ? { shared } : {}),
     async close() {
       await engine.stop();
       await files.close?.();
       if (shared) await shared.close();
       else await jobs.close();
+    },
+  };
+}
+
+/**
+ * Contact sheets from image storage: each tile's bytes are read where the image is kept (the folder,
+ * or the bucket through this process's cache), so any process can render any job's sheet. An image
+ * that cannot be read becomes a grey numbered tile, not a missing sheet.
+ */
+function contactSheets(files: ImageReader): ContactSheets {
+  return {
+    async render(job: Readonly<Job>, images: readonly number[]) {
+      const tiles = await Promise.all(
+        job.images
+          .filter((image) => images.includes(image.index))
+          .map(async (image) => ({
+            number: image.index,
+            nsfw: image.nsfw,
+            path: await files.read(job.id, shownFile(image)).catch(() => Buffer.alloc(0)),
+          })),
+      );
+      const sheet = await renderContactSheet(tiles);
+      return { data: sheet.data, contentType: sheet.contentType, width: sheet.width, height: sheet.height };
     },
   };
 }

@@ -64,6 +64,20 @@ export interface ImageReader {
   locate(jobId: string, file: string): string;
 }
 
+/** A contact sheet: one image of up to 25 numbered tiles (5 × 5), for jobs too big for a gallery. */
+export interface SheetImage {
+  data: Buffer;
+  contentType: string;
+  width: number;
+  height: number;
+}
+
+/** Makes contact sheets from a job's stored images (NSFW-flagged tiles blurred); the adapters post them. */
+export interface ContactSheets {
+  /** the sheet of these images of the job (at most 25), each tile numbered with its image number */
+  render(job: Readonly<Job>, images: readonly number[]): Promise<SheetImage>;
+}
+
 /** Where a job's keepers were delivered, for its summary. */
 export interface DeliveryReport {
   /** `s3://bucket/prefix/job/` */

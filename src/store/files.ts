@@ -30,6 +30,8 @@ export const REVIEW_FOLDERS: Record<ReviewStatus, string> = {
 
 /** Where "Upscale approved" keeps each approved draft's upscaled version (`final/003.png`). */
 export const FINAL_FOLDER = 'final';
+/** the review page's thumbnails, beside the images (thumbnails.ts) */
+export const THUMBS_FOLDER = '.thumbs';
 
 const EXTENSIONS: Record<ImageFormat, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
 /** the content type of each format, as the manifest and the chat uploads state it */
@@ -250,7 +252,8 @@ export class ImageFiles implements ImageReader {
   /** Removes temporary files a crash left behind in a job's folders. */
   async sweep(jobId: string, olderThanMs?: number): Promise<number> {
     let removed = 0;
-    for (const folder of ['', ...Object.values(REVIEW_FOLDERS), FINAL_FOLDER]) {
+    // `.thumbs` (and `.thumbs/final`): the review page's thumbnails (thumbnails.ts) are written the same way.
+    for (const folder of ['', ...Object.values(REVIEW_FOLDERS), FINAL_FOLDER, THUMBS_FOLDER, path.join(THUMBS_FOLDER, FINAL_FOLDER)]) {
       const dir = path.join(this.jobDir(jobId), folder);
       const entries = await readdir(dir).catch(() => [] as string[]);
       for (const entry of entries.filter((name) => name.includes(TEMP_MARK))) {
