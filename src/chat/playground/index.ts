@@ -23,7 +23,7 @@ import type { Job, Requester } from '../../core/types.js';
 import { oneLine, textOf, truncate } from '../../core/text.js';
 import { Delivery, type DeliveryPlatform } from '../delivery/index.js';
 import type { ChatAdapter } from '../types.js';
-import { refusal } from './guard.js';
+import { refusal } from '../../web/guard.js';
 import { jobView, TRANSCRIPT_KEY, type TranscriptEntry } from './view.js';
 
 const PUBLIC = path.join(path.dirname(fileURLToPath(import.meta.url)), 'public');

@@ -5,7 +5,7 @@
 import { request } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { parseImagineText } from '../../../commands/imagine.js';
-import { refusal } from '../../../src/chat/playground/guard.js';
+import { refusal } from '../../../src/web/guard.js';
 import { startPlayground } from '../../../src/chat/playground/index.js';
 import { TRANSCRIPT_KEY } from '../../../src/chat/playground/view.js';
 import type { Requester } from '../../../src/core/types.js';
