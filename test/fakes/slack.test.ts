@@ -17,17 +17,20 @@ import {
   type BlockAction,
   type ButtonAction,
   type RespondFn,
+  type ViewSubmitAction,
 } from '@slack/bolt';
 import {
   blockActionPayload,
   postBlockAction,
   postSigned,
   postSlashCommand,
+  postViewSubmission,
   signSlackRequest,
   slashCommandBody,
   startFakeSlack,
   type FakeSlack,
   type SlackCall,
+  viewSubmissionPayload,
 } from './slack.js';
 
 const SECRET = 'test-secret';
@@ -312,6 +315,53 @@ describe('block actions through the real Bolt app', () => {
     expect(log.filter((r) => r.accepted)).toHaveLength(5);
     expect(log[5]).toMatchObject({ accepted: false, status: 404 });
     expect(fake.calls('response_url')[5]?.response).toEqual({ ok: false, error: 'used_url' });
+  });
+});
+
+describe('modals through the real Bolt app', () => {
+  const modal = {
+    type: 'modal' as const,
+    callback_id: 'numbers',
+    private_metadata: '{"job":"j1"}',
+    title: { type: 'plain_text' as const, text: 'Review by number' },
+    submit: { type: 'plain_text' as const, text: 'Review' },
+    blocks: [
+      { type: 'input' as const, block_id: 'approve', optional: true, label: { type: 'plain_text' as const, text: 'Approve' }, element: { type: 'plain_text_input' as const, action_id: 'n' } },
+      { type: 'input' as const, block_id: 'reject', optional: true, label: { type: 'plain_text' as const, text: 'Reject' }, element: { type: 'plain_text_input' as const, action_id: 'n' } },
+    ],
+  };
+
+  it('views.open exchanges a trigger once and answers the opened view; app.view gets the submission and answers errors as JSON', async () => {
+    const submitted = deferred<{ values: unknown; metadata: string; user: string }>();
+    const { app, url } = await startBolt((a) => {
+      a.view<ViewSubmitAction>('numbers', async ({ ack, body, view }) => {
+        submitted.resolve({ values: view.state.values, metadata: view.private_metadata, user: body.user.id });
+        const approve = view.state.values['approve']?.['n']?.value;
+        if (approve === 'x') await ack({ response_action: 'errors', errors: { approve: 'not a number' } });
+        else await ack();
+      });
+    });
+    const opened = await app.client.views.open({ trigger_id: '1.2.abc', view: modal });
+    expect(opened.view).toMatchObject({ id: expect.stringMatching(/^V/), callback_id: 'numbers', private_metadata: '{"job":"j1"}', state: { values: {} } });
+    await expect(app.client.views.open({ trigger_id: '1.2.abc', view: modal })).rejects.toMatchObject({ data: { error: 'exchanged_trigger_id' } });
+    await expect(app.client.views.open({ trigger_id: '1.2.abd', view: { ...modal, title: { type: 'plain_text', text: 'A title far longer than Slack takes' } } })).rejects.toMatchObject({
+      data: { error: 'invalid_arguments', response_metadata: { messages: ['[ERROR] must be less than 25 characters [json-pointer:/view/title/text]'] } },
+    });
+    const [view] = fake.views();
+    expect(fake.views()).toHaveLength(1);
+
+    const refused = await postViewSubmission(url, SECRET, { view: view!.view, user: 'U1', values: { approve: { n: 'x' } } });
+    expect(refused.status).toBe(200);
+    expect(refused.headers['content-type']).toBe('application/json');
+    expect(JSON.parse(refused.body)).toEqual({ response_action: 'errors', errors: { approve: 'not a number' } });
+    expect(await submitted.promise).toEqual({
+      values: { approve: { n: { type: 'plain_text_input', value: 'x' } }, reject: { n: { type: 'plain_text_input', value: null } } },
+      metadata: '{"job":"j1"}',
+      user: 'U1',
+    });
+    const closed = await postViewSubmission(url, SECRET, { view: view!.view, user: 'U1', values: { approve: { n: '1-5' } } });
+    expect(closed).toMatchObject({ status: 200, body: '' });
+    expect(() => viewSubmissionPayload({ view: view!.view, user: 'U1', values: { nope: { n: '1' } } })).toThrow('the view has no input nope/n');
   });
 });
 

@@ -25,7 +25,10 @@
  *   ≤ 255 chars, button value ≤ 2000 chars, image blocks need an http(s) `image_url` or a
  *   `slack_file`) with `invalid_blocks`, unless `validateBlocks: false`;
  * - a response_url accepts 5 POSTs within 30 minutes; later ones get HTTP 404 `used_url`
- *   (`expired_url` after the TTL).
+ *   (`expired_url` after the TTL);
+ * - `views.open` exchanges a trigger_id once (again: `exchanged_trigger_id`), checks the modal
+ *   (validateView: `invalid_arguments` with Slack's messages) and answers the opened view (id, hash,
+ *   empty state), which `viewSubmissionPayload` turns into the `view_submission` Slack would send.
  *
  * Request bodies are recorded with their args decoded: form fields are strings as sent (numbers
  * and booleans arrive as strings, e.g. `'true'`), and the JSON-encoded fields `blocks`,
@@ -152,6 +155,15 @@ export interface FakeSlackEphemeral {
   thread_ts: string | undefined;
 }
 
+/** A modal opened with views.open, as the fake answered it (the `view` object Slack returns). */
+export interface FakeSlackView {
+  id: string;
+  trigger_id: string;
+  /** the opened view: what views.open answered and what a view_submission payload carries back */
+  view: Record<string, unknown>;
+  seq: number;
+}
+
 export interface FakeSlackFileShare {
   channel_id: string;
   thread_ts: string | undefined;
@@ -212,6 +224,8 @@ export interface FakeSlack {
   /** Replies posted with `thread_ts === ts`. */
   thread(channel: string, ts: string): FakeSlackMessage[];
   ephemerals(channel?: string): FakeSlackEphemeral[];
+  /** Modals opened with views.open, oldest first. */
+  views(): FakeSlackView[];
   files(): FakeSlackFile[];
   file(id: string): FakeSlackFile | undefined;
 
@@ -467,6 +481,51 @@ export function validateBlocks(blocks: unknown): string[] {
   return errors;
 }
 
+/**
+ * What Slack checks of a modal that a bot can get wrong: type, a plain_text title (≤ 24 chars), submit
+ * and close (≤ 24), a submit button whenever there is an input block, ≤ 100 blocks, callback_id
+ * (≤ 255) and private_metadata (≤ 3000), each input block's label and element, and the message
+ * checks of validateBlocks for the rest.
+ */
+export function validateView(view: unknown): string[] {
+  if (!isRecord(view)) return ['must be an object [json-pointer:/view]'];
+  const errors: string[] = [];
+  if (view.type !== 'modal') errors.push('must be one of: modal, home [json-pointer:/view/type]');
+  const plain = (value: unknown, at: string, max: number, required: boolean) => {
+    if (value === undefined) {
+      if (required) errors.push(`missing required field: ${at.split('/').pop()} [json-pointer:/view/${at}]`);
+      return;
+    }
+    if (!isRecord(value) || value.type !== 'plain_text' || typeof value.text !== 'string') errors.push(`must be a plain_text object [json-pointer:/view/${at}]`);
+    else if (value.text.length > max) errors.push(`must be less than ${max + 1} characters [json-pointer:/view/${at}/text]`);
+  };
+  plain(view.title, 'title', 24, true);
+  plain(view.close, 'close', 24, false);
+  const blocks = asArray(view.blocks);
+  if (!blocks) return [...errors, 'missing required field: blocks [json-pointer:/view/blocks]'];
+  if (blocks.length > 100) errors.push('no more than 100 items allowed [json-pointer:/view/blocks]');
+  const inputs = blocks.filter((b) => isRecord(b) && b.type === 'input');
+  plain(view.submit, 'submit', 24, inputs.length > 0);
+  if (typeof view.callback_id === 'string' && view.callback_id.length > 255) errors.push('must be less than 256 characters [json-pointer:/view/callback_id]');
+  if (typeof view.private_metadata === 'string' && view.private_metadata.length > 3000) {
+    errors.push('must be less than 3001 characters [json-pointer:/view/private_metadata]');
+  }
+  blocks.forEach((block, i) => {
+    if (!isRecord(block) || block.type !== 'input') return;
+    const at = `/view/blocks/${i}`;
+    if (!isRecord(block.label) || block.label.type !== 'plain_text' || typeof block.label.text !== 'string') errors.push(`missing required field: label [json-pointer:${at}]`);
+    else if (block.label.text.length > 2000) errors.push(`must be less than 2001 characters [json-pointer:${at}/label/text]`);
+    const element = block.element;
+    if (!isRecord(element) || typeof element.type !== 'string') errors.push(`missing required field: element [json-pointer:${at}]`);
+    else if (element.type === 'plain_text_input' && typeof element.max_length === 'number' && element.max_length > 3000) {
+      errors.push(`must be less than 3001 [json-pointer:${at}/element/max_length]`);
+    }
+  });
+  const others = blocks.filter((b) => !(isRecord(b) && b.type === 'input'));
+  errors.push(...validateBlocks(others).map((e) => e.replace('[json-pointer:/blocks', '[json-pointer:/view/blocks')));
+  return errors;
+}
+
 function summarize(call: SlackCall): string {
   let args: string;
   try {
@@ -516,6 +575,9 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
   let ephemerals: FakeSlackEphemeral[] = [];
   let files = new Map<string, FakeSlackFile>();
   let responseUrls = new Map<string, ResponseUrlState>();
+  let views: FakeSlackView[] = [];
+  /** trigger_ids already exchanged: Slack accepts each once */
+  let usedTriggers = new Set<string>();
   const waiters = new Set<Waiter>();
   /** every call a delay rule holds now, released by close() so no timer outlives the fake */
   const held = new Set<() => void>();
@@ -764,6 +826,41 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
         const messageTs = nextTs();
         ephemerals.push({ channel, user, message_ts: messageTs, text, blocks, thread_ts: str(args.thread_ts) });
         return ok({ message_ts: messageTs });
+      }
+      case 'views.open': {
+        const trigger = str(args.trigger_id);
+        if (trigger === undefined || trigger === '') {
+          return fail('invalid_arguments', { response_metadata: { messages: ['[ERROR] invalid `trigger_id`'] } });
+        }
+        if (usedTriggers.has(trigger)) return fail('exchanged_trigger_id');
+        const errors = validateView(args.view);
+        if (errors.length > 0) return fail('invalid_arguments', { response_metadata: { messages: errors.map((e) => `[ERROR] ${e}`) } });
+        usedTriggers.add(trigger);
+        const input = args.view as Record<string, unknown>;
+        const id = `V${String(views.length + 1).padStart(10, '0')}`;
+        const view: Record<string, unknown> = {
+          id,
+          team_id: team.id,
+          type: input.type,
+          title: input.title,
+          close: input.close ?? null,
+          submit: input.submit ?? null,
+          blocks: input.blocks,
+          private_metadata: str(input.private_metadata) ?? '',
+          callback_id: str(input.callback_id) ?? '',
+          external_id: str(input.external_id) ?? '',
+          state: { values: {} },
+          hash: `${Math.floor(now() / 1000)}.${id}`,
+          clear_on_close: input.clear_on_close === true,
+          notify_on_close: input.notify_on_close === true,
+          previous_view_id: null,
+          root_view_id: id,
+          app_id: bot.appId,
+          app_installed_team_id: team.id,
+          bot_id: bot.botId,
+        };
+        views.push({ id, trigger_id: trigger, view: structuredClone(view), seq: callSeq() });
+        return ok({ view });
       }
       case 'users.info': {
         const id = str(args.user);
@@ -1122,6 +1219,9 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
     thread(channel, ts) {
       return fake.messages(channel).filter((m) => m.thread_ts === ts);
     },
+    views() {
+      return structuredClone(views);
+    },
     ephemerals(channel) {
       return structuredClone(channel === undefined ? ephemerals : ephemerals.filter((e) => e.channel === channel));
     },
@@ -1223,6 +1323,8 @@ export async function startFakeSlack(options: FakeSlackOptions = {}): Promise<Fa
       ephemerals = [];
       files = new Map();
       responseUrls = new Map();
+      views = [];
+      usedTriggers = new Set();
     },
     async close() {
       for (const waiter of waiters) {
@@ -1452,5 +1554,63 @@ export function postBlockAction(
   opts: SignedPostOptions = {},
 ): Promise<SignedPostResult> {
   const body = new URLSearchParams({ payload: JSON.stringify(blockActionPayload(params)) }).toString();
+  return postSigned(boltUrl, signingSecret, body, opts);
+}
+
+export interface ViewSubmissionParams {
+  /** The view as opened (`fake.views()[i].view`): its id, callback_id, private_metadata and blocks come back. */
+  view: Record<string, unknown>;
+  user: string | { id: string; username?: string; name?: string; team_id?: string };
+  team?: string | { id: string; domain?: string };
+  /** What was typed: `values[block_id][action_id]` for a plain_text_input; a field left out is sent as null (empty). */
+  values?: Record<string, Record<string, string | null>>;
+  trigger_id?: string;
+  api_app_id?: string;
+  token?: string;
+}
+
+/**
+ * The `view_submission` payload Slack sends when a modal is submitted: the opened view with its
+ * `state.values` holding every input block's element (`{ type, value }`, null when left empty).
+ */
+export function viewSubmissionPayload(params: ViewSubmissionParams): Record<string, unknown> {
+  const user = typeof params.user === 'string' ? { id: params.user } : params.user;
+  const team = typeof params.team === 'string' ? { id: params.team } : (params.team ?? { id: 'T1' });
+  const username = user.username ?? user.name ?? user.id.toLowerCase();
+  const values: Record<string, Record<string, { type: string; value: string | null }>> = {};
+  const known = new Set<string>();
+  for (const block of asArray(params.view.blocks) ?? []) {
+    if (!isRecord(block) || block.type !== 'input' || typeof block.block_id !== 'string' || !isRecord(block.element)) continue;
+    const actionId = str(block.element.action_id) ?? '';
+    known.add(`${block.block_id}/${actionId}`);
+    values[block.block_id] = { [actionId]: { type: String(block.element.type), value: params.values?.[block.block_id]?.[actionId] ?? null } };
+  }
+  for (const [blockId, actions] of Object.entries(params.values ?? {})) {
+    for (const actionId of Object.keys(actions)) {
+      if (!known.has(`${blockId}/${actionId}`)) throw new Error(`the view has no input ${blockId}/${actionId}`);
+    }
+  }
+  return {
+    type: 'view_submission',
+    team: { id: team.id, domain: team.domain ?? 'fake-team' },
+    user: { id: user.id, username, name: user.name ?? username, team_id: user.team_id ?? team.id },
+    api_app_id: params.api_app_id ?? 'A1',
+    token: params.token ?? 'verification-token',
+    trigger_id: params.trigger_id ?? nextTrigger(),
+    view: { ...structuredClone(params.view), state: { values } },
+    response_urls: [],
+    is_enterprise_install: false,
+    enterprise: null,
+  };
+}
+
+/** A signed `view_submission`, sent as `payload=<urlencoded json>`; Bolt answers the ack's `response_action` as JSON (or an empty body). */
+export function postViewSubmission(
+  boltUrl: string,
+  signingSecret: string,
+  params: ViewSubmissionParams,
+  opts: SignedPostOptions = {},
+): Promise<SignedPostResult> {
+  const body = new URLSearchParams({ payload: JSON.stringify(viewSubmissionPayload(params)) }).toString();
   return postSigned(boltUrl, signingSecret, body, opts);
 }

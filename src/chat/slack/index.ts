@@ -1,10 +1,11 @@
 /**
  * The Slack adapter: @slack/bolt over HTTP (signed requests on SLACK_PORT, /slack/events), or Socket
  * Mode when SLACK_APP_TOKEN is set. Web API calls go to SLACK_API_URL. Listeners are registered
- * explicitly: the registry's commands (commands.ts), buttons (actions.ts), and member_joined_channel,
- * which releases progress and galleries that were waiting for the bot to be invited. Progress and
- * galleries go out through delivery (../delivery, platform.ts). Everything the bot posts is sent with
- * link and media unfurling off (render.ts NO_UNFURL).
+ * explicitly: the registry's commands (commands.ts), buttons (actions.ts), the "Review by number"
+ * dialog's submissions (numbers.ts), and member_joined_channel, which releases progress and galleries
+ * that were waiting for the bot to be invited. Progress and galleries go out through delivery
+ * (../delivery, platform.ts). Everything the bot posts is sent with link and media unfurling off
+ * (render.ts NO_UNFURL).
  *
  * Start it before engine.resume(): resumed jobs then find their messages through job.chat.slack.
  *
@@ -20,6 +21,7 @@ import { REQUEST_TIMESTAMP, registerCommands } from './commands.js';
 import { describe } from './errors.js';
 import { Delivery } from '../delivery/index.js';
 import { Moderators } from './moderators.js';
+import { registerReviewByNumber } from './numbers.js';
 import { slackPlatform } from './platform.js';
 import { SeenCommands } from './replays.js';
 
@@ -180,6 +182,9 @@ export async function startSlack(app: App, options: SlackOptions = {}): Promise<
     slackPlatform({
       client: bolt?.client ?? web,
       images: app.files,
+      sheets: app.sheets,
+      inlineMax: app.config.galleryInlineMax,
+      browser: app.config.review !== undefined,
       signal: stopping.signal,
       ...(options.updateIntervalMs ? { editIntervalMs: options.updateIntervalMs } : {}),
     }),
@@ -190,6 +195,7 @@ export async function startSlack(app: App, options: SlackOptions = {}): Promise<
   );
   registerCommands(bolt, app, courier, new SeenCommands(app.keyv, { shared: app.shared }), moderators);
   registerActions(bolt, app, courier, moderators);
+  registerReviewByNumber(bolt, app, moderators);
   bolt.event('member_joined_channel', async ({ event }) => {
     if (event.user !== botUserId) return;
     // Invited: what waited for this channel (a progress message, a gallery) goes out now.

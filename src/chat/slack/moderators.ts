@@ -4,6 +4,8 @@
  * users.info call (Tier 4), while a demoted admin loses the right within a minute.
  */
 import type { webApi } from '@slack/bolt';
+import { mayAct } from '../../core/actions.js';
+import type { Job } from '../../core/types.js';
 
 interface Cached {
   admin: boolean;
@@ -42,4 +44,21 @@ export class Moderators {
     this.cache.set(userId, { admin, until: this.now() + this.ttlMs });
     return admin;
   }
+}
+
+/**
+ * May `userId` of `team` review or cancel `job`: its requester, or a moderator of the same team. Used
+ * by every button and by the "Review by number" dialog's submission. `moderator` is what the link to
+ * the review page records.
+ */
+export async function mayReview(
+  job: Pick<Job, 'requester'>,
+  userId: string,
+  team: string | undefined,
+  client: webApi.WebClient,
+  moderators: Moderators,
+): Promise<{ allowed: boolean; moderator: boolean }> {
+  if (!team || job.requester.tenant !== team) return { allowed: false, moderator: false };
+  const moderator = job.requester.userId !== userId && (await moderators.isModerator(client, userId));
+  return { allowed: mayAct(job, { userId, moderator }, team), moderator };
 }

@@ -13,6 +13,8 @@
  * just-uploaded files (`slack_file`) are flaky, so each page is two thread messages: the upload (up to
  * PAGE_SIZE pictures, titled "#3 · seed …") and right under it a message of review buttons for the same
  * numbers, the one re-rendered on a click. Both steps are recorded, so a restart redoes neither.
+ * A job of more than GALLERY_INLINE_MAX images is shown as contact sheets instead (sheets.ts): the same
+ * two messages per page, the upload being one JPEG of up to 25 numbered tiles.
  *
  * Memory: at most one page (PAGE_SIZE ≤ 10 images, each capped at MAX_IMAGE_BYTES when downloaded) is
  * held at a time; pages are uploaded one after another and their buffers dropped when the page is
@@ -23,11 +25,13 @@
  */
 import type { webApi } from '@slack/bolt';
 import { z } from 'zod';
-import type { ImageReader } from '../../core/ports.js';
-import { galleryPage, shownFile } from '../../core/views.js';
-import { MessageGone, NoAccess, RetryAfter, type DeliveryPlatform } from '../delivery/index.js';
+import type { ContactSheets, ImageReader } from '../../core/ports.js';
+import { galleryPage, shownFile, usesContactSheets } from '../../core/views.js';
+import type { Job } from '../../core/types.js';
+import { MessageGone, NoAccess, RetryAfter, type DeliveryPlatform, type PageLayout } from '../delivery/index.js';
 import { describe, isNoAccess, obeyRateLimits, platformError, retryAfterMs } from './errors.js';
 import { galleryMessage, NO_UNFURL, PAGE_SIZE, progressMessage, uploadName, type Rendered } from './render.js';
+import { pageLayouts, sheetMessage, sheetUpload } from './sheets.js';
 
 /** What is stored in `job.chat.slack` (the layout: ../delivery/facts.ts): the progress message, whose thread holds the gallery… */
 export const slackTarget = z.object({ channel: z.string().min(1), ts: z.string().min(1) });
@@ -42,11 +46,17 @@ export interface SlackPlatformOptions {
   images: ImageReader;
   /** stops waiting out rate limits when the adapter stops */
   signal: AbortSignal;
+  /** renders the contact sheets of big jobs */
+  sheets: ContactSheets;
+  /** GALLERY_INLINE_MAX: a job of more images is shown as contact sheets */
+  inlineMax: number;
+  /** sheets offer "Review in browser" (the review page is configured) */
+  browser: boolean;
   /** @default 2000 — chat.update is Tier 3 (about 50 a minute); one edit per message per 2 s stays well inside it */
   editIntervalMs?: number;
 }
 
-export function slackPlatform({ client, images, signal, editIntervalMs }: SlackPlatformOptions): DeliveryPlatform<SlackTarget, PageFacts> {
+export function slackPlatform({ client, images, sheets, inlineMax, browser, signal, editIntervalMs }: SlackPlatformOptions): DeliveryPlatform<SlackTarget, PageFacts> {
   /** A post that must land: rate limits waited out, no access said in delivery's terms. */
   const call = async <R>(run: () => Promise<R>): Promise<R> => {
     try {
@@ -70,6 +80,12 @@ export function slackPlatform({ client, images, signal, editIntervalMs }: SlackP
     return posted.ts;
   };
 
+  const sheetFile = async (job: Readonly<Job>, layout: PageLayout) => {
+    const name = sheetUpload(job, layout);
+    const sheet = await sheets.render(job, layout.images);
+    return { file: sheet.data, filename: name.filename, title: name.title, alt_text: name.alt };
+  };
+
   return {
     name: 'slack',
     target: slackTarget,
@@ -83,28 +99,31 @@ export function slackPlatform({ client, images, signal, editIntervalMs }: SlackP
     editProgress: (target, job, card) => update(target.channel, target.ts, progressMessage(job, card)),
     gallery: {
       page: slackPage,
-      layout: async (job) =>
-        Array.from({ length: job.images.length > 0 ? galleryPage(job, 1, PAGE_SIZE).pages : 0 }, (_, i) => {
-          const page = galleryPage(job, i + 1, PAGE_SIZE);
-          return { page: page.page, pages: page.pages, images: page.images.map((image) => image.index) };
-        }),
+      layout: async (job) => pageLayouts(job, inlineMax),
       async post({ job, target, layout, earlier, save }) {
         if (earlier?.ts) return earlier;
+        const sheet = usesContactSheets(job, inlineMax);
         if (!earlier?.uploaded) {
-          const uploads = await Promise.all(
-            galleryPage(job, layout.page, PAGE_SIZE).images.map(async (image) => {
-              const name = uploadName(job, image);
-              const file = await images.read(job.id, shownFile(image));
-              return { file, filename: name.filename, title: name.title, alt_text: name.alt };
-            }),
-          );
+          // One sheet (a JPEG of up to 25 tiles), or up to PAGE_SIZE images, read when this page goes out.
+          const uploads = sheet
+            ? [await sheetFile(job, layout)]
+            : await Promise.all(
+                galleryPage(job, layout.page, PAGE_SIZE).images.map(async (image) => {
+                  const name = uploadName(job, image);
+                  const file = await images.read(job.id, shownFile(image));
+                  return { file, filename: name.filename, title: name.title, alt_text: name.alt };
+                }),
+              );
           await call(() => client.filesUploadV2({ channel_id: target.channel, thread_ts: target.ts, file_uploads: uploads }));
           await save({ uploaded: true });
         }
-        return { uploaded: true, ts: await post(target.channel, galleryMessage(job, layout.page), target.ts) };
+        const message = sheet ? sheetMessage(job, layout, { browser }) : galleryMessage(job, layout.page);
+        return { uploaded: true, ts: await post(target.channel, message, target.ts) };
       },
+      // Per-image pages and sheets alike: the message under the upload shows the page's reviews as they are now.
       edit: async (target, page, job, layout) => {
-        if (page.ts) await update(target.channel, page.ts, galleryMessage(job, layout.page));
+        if (!page.ts) return;
+        await update(target.channel, page.ts, usesContactSheets(job, inlineMax) ? sheetMessage(job, layout, { browser }) : galleryMessage(job, layout.page));
       },
     },
   };

@@ -44,7 +44,8 @@ describe('/imagine on Slack', () => {
   });
 
   it('pages a large gallery within Block Kit limits', async () => {
-    const h = await slackHarness({ env: { LOCAL_LATENCY_MS: '0', LOCAL_CONCURRENCY: '4' } });
+    // Per-image pages (21 images would be contact sheets at the default GALLERY_INLINE_MAX of 20).
+    const h = await slackHarness({ env: { LOCAL_LATENCY_MS: '0', LOCAL_CONCURRENCY: '4', GALLERY_INLINE_MAX: '30' } });
     await h.imagine('a lighthouse --count 21');
     const { ts, jobId } = await h.progressPost();
     const { facts } = await h.delivered(jobId);

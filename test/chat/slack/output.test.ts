@@ -123,7 +123,8 @@ describe('what the Slack adapter posts', () => {
   });
 
   it('uploads a gallery one page (at most 10 files) at a time: no page is read before the previous one is done', async () => {
-    const h = await slackHarness({ env: { LOCAL_LATENCY_MS: '0', LOCAL_CONCURRENCY: '4' } });
+    // Per-image pages (23 images would be contact sheets at the default GALLERY_INLINE_MAX of 20).
+    const h = await slackHarness({ env: { LOCAL_LATENCY_MS: '0', LOCAL_CONCURRENCY: '4', GALLERY_INLINE_MAX: '30' } });
     await h.imagine('a crowd of foxes --count 23');
     const { jobId } = await h.progressPost();
     await h.delivered(jobId);
