@@ -22,6 +22,8 @@ import { startHealthServer, type HealthServer } from './health.js';
 import { createWebhookReceiver } from './providers/webhooks.js';
 import { startWebServer, type WebServer } from './web/server.js';
 import { webhookRoutes } from './web/webhooks.js';
+import { reviewRoutes } from './web/review-page.js';
+import { Thumbnails } from './store/thumbnails.js';
 
 export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const config = loadConfig(env);
@@ -74,6 +76,21 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
       },
     );
     void receiver.warmUp();
+    // The review page (PUBLIC_URL/review/<job>), reached by the signed links chat offers to reviewers.
+    if (config.review) {
+      web.add(
+        ...reviewRoutes({
+          engine: app.engine,
+          files: app.files,
+          thumbnails: new Thumbnails(),
+          access: { kind: 'token', secret: config.review.secret, publicUrl: config.review.baseUrl },
+          now: Date.now,
+          log: app.logger,
+        }),
+      );
+    } else {
+      app.logger.info('review page off: set REVIEW_SECRET (at least 32 random characters) to offer "Review in browser"');
+    }
   }
 
   const resumed = await app.engine.resume();

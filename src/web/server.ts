@@ -184,7 +184,16 @@ function openStream(
   if (closed) undo?.();
 }
 
-export async function startWebServer(options: WebServerOptions): Promise<WebServer> {
+/** Routes and how a request reaches one: the public server's, and the playground's for the pages they share. */
+export interface RouteTable {
+  add(...routes: Route[]): void;
+  /** Answers `req` when a route's path matches it (false: none does, the request is left to the caller). */
+  handle(req: IncomingMessage, res: ServerResponse): Promise<boolean>;
+  /** ends every open event stream */
+  closeStreams(): void;
+}
+
+export function routeTable(options: Pick<WebServerOptions, 'routes' | 'log' | 'maxBodyBytes' | 'keepAliveMs'>): RouteTable {
   const { log } = options;
   const maxBodyBytes = options.maxBodyBytes ?? MAX_BODY_BYTES;
   const routes: CompiledRoute[] = (options.routes ?? []).map(compile);
@@ -195,20 +204,17 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     send(res, answer, extra);
   };
 
-  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<boolean> => {
     const url = new URL(req.url ?? '/', 'http://bot.invalid');
     const method = (req.method ?? 'GET').toUpperCase();
     const path = url.pathname;
     const matching = routes.map((compiled) => ({ compiled, match: compiled.pattern.exec(path) })).filter((m) => m.match);
-    if (matching.length === 0) {
-      // Scanners knock on every door: not worth a warning each.
-      log.debug({ method, path: path.slice(0, 200) }, 'web: no such path');
-      return send(res, { status: 404, reason: 'no such path' });
-    }
+    if (matching.length === 0) return false;
     const found = matching.find((m) => m.compiled.route.method === method);
     if (!found) {
       const allow = [...new Set(matching.map((m) => m.compiled.route.method))].join(', ');
-      return refuse(res, method, path, { status: 405, reason: `method ${method.slice(0, 10)} not allowed here (allowed: ${allow})` }, { allow });
+      refuse(res, method, path, { status: 405, reason: `method ${method.slice(0, 10)} not allowed here (allowed: ${allow})` }, { allow });
+      return true;
     }
     let body: Buffer;
     try {
@@ -216,7 +222,8 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     } catch (error) {
       if (!(error instanceof BodyTooLarge)) throw error;
       // The rest of the body is not read: the connection is closed once the answer is out.
-      return refuse(res, method, path, { status: 413, reason: `body larger than ${maxBodyBytes} bytes` }, { connection: 'close' });
+      refuse(res, method, path, { status: 413, reason: `body larger than ${maxBodyBytes} bytes` }, { connection: 'close' });
+      return true;
     }
     const { compiled } = found;
     const routeHeaders = compiled.route.headers ?? {};
@@ -224,13 +231,36 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     try {
       params = Object.fromEntries(compiled.names.map((name, i) => [name, decodeURIComponent(found.match![i + 1]!)]));
     } catch {
-      return refuse(res, method, path, { status: 400, reason: 'malformed path', headers: routeHeaders });
+      refuse(res, method, path, { status: 400, reason: 'malformed path', headers: routeHeaders });
+      return true;
     }
     const given = await compiled.route.handle({ method: method as Method, path, params, query: url.searchParams, headers: req.headers, body });
     const answer = { ...given, headers: { ...routeHeaders, ...given.headers } };
-    if (answer.status >= 400) return refuse(res, method, path, answer);
-    if (answer.stream) return openStream(res, answer.stream, answer.headers, options.keepAliveMs ?? 15_000, streams);
-    send(res, answer);
+    if (answer.status >= 400) refuse(res, method, path, answer);
+    else if (answer.stream) openStream(res, answer.stream, answer.headers, options.keepAliveMs ?? 15_000, streams);
+    else send(res, answer);
+    return true;
+  };
+
+  return {
+    add(...added) {
+      routes.push(...added.map(compile));
+    },
+    handle,
+    closeStreams() {
+      for (const stream of streams) stream.end();
+    },
+  };
+}
+
+export async function startWebServer(options: WebServerOptions): Promise<WebServer> {
+  const { log } = options;
+  const table = routeTable(options);
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    if (await table.handle(req, res)) return;
+    // Scanners knock on every door: not worth a warning each.
+    log.debug({ method: req.method?.slice(0, 10), path: req.url?.split('?')[0]?.slice(0, 200) }, 'web: no such path');
+    send(res, { status: 404, reason: 'no such path' });
   };
 
   const requestTimeout = options.requestTimeoutMs ?? 30_000;
@@ -260,12 +290,12 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     url: `http://${shown}:${port}`,
     port,
     add(...added) {
-      routes.push(...added.map(compile));
+      table.add(...added);
     },
     async stop() {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
-        for (const stream of streams) stream.end();
+        table.closeStreams();
         server.closeAllConnections();
       });
     },

@@ -24,6 +24,9 @@ import { oneLine, textOf, truncate } from '../../core/text.js';
 import { Delivery, type DeliveryPlatform } from '../delivery/index.js';
 import type { ChatAdapter } from '../types.js';
 import { refusal } from '../../web/guard.js';
+import { reviewRoutes } from '../../web/review-page.js';
+import { routeTable } from '../../web/server.js';
+import { Thumbnails } from '../../store/thumbnails.js';
 import { jobView, TRANSCRIPT_KEY, type TranscriptEntry } from './view.js';
 
 const PUBLIC = path.join(path.dirname(fileURLToPath(import.meta.url)), 'public');
@@ -164,6 +167,7 @@ export async function startPlayground(
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://playground');
+    if (url.pathname.startsWith('/review/') && (await reviews.handle(req, res))) return;
     const asset = ASSETS[url.pathname];
     if (req.method === 'GET' && asset) return sendFile(res, path.join(PUBLIC, asset));
 
@@ -252,6 +256,7 @@ export async function startPlayground(
 
   // Filled in once the port is bound; until then every request is refused.
   let allowedHosts: string[] = [];
+  const reviews = routeTable({ log: app.logger });
   const server: Server = createServer((req, res) => {
     for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
     const refused = refusal(allowedHosts, req, 'this playground');
@@ -273,6 +278,17 @@ export async function startPlayground(
   });
   const { port } = server.address() as AddressInfo;
   allowedHosts = loopbackHosts(host, port);
+  // The review page, as the public server has it, for the playground's own jobs: on loopback, no token.
+  reviews.add(
+    ...reviewRoutes({
+      engine: app.engine,
+      files: app.files,
+      thumbnails: new Thumbnails(),
+      access: { kind: 'loopback', hosts: allowedHosts, reviewer: { tenant: requester.tenant, userId: requester.userId, name: requester.userName ?? 'you' } },
+      now: Date.now,
+      log: app.logger,
+    }),
+  );
   const heartbeat = setInterval(() => {
     for (const stream of streams) stream.write(': keep-alive\n\n');
   }, 15_000);
@@ -287,6 +303,7 @@ export async function startPlayground(
       clearInterval(heartbeat);
       await courier.stop();
       for (const stream of streams) stream.end();
+      reviews.closeStreams();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
     },

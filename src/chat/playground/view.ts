@@ -28,6 +28,8 @@ export function jobView(job: Readonly<Job>, app: App, delivery?: DeliveryReport)
     seed: job.request.seed,
     progress,
     summary: gallerySummary(job),
+    /** the review page (the same as the public server's, without a token on loopback) once there are images */
+    reviewUrl: job.images.length > 0 ? `/review/${job.id}` : null,
     /** the keepers in object storage (S3_BUCKET): where, the presigned links, uploads waiting */
     delivery: delivery ?? null,
     images: job.images.map((image) => ({

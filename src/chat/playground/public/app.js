@@ -79,7 +79,9 @@ function jobCard(jobId) {
     if (!ok) botReply(data.error, 'error');
     else render(data.job);
   } });
-  const actions = el('div', { class: 'actions' }, cancel, retry, upscale);
+  // The review page: a grid with keyboard review and bulk actions, the one Discord and Slack link to.
+  const reviewPage = el('a', { class: 'review-link', target: '_blank', rel: 'noopener', text: 'Review in browser', 'data-testid': 'review-link' });
+  const actions = el('div', { class: 'actions' }, cancel, retry, upscale, reviewPage);
   const summary = el('div', { class: 'summary' });
   const costs = el('div', { class: 'costs' });
   const delivered = el('div', { class: 'delivery' });
@@ -157,7 +159,9 @@ function jobCard(jobId) {
     retry.textContent = `Retry ${retryable} failed`;
     upscale.hidden = upscalable === 0;
     upscale.textContent = `Upscale ${upscalable} approved`;
-    actions.hidden = !p.cancellable && retryable === 0 && upscalable === 0;
+    reviewPage.hidden = !view.reviewUrl || !p.finished;
+    if (view.reviewUrl) reviewPage.href = view.reviewUrl;
+    actions.hidden = !p.cancellable && retryable === 0 && upscalable === 0 && reviewPage.hidden;
     summary.textContent = view.images.length > 0 || p.finished ? view.summary.text : '';
     costs.textContent = p.finished && view.summary.costs ? `Drafts: ${view.summary.costs}` : '';
     if (view.delivery) {
