@@ -11,6 +11,8 @@
  * the gateway (a `ws` server on the same port). Every REST call is recorded in `fake.calls`.
  * The gateway takes any number of sessions, each IDENTIFYing as a shard `[id, count]`, and sends each
  * only its shard's guilds and interactions (`fake.interaction(id).deliveries` says on which session).
+ * Modals: an interaction answered with a modal (callback type 9, checked as Discord checks it) can be
+ * submitted with `submitModal`, which sends the MODAL_SUBMIT interaction (type 5) the client would.
  * Faults: `expireTokensAfter`, `rateLimitNext`, `failNext`, `delayNext`, `disconnectGateway`.
  *
  * As strict as Discord where a bug of ours would otherwise pass unseen: a bot-token route without the
@@ -213,7 +215,7 @@ export interface FakeInteraction {
   id: string;
   token: string;
   applicationId: string;
-  /** 2 application command, 3 message component. */
+  /** 2 application command, 3 message component, 5 modal submit. */
   type: number;
   commandName?: string;
   customId?: string;
@@ -224,6 +226,8 @@ export interface FakeInteraction {
   payload: JsonObject;
   callbacks: InteractionCallbackRecord[];
   acknowledged: boolean;
+  /** The modal this interaction was answered with (callback type 9), as sent. */
+  modal?: JsonObject;
   /** Message that `@original` refers to (the reply, the deferred message, or the component's message). */
   originalMessageId?: string;
   followUpIds: string[];
@@ -289,6 +293,15 @@ export interface PressButtonOptions {
   componentType?: number;
   values?: string[];
   locale?: string;
+}
+
+export interface SubmitModalOptions {
+  /** The interaction that was answered with the modal (a command or a button press). */
+  interactionId: string;
+  /** What the user typed, by text input custom id; a field left out is submitted empty. */
+  values: Record<string, string>;
+  /** The member's permissions as they are now (default: as when the modal was opened). */
+  memberPermissions?: bigint | string | number;
 }
 
 /**
@@ -362,6 +375,13 @@ export interface FakeDiscord {
 
   sendCommand(options: SendCommandOptions): DispatchedInteraction;
   pressButton(options: PressButtonOptions): DispatchedInteraction;
+  /**
+   * Submits the modal an interaction was answered with, as the user who opened it: a MODAL_SUBMIT
+   * interaction (type 5) carrying each text input's value, and the message when the modal was opened
+   * from a component. Throws, as the client would refuse to submit, for a field the modal does not
+   * have, a required field left empty, or a value outside its length limits.
+   */
+  submitModal(options: SubmitModalOptions): DispatchedInteraction;
   /**
    * Sends any dispatch (op 0): to the sessions whose shard owns `d.guild_id`, or to every identified
    * session when it names no guild.
@@ -521,6 +541,73 @@ function parseShard(value: unknown): [number, number] | undefined {
   if (!Number.isInteger(id) || !Number.isInteger(count)) return undefined;
   const [i, n] = [id as number, count as number];
   return n >= 1 && i >= 0 && i < n ? [i, n] : undefined;
+}
+
+/**
+ * Whether an interaction sits on a message its answer may update (callbacks 6 and 7): a component's,
+ * or a modal's opened from a component (its submission carries that message).
+ */
+function onMessage(i: FakeInteraction): boolean {
+  return i.type === 3 || (i.type === 5 && i.payload['message'] !== undefined);
+}
+
+/** The text inputs of a modal, in a label (type 18) or, the older way, alone in an action row. */
+function modalTextInputs(components: JsonObject[]): JsonObject[] {
+  return components.flatMap((c) => {
+    if (c['type'] === 18) return c['component']?.['type'] === 4 ? [c['component'] as JsonObject] : [];
+    if (c['type'] === 1) return (c['components'] as JsonObject[]).filter((inner) => inner['type'] === 4);
+    return [];
+  });
+}
+
+/** A modal (callback type 9's data) as Discord checks it; 400 Invalid Form Body (50035) otherwise. A clone is kept. */
+function checkModal(data: JsonObject | null): JsonObject {
+  const fail = (path: string[], code: string, message: string): never => {
+    throw errors.invalidForm(formError(['data', ...path], code, message));
+  };
+  const text = (value: unknown, path: string[], min: number, max: number, required: boolean) => {
+    if (value === undefined && !required) return;
+    if (typeof value !== 'string' || value.length < min || value.length > max) fail(path, 'BASE_TYPE_BAD_LENGTH', `Must be between ${min} and ${max} in length.`);
+  };
+  if (!data) return fail([], 'BASE_TYPE_REQUIRED', 'This field is required');
+  text(data['custom_id'], ['custom_id'], 1, 100, true);
+  text(data['title'], ['title'], 1, 45, true);
+  const components = data['components'];
+  if (!Array.isArray(components) || components.length < 1 || components.length > 5) fail(['components'], 'BASE_TYPE_BAD_LENGTH', 'Must be between 1 and 5 in length.');
+  const ids = new Set<string>();
+  const textInput = (input: JsonObject, path: string[], inLabel: boolean) => {
+    text(input['custom_id'], [...path, 'custom_id'], 1, 100, true);
+    if (ids.has(input['custom_id'])) fail([...path, 'custom_id'], 'COMPONENT_CUSTOM_ID_DUPLICATED', 'Component custom id cannot be duplicated');
+    ids.add(input['custom_id']);
+    if (input['style'] !== 1 && input['style'] !== 2) fail([...path, 'style'], 'BASE_TYPE_CHOICES', 'Value must be one of (1, 2).');
+    // Alone in an action row a text input carries its own label; in a Label the label is the Label's.
+    text(input['label'], [...path, 'label'], 1, 45, !inLabel);
+    text(input['placeholder'], [...path, 'placeholder'], 0, 100, false);
+    text(input['value'], [...path, 'value'], 0, 4000, false);
+    const min = input['min_length'] ?? 0;
+    const max = input['max_length'] ?? 4000;
+    if (!Number.isInteger(min) || min < 0 || min > 4000) fail([...path, 'min_length'], 'NUMBER_TYPE_MAX', 'int value should be between 0 and 4000.');
+    if (!Number.isInteger(max) || max < 1 || max > 4000) fail([...path, 'max_length'], 'NUMBER_TYPE_MAX', 'int value should be between 1 and 4000.');
+  };
+  (components as JsonObject[]).forEach((c, n) => {
+    const path = ['components', String(n)];
+    if (c?.['type'] === 18) {
+      text(c['label'], [...path, 'label'], 1, 45, true);
+      text(c['description'], [...path, 'description'], 0, 100, false);
+      const inner = c['component'] as JsonObject | undefined;
+      if (!isObject(inner)) return fail([...path, 'component'], 'BASE_TYPE_REQUIRED', 'This field is required');
+      // Selects and file uploads may sit in a Label too; only text inputs are checked in full here.
+      if (inner['type'] === 4) textInput(inner, [...path, 'component'], true);
+      else text(inner['custom_id'], [...path, 'component', 'custom_id'], 1, 100, true);
+    } else if (c?.['type'] === 1) {
+      const inner = c['components'];
+      if (!Array.isArray(inner) || inner.length !== 1 || inner[0]?.['type'] !== 4) fail([...path, 'components'], 'BASE_TYPE_BAD_LENGTH', 'Must be 1 in length.');
+      textInput((inner as JsonObject[])[0]!, [...path, 'components', '0'], false);
+    } else if (c?.['type'] !== 10) {
+      fail([...path, 'type'], 'UNION_TYPE_CHOICES', 'Value of field "type" must be one of (1, 10, 18).');
+    }
+  });
+  return clone(data);
 }
 
 function isObject(value: unknown): value is JsonObject {
@@ -1364,6 +1451,51 @@ class FakeDiscordImpl implements FakeDiscord {
     });
   }
 
+  submitModal(options: SubmitModalOptions): DispatchedInteraction {
+    const opener = this.interactions.get(options.interactionId);
+    if (!opener?.modal) throw new Error(`fake discord: interaction ${options.interactionId} was not answered with a modal`);
+    const modal = opener.modal;
+    const inputs = modalTextInputs(modal['components'] as JsonObject[]);
+    for (const id of Object.keys(options.values)) {
+      if (!inputs.some((input) => input['custom_id'] === id)) throw new Error(`fake discord: the modal has no text input "${id}"`);
+    }
+    for (const input of inputs) {
+      const value = options.values[input['custom_id'] as string] ?? '';
+      const min = Number(input['min_length'] ?? 0);
+      const max = Number(input['max_length'] ?? 4000);
+      if (value === '' && input['required'] !== false) throw new Error(`fake discord: the client will not submit with required field "${input['custom_id']}" empty`);
+      if (value !== '' && (value.length < min || value.length > max)) {
+        throw new Error(`fake discord: the client will not submit "${input['custom_id']}" of ${value.length} characters (${min}-${max})`);
+      }
+    }
+    const submitted = (node: JsonObject): JsonObject => {
+      if (node['type'] === 4) return { type: 4, id: node['id'], custom_id: node['custom_id'], value: options.values[node['custom_id'] as string] ?? '' };
+      if (node['type'] === 18) return { type: 18, id: node['id'], component: submitted(node['component'] as JsonObject) };
+      if (node['type'] === 1) return { type: 1, id: node['id'], components: (node['components'] as JsonObject[]).map(submitted) };
+      return { type: node['type'], id: node['id'] };
+    };
+    const from = opener.type === 3 && opener.originalMessageId ? this.store.get(opener.originalMessageId) : undefined;
+    const base = this.interactionBase({
+      type: 5,
+      user: opener.user,
+      guildId: opener.guildId,
+      channelId: opener.channelId,
+      memberPermissions: options.memberPermissions ?? (opener.payload['member'] as JsonObject | undefined)?.['permissions'],
+      appPermissions: opener.payload['app_permissions'],
+      locale: opener.payload['locale'],
+    });
+    base.payload['data'] = { custom_id: modal['custom_id'], components: (modal['components'] as JsonObject[]).map(submitted) };
+    if (from) base.payload['message'] = clone(from.message);
+    return this.register(base, {
+      type: 5,
+      user: opener.user,
+      guildId: opener.guildId,
+      channelId: opener.channelId,
+      customId: modal['custom_id'] as string,
+      ...(from ? { originalMessageId: from.message.id } : {}),
+    });
+  }
+
   // ----- message store
 
   private isExpired(i: FakeInteraction): boolean {
@@ -2129,18 +2261,23 @@ class FakeDiscordImpl implements FakeDiscord {
           break;
         }
         case 6:
-          if (i.type !== 3) throw errors.invalidForm(formError(['type'], 'INTERACTION_RESPONSE_TYPE_INVALID', 'Invalid interaction response type'));
+          if (!onMessage(i)) throw errors.invalidForm(formError(['type'], 'INTERACTION_RESPONSE_TYPE_INVALID', 'Invalid interaction response type'));
           break;
         case 7: {
-          if (i.type !== 3) throw errors.invalidForm(formError(['type'], 'INTERACTION_RESPONSE_TYPE_INVALID', 'Invalid interaction response type'));
+          if (!onMessage(i)) throw errors.invalidForm(formError(['type'], 'INTERACTION_RESPONSE_TYPE_INVALID', 'Invalid interaction response type'));
           message = i.originalMessageId ? this.store.get(i.originalMessageId) : undefined;
           if (!message) throw errors.unknownMessage();
           this.editMessage(message, data ?? {}, ctx.files, 'callback 7');
           break;
         }
+        case 9:
+          // A modal answers a command or a component, never another modal's submission.
+          if (i.type !== 2 && i.type !== 3) throw errors.invalidForm(formError(['type'], 'INTERACTION_RESPONSE_TYPE_INVALID', 'Invalid interaction response type'));
+          i.modal = checkModal(data);
+          this.numberComponents(i.modal['components'] as JsonObject[]);
+          break;
         case 1:
         case 8:
-        case 9:
         case 10:
         case 12:
           break;

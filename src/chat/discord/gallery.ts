@@ -1,9 +1,10 @@
 /**
  * A finished job's gallery as pages: one message per page of at most 10 images (Discord's attachment
- * limit) and under the 25 MiB request limit; which page a button belongs to.
+ * limit) and under the 25 MiB request limit — or, for a big job, one contact sheet per 25 images;
+ * which page a button belongs to.
  */
 import type { Job } from '../../core/types.js';
-import { pageOf } from '../../core/views.js';
+import { galleryPage, pageOf, SHEET_TILES } from '../../core/views.js';
 import type { PageLayout } from '../delivery/index.js';
 import { IMAGES_PER_MESSAGE } from './render.js';
 import type { GalleryEntry } from './transport.js';
@@ -59,4 +60,16 @@ export function layoutFor(
   const pages = Math.max(1, Math.ceil(job.images.length / IMAGES_PER_MESSAGE));
   const images = job.images.slice((page - 1) * IMAGES_PER_MESSAGE, page * IMAGES_PER_MESSAGE).map((i) => i.index);
   return { page, pages, images, skipped: new Set() };
+}
+
+/**
+ * A big job's contact sheets: 25 images each, a prompt list's grouped by prompt (a sheet never mixes
+ * two entries). Decided from the job alone, so a restart or a re-render finds the same sheets.
+ */
+export function sheetPages(job: Pick<Job, 'images' | 'request'>): PageLayout[] {
+  const { pages } = galleryPage(job, 1, SHEET_TILES);
+  return Array.from({ length: pages }, (_, i) => {
+    const page = galleryPage(job, i + 1, SHEET_TILES);
+    return { page: page.page, pages, images: page.images.map((image) => image.index) };
+  });
 }

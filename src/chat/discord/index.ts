@@ -32,7 +32,7 @@ export interface DiscordOptions {
   stopTimeoutMs?: number;
   /** longest wait for the gateway's READY at start, restarted as each shard turns ready @default 30000 */
   loginTimeoutMs?: number;
-  /** the clock that decides when an interaction token is too old @default Date.now */
+  /** the clock that decides when an interaction token is too old, and when a review link expires @default Date.now */
   now?: () => number;
   /** the process's delivery, shared with the other adapters @default one of its own */
   delivery?: Delivery;
@@ -105,6 +105,7 @@ export async function createDiscordAdapter(app: App, options: DiscordOptions = {
     transport,
     tokenLifetimeMs: options.tokenLifetimeMs ?? TOKEN_LIFETIME_MS,
     fetchAttachment: attachmentFetcher(config.apiUrl, app.fetchFile),
+    now: options.now ?? Date.now,
   };
   client.on(Events.InteractionCreate, (interaction) => {
     const work = handleInteraction(interaction, deps);
@@ -134,7 +135,12 @@ export const startDiscord = createDiscordAdapter;
 function registerDelivery(app: App, transport: Transport, options: DiscordOptions) {
   const delivery = options.delivery ?? new Delivery(app);
   return delivery.register(
-    discordPlatform({ transport, images: app.files, ...(options.editIntervalMs ? { editIntervalMs: options.editIntervalMs } : {}) }),
+    discordPlatform({
+      transport,
+      images: app.files,
+      sheets: { renderer: app.sheets, inlineMax: app.config.galleryInlineMax, reviewPage: app.config.review !== undefined },
+      ...(options.editIntervalMs ? { editIntervalMs: options.editIntervalMs } : {}),
+    }),
     { stopTimeoutMs: options.stopTimeoutMs ?? 5000 },
   );
 }

@@ -1,16 +1,14 @@
 /**
- * Slash commands and buttons. Every interaction gets an answer: a validation error or a refusal is
- * ephemeral, an unexpected error is logged (without tokens) and answered with one generic line —
- * never the silent "This interaction failed".
+ * Slash commands, buttons and the "Review by number" modal. Every interaction gets an answer: a
+ * validation error or a refusal is ephemeral, an unexpected error is logged (without tokens) and
+ * answered with one generic line — never the silent "This interaction failed".
  */
 import {
   ApplicationCommandOptionType,
-  MessageFlags,
   PermissionFlagsBits,
   type ButtonInteraction,
   type ChatInputCommandInteraction,
   type Interaction,
-  type RepliableInteraction,
 } from 'discord.js';
 import { answer, commandList, commandNamed } from '../../../commands/index.js';
 import type { App } from '../../app.js';
@@ -24,6 +22,8 @@ import type { Courier } from '../delivery/index.js';
 import type { AttachmentFetcher } from './attachments.js';
 import { layoutFor } from './gallery.js';
 import { galleryBody, NO_EMBEDS, NO_MENTIONS, safeText } from './render.js';
+import { actorOf, answerPrivately, reviewer, tenantOf } from './reply.js';
+import { numbersSubmitted, sheetButton } from './sheet-actions.js';
 import { describeError, type GalleryEntry, type MessageTarget, type Transport } from './transport.js';
 
 export { GENERIC_FAILURE };
@@ -39,25 +39,8 @@ export interface InteractionDeps {
   tokenLifetimeMs: number;
   /** fetches an attachment option's file (Discord's CDN only, capped) before the command sees it */
   fetchAttachment: AttachmentFetcher;
-}
-
-/** Guild, or the user's own DMs: the unit of fairness and of who may review. */
-function tenantOf(interaction: Interaction): string {
-  return interaction.guildId ?? `dm:${interaction.user.id}`;
-}
-
-function reviewer(interaction: Interaction): { id: string; name: string } {
-  return { id: interaction.user.id, name: interaction.user.globalName ?? interaction.user.username };
-}
-
-/**
- * Answers privately, whatever has been sent already (reply, or follow-up after a defer). Answers may
- * echo what the user typed (an option's value, a job's prompt): no link in them may unfurl.
- */
-async function answerPrivately(interaction: RepliableInteraction, content: string): Promise<void> {
-  const message = { content, flags: MessageFlags.Ephemeral | NO_EMBEDS, allowedMentions: NO_MENTIONS };
-  if (interaction.deferred || interaction.replied) await interaction.followUp(message);
-  else await interaction.reply(message);
+  /** the clock review links expire by */
+  now: () => number;
 }
 
 export async function handleInteraction(interaction: Interaction, deps: InteractionDeps): Promise<void> {
@@ -70,6 +53,7 @@ export async function handleInteraction(interaction: Interaction, deps: Interact
     }
     if (interaction.isChatInputCommand()) return await command(interaction, deps);
     if (interaction.isButton()) return await button(interaction, deps);
+    if (interaction.isModalSubmit()) return await numbersSubmitted(interaction, deps);
     // Other components share our custom id space only by forgery; answer them like unknown buttons.
     if (interaction.isRepliable()) return await answerPrivately(interaction, GONE);
   } catch (error) {
@@ -159,17 +143,14 @@ async function optionsOf(
   return input;
 }
 
-/** Cancel and review buttons; anything else, or a job that is gone, is answered with GONE. */
+/** Cancel, review and contact-sheet buttons; anything else, or a job that is gone, is answered with GONE. */
 async function button(interaction: ButtonInteraction, deps: InteractionDeps): Promise<void> {
   const { app, courier } = deps;
   const action = decodeAction(interaction.customId);
   if (!action) return answerPrivately(interaction, GONE);
   const job = await app.engine.get(action.jobId);
   if (!job) return answerPrivately(interaction, GONE);
-  const actor = {
-    userId: interaction.user.id,
-    moderator: interaction.memberPermissions?.has(PermissionFlagsBits.ManageMessages) ?? false,
-  };
+  const actor = actorOf(interaction);
   if (!mayAct(job, actor, tenantOf(interaction))) return answerPrivately(interaction, REFUSAL);
 
   if (action.kind === 'cancel') {
@@ -202,11 +183,13 @@ async function button(interaction: ButtonInteraction, deps: InteractionDeps): Pr
     return;
   }
 
-  if (action.kind !== 'review') return answerPrivately(interaction, GONE);
+  if (action.kind === 'bulk' || action.kind === 'numbers' || action.kind === 'browser') return sheetButton(interaction, action, job, deps, actor);
+
   // Review buttons live on gallery messages only, and a gallery exists only once the job is finished.
   const pages = courier.factsOf(job).pages.filter((page) => page !== undefined);
-  // A gallery from before its pages were recorded: any finished job's message may be one.
-  const onGallery = pages.length > 0 ? pages.some((page) => page.messageId === interaction.message.id) : isJobFinished(job);
+  // A gallery from before its pages were recorded: any finished job's message may be one. A contact sheet has no per-image buttons.
+  const onGallery =
+    pages.length > 0 ? pages.some((page) => page.messageId === interaction.message.id && !page.sheet) : isJobFinished(job);
   if (!onGallery || !job.images.some((image) => image.index === action.image)) return answerPrivately(interaction, GONE);
   const updated = await app.engine.review(job.id, action.image, action.status, reviewer(interaction));
   const layout = layoutFor(updated, pages, interaction.message.id, action.image);

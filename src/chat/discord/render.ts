@@ -8,7 +8,7 @@
 import { ActionRowBuilder, ButtonBuilder, ButtonStyle, MessageFlags, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent } from 'discord.js';
 import { encodeAction } from '../../core/actions.js';
 import { oneLine, shorten, truncateUnits } from '../../core/text.js';
-import { promptHeading, STATUS_MARK, type GallerySummary, type ProgressView } from '../../core/views.js';
+import { promptHeading, sheetView, STATUS_MARK, type GallerySummary, type ProgressView } from '../../core/views.js';
 import type { ImageRecord, Job } from '../../core/types.js';
 import { deliveryLines, failedBatchLines, failureLines, GALLERY_FAILED, type GalleryState, type PageLayout } from '../delivery/index.js';
 import type { DeliveryReport } from '../../core/ports.js';
@@ -186,4 +186,43 @@ export function galleryBody(
     rows.push(row.toJSON());
   }
   return { content: fit(lines, `-# job ${job.id}`), components: rows, allowed_mentions: NO_MENTIONS, flags: NO_EMBEDS };
+}
+
+/** Upload name of contact sheet `page`: `sheet-2.jpg`, `SPOILER_`-prefixed when any of its images was flagged. */
+export function sheetUploadName(job: Pick<Job, 'images'>, layout: PageLayout): string {
+  const flagged = job.images.some((image) => image.nsfw && layout.images.includes(image.index));
+  return `${flagged ? 'SPOILER_' : ''}sheet-${layout.page}.jpg`;
+}
+
+/**
+ * A contact sheet's message (its image is the attachment, posted once and kept by every edit): the
+ * sheet's title and prompt, its counts, which images are reviewed, and one row of quick actions —
+ * Approve / Reject all pending (this sheet's pending images; greyed out once none is), Review by
+ * number, and Review in browser where the review page is served (`browser`).
+ */
+export function sheetBody(job: Pick<Job, 'id' | 'request' | 'images'>, layout: PageLayout, browser: boolean): MessageBody {
+  const view = sheetView(job, layout.images, layout.page, layout.pages);
+  const lines = [
+    `**${view.title}** · ${safe(view.heading ?? shorten(job.request.prompt, 100))}`,
+    view.counts,
+    ...(view.marks ? [safe(view.marks)] : []),
+  ];
+  const none = view.pending.length === 0;
+  const row = new ActionRowBuilder<ButtonBuilder>().addComponents(
+    new ButtonBuilder()
+      .setCustomId(encodeAction({ kind: 'bulk', jobId: job.id, status: 'approved', sheet: layout.page }))
+      .setLabel(`${STATUS_MARK.approved} Approve all pending`)
+      .setStyle(ButtonStyle.Success)
+      .setDisabled(none),
+    new ButtonBuilder()
+      .setCustomId(encodeAction({ kind: 'bulk', jobId: job.id, status: 'rejected', sheet: layout.page }))
+      .setLabel(`${STATUS_MARK.rejected} Reject all pending`)
+      .setStyle(ButtonStyle.Danger)
+      .setDisabled(none),
+    new ButtonBuilder().setCustomId(encodeAction({ kind: 'numbers', jobId: job.id })).setLabel('Review by number').setStyle(ButtonStyle.Primary),
+    ...(browser
+      ? [new ButtonBuilder().setCustomId(encodeAction({ kind: 'browser', jobId: job.id })).setLabel('Review in browser').setStyle(ButtonStyle.Secondary)]
+      : []),
+  );
+  return { content: fit(lines, `-# job ${job.id}`), components: [row.toJSON()], allowed_mentions: NO_MENTIONS, flags: NO_EMBEDS };
 }

@@ -19,11 +19,15 @@ export const discordTarget = z.object({
 });
 export type MessageTarget = z.infer<typeof discordTarget>;
 
-/** One posted gallery message: its images, and those that were too large to upload. */
+/**
+ * One posted gallery message: its images, and those that were too large to upload. `sheet`: a contact
+ * sheet (a big job's page of up to 25 tiles in one image), which is re-rendered after every review.
+ */
 export const discordPage = z.object({
   messageId: z.string().min(1),
   images: z.array(z.number().int()),
   skipped: z.array(z.number().int()).optional(),
+  sheet: z.literal(true).optional(),
 });
 export type GalleryEntry = z.infer<typeof discordPage>;
 

@@ -41,8 +41,11 @@ describe('Discord drafts and Upscale approved', () => {
 
     await approve(fake, jobId, drafts!.id, 1);
     await approve(fake, jobId, drafts!.id, 3);
-    await fake.waitFor((f) => customIds(f.message(progressId)).includes(upscale) || undefined, { description: 'the upscale button' });
-    expect(JSON.stringify(fake.message(progressId)?.components)).toContain('"label":"Upscale 2 approved"');
+    // The summary follows each approval: wait for the one after the second (an edit after the first says 1).
+    await fake.waitFor((f) => JSON.stringify(f.message(progressId)?.components).includes('"label":"Upscale 2 approved"') || undefined, {
+      description: 'the upscale button for 2',
+    });
+    expect(customIds(fake.message(progressId))).toContain(upscale);
 
     const stranger = fake.pressButton({ customId: upscale, messageId: progressId, user: STRANGER });
     expect((await answerOf(fake, stranger.id))[0]?.data).toMatchObject({ content: REFUSAL, flags: PRIVATE });
