@@ -3,6 +3,7 @@
  * and an output folder in a fresh temp dir, providers that can only reach loopback, and short
  * retry and poll delays (scaled time: 10 ms here stands for a second in production).
  */
+import { createServer as createNetServer } from 'node:net';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -112,4 +113,13 @@ export function untilProgress(app: App, predicate: (job: Readonly<Job>) => boole
     };
     app.engine.on('progress', listener);
   });
+}
+
+/** A free loopback port, for a server whose public address must be known before it starts (PUBLIC_URL). */
+export async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }

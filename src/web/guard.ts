@@ -50,3 +50,20 @@ function shown(value: string | undefined): string {
   const clean = value.replace(/[\u0000-\u001f\u007f`]/g, '?');
   return `\`${clean.length > 80 ? `${clean.slice(0, 80)}…` : clean}\``;
 }
+
+/**
+ * The Content-Security-Policy of our pages (the playground, the review page): they load only their own
+ * script, style, images and API; nothing inline, no frames, no base or plugin tricks.
+ */
+export function pagePolicy(formAction: "'self'" | "'none'"): string {
+  return [
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self'",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    `form-action ${formAction}`,
+    "frame-ancestors 'none'",
+  ].join('; ');
+}

@@ -20,7 +20,7 @@ import type { ImageReader, Logger, Reviewer } from '../core/ports.js';
 import { oneLine, shorten, textOf, truncate } from '../core/text.js';
 import type { ImageRecord, Job, ReviewStatus } from '../core/types.js';
 import { promptHeading } from '../core/views.js';
-import { refusal } from './guard.js';
+import { pagePolicy, refusal } from './guard.js';
 import type { ImageFiles } from '../store/files.js';
 import { verifyReviewToken, type ReviewClaims } from './review-token.js';
 import type { Route, WebAnswer, WebRequest } from './server.js';
@@ -40,17 +40,8 @@ const STATUSES: readonly ReviewStatus[] = ['approved', 'rejected', 'pending'];
 /** More numbers than any job has images (MAX_IMAGES_PER_JOB ≤ 1000): a longer list is not a person's. */
 const IMAGES_MAX = 10_000;
 
-/** The page loads only its own script, style, images and API; nothing inline, no frames. */
-export const REVIEW_PAGE_POLICY = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self'",
-  "connect-src 'self'",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
+/** The page loads only its own script, style, images and API; it has no form to submit. */
+export const REVIEW_PAGE_POLICY = pagePolicy("'none'");
 /** Sent with every answer of the page's routes, refusals included. */
 const SECURITY_HEADERS: Record<string, string> = {
   'content-security-policy': REVIEW_PAGE_POLICY,

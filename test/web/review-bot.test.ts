@@ -3,21 +3,13 @@
  * REVIEW_SECRET are set: a signed link becomes a cookie and a clean URL, the page's state answers with
  * that cookie, a forged link gets 403; without REVIEW_SECRET there is no review page at all.
  */
-import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { reviewLink } from '../../src/web/review-token.js';
 import { botEnv, startBotProcess, until } from '../bot-process.js';
-import { tempDir } from '../helpers.js';
+import { freePort, tempDir } from '../helpers.js';
 
 const SECRET = 'a-review-secret-for-the-bot-process-test-012345';
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 async function botWithJob(extra: Record<string, string>) {
   const port = await freePort();

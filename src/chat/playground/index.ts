@@ -23,7 +23,7 @@ import type { Job, Requester } from '../../core/types.js';
 import { oneLine, textOf, truncate } from '../../core/text.js';
 import { Delivery, type DeliveryPlatform } from '../delivery/index.js';
 import type { ChatAdapter } from '../types.js';
-import { refusal } from '../../web/guard.js';
+import { pagePolicy, refusal } from '../../web/guard.js';
 import { reviewRoutes } from '../../web/review-page.js';
 import { routeTable } from '../../web/server.js';
 import { Thumbnails } from '../../store/thumbnails.js';
@@ -57,17 +57,7 @@ const SECURITY_HEADERS: Record<string, string> = {
   // other sites may not even embed our images or read them as opaque responses
   'cross-origin-resource-policy': 'same-origin',
 };
-/** The page loads only its own script, style, images and API; nothing inline, no frames. */
-const PAGE_POLICY = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self'",
-  "connect-src 'self'",
-  "base-uri 'none'",
-  "form-action 'self'",
-  "frame-ancestors 'none'",
-].join('; ');
+const PAGE_POLICY = pagePolicy("'self'");
 const NOT_FOUND = { error: 'Not found' };
 
 export interface Playground extends ChatAdapter {

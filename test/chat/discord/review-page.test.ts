@@ -4,7 +4,6 @@
  * keyboard and a selection bulk-rejected there, and the manifest, the Discord summary and the contact
  * sheet's own message all show those reviews — made in the browser, not in Discord.
  */
-import { createServer } from 'node:net';
 import { setTimeout } from 'node:timers/promises';
 import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
@@ -13,21 +12,13 @@ import { silentLogger } from '../../../src/core/ports.js';
 import { Thumbnails } from '../../../src/store/thumbnails.js';
 import { reviewRoutes } from '../../../src/web/review-page.js';
 import { startWebServer } from '../../../src/web/server.js';
-import { filesIn, onCleanup, readManifest } from '../../helpers.js';
+import { filesIn, freePort, onCleanup, readManifest } from '../../helpers.js';
 import { sharedBrowser } from '../playground/chromium.js';
 import { answerOf, jobIdIn, jobIdOf, progressMessageOf, startBot } from './harness.js';
 
 const { plan, browser } = sharedBrowser();
 const SECRET = 'a-review-secret-for-the-discord-browser-test-0123';
 
-/** A free loopback port, so PUBLIC_URL can name the server before it starts (as in production). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 describe.skipIf(!('run' in plan))('reviewing a Discord job on the review page', () => {
   it('reviews 10 images with the keyboard and bulk-rejects 3 in the browser; the manifest, the summary and the sheet follow', async () => {
