@@ -7,7 +7,7 @@ import { configuredProviders, DEFAULT_MODELS, type Config } from './config.js';
 import type { LaneOptions } from './core/dispatch.js';
 import { Engine } from './core/engine.js';
 import { MemoryCallNotices, type CallNotices } from './core/notices.js';
-import type { ContactSheets, FileFetcher, ImageReader, ImageStore, JobRepository } from './core/ports.js';
+import type { ContactSheets, FileFetcher, ImageReader, ImageStore, JobRepository, ReviewFeed } from './core/ports.js';
 import type { Provider } from './core/provider.js';
 import { TenantSettings } from './core/settings.js';
 import { PROVIDER_NAMES, type Job, type ProviderName } from './core/types.js';
@@ -42,6 +42,8 @@ export interface App {
   fetchFile: FileFetcher;
   /** contact sheets of big jobs' images (GALLERY_INLINE_MAX), read from image storage wherever it is */
   sheets: ContactSheets;
+  /** distributed mode: reviews made in other processes, for live review pages; undefined in one process */
+  reviewFeed?: ReviewFeed;
   /** distributed mode (REDIS_URL): the Redis connection and what is built on it; undefined in one process */
   shared?: Distributed;
   /** stops the engine (running calls stay persisted for the next start) and closes the store */
@@ -149,6 +151,10 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     },
   });
   await engine.ready();
+  if (shared) {
+    // The engine tells its own process of a review; the others' review pages hear it from here.
+    engine.on('reviewed', (job) => void shared.reviews.publish(job.id).catch((error: Error) => logger.warn({ job: job.id, err: error.message }, 'review feed: could not publish')));
+  }
   const limits = imagineLimits(config, Object.keys(providers) as ProviderName[]);
   return {
     config,
@@ -163,7 +169,7 @@ export async function createApp(config: Config, overrides: AppOverrides = {}): P
     settings,
     fetchFile: createFileFetcher(),
     sheets: contactSheets(files),
-    ...(shared ? { shared } : {}),
+    ...(shared ? { shared, reviewFeed: shared.reviews } : {}),
     async close() {
       await engine.stop();
       await files.close?.();

@@ -83,6 +83,7 @@ export async function startBot(env: NodeJS.ProcessEnv = process.env): Promise<vo
           engine: app.engine,
           files: app.files,
           thumbnails: new Thumbnails(),
+      feed: app.reviewFeed,
           access: { kind: 'token', secret: config.review.secret, publicUrl: config.review.baseUrl },
           now: Date.now,
           log: app.logger,

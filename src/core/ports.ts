@@ -64,6 +64,17 @@ export interface ImageReader {
   locate(jobId: string, file: string): string;
 }
 
+/**
+ * Reviews made in other processes (distributed mode), for what shows a job live (the review page): the
+ * engine tells only its own process, and a reviewer's page may be served by another.
+ */
+export interface ReviewFeed {
+  /** tells the other processes that `jobId`'s reviews changed */
+  publish(jobId: string): Promise<void>;
+  /** `listener` hears the id of each job reviewed in another process; returns the unsubscribe */
+  subscribe(listener: (jobId: string) => void): () => void;
+}
+
 /** A contact sheet: one image of up to 25 numbered tiles (5 × 5), for jobs too big for a gallery. */
 export interface SheetImage {
   data: Buffer;

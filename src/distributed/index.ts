@@ -14,6 +14,7 @@ import { openKeyv } from '../store/keyv.js';
 import { openRedis, RedisAdmissionBook, RedisJobLocks, RedisJobStore } from '../store/redis.js';
 import { RedisDispatcher, settledWithin } from './dispatch.js';
 import { RedisCallNotices } from './notices.js';
+import { RedisReviewFeed } from './review-feed.js';
 import { checkSharedFolder } from './shared-folder.js';
 
 /** How long each closing step waits before the connection is cut. */
@@ -39,6 +40,8 @@ export interface Distributed {
   dispatcher: RedisDispatcher;
   /** ended calls told by webhook, seen by every process */
   notices: RedisCallNotices;
+  /** reviews made in other processes, for live review pages */
+  reviews: RedisReviewFeed;
   prefix: string;
   /** after the engine has stopped: closes the store and every connection */
   close(): Promise<void>;
@@ -49,9 +52,11 @@ export async function openDistributed(config: Config & { redisUrl: string }, opt
   const redis = openRedis(config.redisUrl, options.logger);
   let keyv: Keyv | undefined;
   const notices = new RedisCallNotices(redis, prefix, options.logger);
+  const reviews = new RedisReviewFeed(redis, prefix, options.logger);
   try {
     await redis.ping();
     await notices.start();
+    await reviews.start();
     // The namespace keeps two bots on one Redis apart, as the prefix does for the other keys.
     keyv = await openKeyv(config.redisUrl, prefix);
     // With a bucket, images are shared through it: OUTPUT_DIR is each process's own cache.
@@ -59,6 +64,7 @@ export async function openDistributed(config: Config & { redisUrl: string }, opt
   } catch (error) {
     await keyv?.disconnect().catch(() => undefined);
     await settledWithin(notices.close(), CLOSE_GRACE_MS);
+    await settledWithin(reviews.close(), CLOSE_GRACE_MS);
     redis.disconnect();
     throw error;
   }
@@ -82,12 +88,14 @@ export async function openDistributed(config: Config & { redisUrl: string }, opt
     book: new RedisAdmissionBook(redis, prefix),
     dispatcher,
     notices,
+    reviews,
     prefix,
     async close() {
       // Each step gets a moment: with Redis gone, a save or a quit would wait for a reconnect.
       await settledWithin(jobs.close(), CLOSE_GRACE_MS);
       await settledWithin(opened.disconnect(), CLOSE_GRACE_MS);
       await settledWithin(notices.close(), CLOSE_GRACE_MS);
+      await settledWithin(reviews.close(), CLOSE_GRACE_MS);
       await settledWithin(redis.quit(), CLOSE_GRACE_MS);
       redis.disconnect();
     },

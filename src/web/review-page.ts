@@ -16,7 +16,7 @@ import type { Engine } from '../core/engine.js';
 import { UserError, isUserError } from '../core/errors.js';
 import { parseImageNumbers } from '../core/image-numbers.js';
 import { mayAct } from '../core/actions.js';
-import type { ImageReader, Logger, Reviewer } from '../core/ports.js';
+import type { ImageReader, Logger, ReviewFeed, Reviewer } from '../core/ports.js';
 import { oneLine, shorten, textOf, truncate } from '../core/text.js';
 import type { ImageRecord, Job, ReviewStatus } from '../core/types.js';
 import { promptHeading } from '../core/views.js';
@@ -63,6 +63,8 @@ export interface ReviewPageDeps {
   /** WebP thumbnails made once and kept beside the images (src/store/thumbnails.ts) */
   thumbnails: { thumbnail(jobDir: string, file: string): Promise<{ path: string; bytes: number }> };
   access: ReviewAccess;
+  /** distributed mode: reviews made in other processes, so a page follows them live too */
+  feed?: Pick<ReviewFeed, 'subscribe'> | undefined;
   now: () => number;
   log: Logger;
 }
@@ -368,10 +370,19 @@ export function reviewRoutes(deps: ReviewPageDeps): Route[] {
             };
             engine.on('reviewed', onChange);
             engine.on('finished', onChange);
+            // Another process's review: read the job as stored now.
+            const unsubscribe = deps.feed?.subscribe((reviewed) => {
+              if (reviewed !== jobId) return;
+              void engine.get(jobId).then(
+                (job) => job && onChange(job),
+                (error: Error) => deps.log.warn({ job: jobId, err: error.message }, 'review page: could not read a job reviewed elsewhere'),
+              );
+            });
             deps.log.debug({ job: jobId }, 'review page: live updates opened');
             return () => {
               engine.off('reviewed', onChange);
               engine.off('finished', onChange);
+              unsubscribe?.();
             };
           },
         };

@@ -274,6 +274,7 @@ export async function startPlayground(
       engine: app.engine,
       files: app.files,
       thumbnails: new Thumbnails(),
+      feed: app.reviewFeed,
       access: { kind: 'loopback', hosts: allowedHosts, reviewer: { tenant: requester.tenant, userId: requester.userId, name: requester.userName ?? 'you' } },
       now: Date.now,
       log: app.logger,
