@@ -179,7 +179,10 @@ describeRedis('Slack across processes', () => {
     );
     const editorsOf = (ts: string) => new Set(fake.calls('chat.update').filter((call) => call.args.ts === ts).map((call) => call.token));
     expect(editorsOf(pageTs)).toEqual(new Set(['xoxb-a', 'xoxb-b']));
-    expect(editorsOf(facts.ts)).toEqual(new Set(['xoxb-a', 'xoxb-b']));
+    // The summary: the gate spaces its edits across processes and each renders the job as stored when
+    // its turn comes, so one process's edit may already show every review; either or both edit it.
+    expect([...editorsOf(facts.ts)].filter((token) => token !== 'xoxb-a' && token !== 'xoxb-b')).toEqual([]);
+    expect(editorsOf(facts.ts).size).toBeGreaterThan(0);
     for (const ts of [pageTs, facts.ts]) {
       for (const gap of gapsOf(fake, 'chat.update', ts)) expect(gap).toBeGreaterThanOrEqual(100 - 2);
     }
