@@ -219,7 +219,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const seed = request.seed ?? randomSeed(this.random);
     const price = this.deps.settings.prices[request.model];
     // A draft costs what the provider bills for its small size (fal bills by the megapixel; Replicate's flux per image).
-    const factor = request.draft ? (provider.draftPriceFactor ?? 1) : 1;
+    const factor = request.draft ? (provider.draftPriceFactorFor?.(request.model) ?? provider.draftPriceFactor ?? 1) : 1;
     const job = freeze<Job>({
       id,
       createdAt: new Date(now).toISOString(),

@@ -82,6 +82,8 @@ export interface Provider {
   readonly typicalCallMs?: number;
   /** a draft's price as a share of a full-size image's (fal bills by the megapixel: 0.25) @default 1 */
   readonly draftPriceFactor?: number;
+  /** the same, where models differ (OpenAI: gpt-image-1's low quality against dall-e-3) @default draftPriceFactor */
+  draftPriceFactorFor?(model: string): number;
   /** the upscaler model "Upscale approved" calls (`BatchCall.upscale`); unset: this provider cannot upscale */
   readonly upscaleModel?: string;
 }

@@ -31,6 +31,8 @@ export interface ProviderFacts {
   typicalCallMs: number;
   /** a draft's price as a share of a full image's @default 1 */
   draftPriceFactor?: number;
+  /** models (by id prefix) whose drafts are priced otherwise */
+  draftPriceFactorFor?: Readonly<Record<string, number>>;
   /** how an unsafe image or prompt is reported, and what we make of it (a spoiler, or a refused call) */
   safety: string;
   /** where the prices and limits come from */
@@ -125,6 +127,9 @@ export const PROVIDER_FACTS: Readonly<Record<ProviderName, ProviderFacts>> = {
     maxPerCall: 10,
     maxPerCallFor: { 'dall-e-3': 1 },
     typicalCallMs: 30_000,
+    // A draft is asked at `quality: low`: $0.011 against medium's $0.042 for a 1024² gpt-image-1 image.
+    // DALL·E 3 has no lower quality than standard: its drafts cost what its images do.
+    draftPriceFactorFor: { 'gpt-image': 0.011 / 0.042 },
     safety: '`moderation_blocked` / `content_policy_violation` refuse that call (not sent again), reported per image',
     source: 'platform.openai.com/docs/pricing, platform.openai.com/docs/guides/rate-limits',
   },
@@ -141,11 +146,22 @@ export const PROVIDER_FACTS: Readonly<Record<ProviderName, ProviderFacts>> = {
   },
 };
 
+/** `table`'s value for the first prefix `model` starts with. */
+function byPrefix(table: Readonly<Record<string, number>> | undefined, model: string): number | undefined {
+  const prefix = Object.keys(table ?? {}).find((p) => model.startsWith(p));
+  return prefix !== undefined ? table![prefix] : undefined;
+}
+
 /** The most images one call of `model` may ask for. */
 export function maxPerCallOf(provider: ProviderName, model: string): number {
   const facts = PROVIDER_FACTS[provider];
-  const prefix = Object.keys(facts.maxPerCallFor ?? {}).find((p) => model.startsWith(p));
-  return prefix !== undefined ? facts.maxPerCallFor![prefix]! : facts.maxPerCall;
+  return byPrefix(facts.maxPerCallFor, model) ?? facts.maxPerCall;
+}
+
+/** A draft of `model`'s price as a share of a full image's. */
+export function draftPriceFactorOf(provider: ProviderName, model: string): number {
+  const facts = PROVIDER_FACTS[provider];
+  return byPrefix(facts.draftPriceFactorFor, model) ?? facts.draftPriceFactor ?? 1;
 }
 
 // ---- How our aspect ratios map onto what each provider makes ----

@@ -10,7 +10,7 @@
 import OpenAI from 'openai';
 import { ProviderError, RETRY_AFTER_CAP_MS, type BatchCall, type CallStatus, type OutputImage, type Provider } from '../core/provider.js';
 import type { AspectRatio, OutputFormat } from '../core/types.js';
-import { maxPerCallOf, OPENAI_SIZES, PROVIDER_FACTS } from './facts.js';
+import { draftPriceFactorOf, maxPerCallOf, OPENAI_SIZES, PROVIDER_FACTS } from './facts.js';
 import { HeldResults, type HeldOutput } from './held-results.js';
 import { retryAfterMs, type Fetch } from './http.js';
 
@@ -121,6 +121,10 @@ export class OpenAIProvider implements Provider {
 
   maxImagesFor(model: string): number {
     return maxPerCallOf('openai', model);
+  }
+
+  draftPriceFactorFor(model: string): number {
+    return draftPriceFactorOf('openai', model);
   }
 
   async submit(call: BatchCall, signal?: AbortSignal): Promise<string> {

@@ -7,7 +7,7 @@ import { BUILT_IN_PRICES, DEFAULT_MODELS, DEFAULT_UPSCALE_MODELS, loadConfig } f
 import { maxPerCall } from '../../src/core/provider.js';
 import { parseRate } from '../../src/core/rate.js';
 import { PROVIDER_NAMES } from '../../src/core/types.js';
-import { maxPerCallOf, PROVIDER_FACTS } from '../../src/providers/facts.js';
+import { draftPriceFactorOf, maxPerCallOf, PROVIDER_FACTS } from '../../src/providers/facts.js';
 import { createProviders } from '../../src/providers/index.js';
 
 const EVERY_KEY = {
@@ -39,10 +39,16 @@ describe('provider facts', () => {
     for (const name of PROVIDER_NAMES) {
       const provider = providers[name]!;
       expect([name, provider.maxImagesPerCall, provider.typicalCallMs]).toEqual([name, PROVIDER_FACTS[name].maxPerCall, PROVIDER_FACTS[name].typicalCallMs]);
-      for (const model of Object.keys(PROVIDER_FACTS[name].prices)) expect([model, maxPerCall(provider, model)]).toEqual([model, maxPerCallOf(name, model)]);
+      for (const model of Object.keys(PROVIDER_FACTS[name].prices)) {
+        expect([model, maxPerCall(provider, model)]).toEqual([model, maxPerCallOf(name, model)]);
+        const draft = provider.draftPriceFactorFor?.(model) ?? provider.draftPriceFactor ?? 1;
+        expect([model, draft]).toEqual([model, draftPriceFactorOf(name, model)]);
+      }
     }
     expect(maxPerCallOf('openai', 'dall-e-3')).toBe(1);
     expect(maxPerCallOf('openai', 'gpt-image-1')).toBe(10);
     expect(maxPerCallOf('stability', 'stable-image-ultra')).toBe(1);
+    expect(draftPriceFactorOf('openai', 'gpt-image-1')).toBeCloseTo(0.262, 3);
+    expect(draftPriceFactorOf('openai', 'dall-e-3')).toBe(1);
   });
 });

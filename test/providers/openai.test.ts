@@ -89,6 +89,19 @@ describe('OpenAI provider (real openai client against the fake Images API)', () 
     expect(done.images[0]).toMatchObject({ width: 1024, height: 1792 });
   });
 
+  it('asks gpt-image-1 drafts at low quality and estimates them at its price; dall-e-3 drafts cost what its images do', async () => {
+    const fake = await fakeOpenAI();
+    const app = await buildApp({ env: env(fake) });
+    const drafts = await app.engine.waitFor((await app.engine.submit(request(4, { draft: true }), requester())).id);
+    expect(drafts.state).toBe('completed');
+    expect(bodies(fake)[0]).toMatchObject({ model: 'gpt-image-1', quality: 'low', n: 4 });
+    // 4 × $0.011 (low) against 4 × $0.042 (medium, the built-in price)
+    expect([drafts.estimatedCostUsd, drafts.fullSizeCostUsd]).toEqual([0.044, 0.168]);
+    const dalle = await app.engine.submit(request(2, { draft: true, model: 'dall-e-3' }), requester());
+    expect([dalle.estimatedCostUsd, dalle.fullSizeCostUsd]).toEqual([0.08, 0.08]);
+    await app.engine.waitFor(dalle.id);
+  });
+
   it('asks gpt-image-1 for webp at the requested compression, and sends no negative prompt', async () => {
     const fake = await fakeOpenAI();
     const app = await buildApp({ env: env(fake) });
