@@ -110,3 +110,29 @@ describe('contact sheet actions and views', () => {
     expect(usesContactSheets(job, 60)).toBe(false);
   });
 });
+
+describe('readReviewNumbers (Review by number on Discord and Slack)', () => {
+  it('reads both fields whole, or refuses one line naming its field, before anything moves', async () => {
+    const { NO_NUMBERS, NumbersRefused, readReviewNumbers } = await import('../../src/core/image-numbers.js');
+    // 10 asked, image 7 never made (its batch failed)
+    const job = { request: { count: 10 }, images: [1, 2, 3, 4, 5, 6, 8, 9, 10].map((index) => ({ index })) } as unknown as Job;
+    expect(readReviewNumbers(job, { approve: '1-3', reject: ' 8 , 9' })).toEqual([
+      { status: 'approved', numbers: [1, 2, 3] },
+      { status: 'rejected', numbers: [8, 9] },
+    ]);
+    expect(readReviewNumbers(job, { reject: '10' })).toEqual([{ status: 'rejected', numbers: [10] }]);
+    const refusal = (fields: Record<string, string>) => {
+      try {
+        readReviewNumbers(job, fields);
+      } catch (error) {
+        expect(error).toBeInstanceOf(NumbersRefused);
+        return [(error as InstanceType<typeof NumbersRefused>).field, (error as Error).message];
+      }
+      return 'accepted';
+    };
+    expect(refusal({ approve: ' ', reject: '' })).toEqual(['approve', NO_NUMBERS]);
+    expect(refusal({ approve: '1', reject: 'x' })).toEqual(['reject', 'Reject: expected image numbers from 1 to 10 such as 1-5, 8, got "x"']);
+    expect(refusal({ approve: '6-8' })).toEqual(['approve', 'Approve: image 7 was not made, so there is nothing to review.']);
+    expect(refusal({ approve: '1-4', reject: '3-5' })).toEqual(['reject', 'Images 3-4 are under both Approve and Reject: choose one.']);
+  });
+});

@@ -14,11 +14,10 @@ import {
   type ModalSubmitInteraction,
 } from 'discord.js';
 import { decodeAction, encodeAction, GONE, mayAct, REFUSAL, type Action, type Actor } from '../../core/actions.js';
-import { isUserError, UserError } from '../../core/errors.js';
-import { IMAGE_NUMBERS_MAX_CHARS, parseImageNumbers } from '../../core/image-numbers.js';
-import { plural } from '../../core/text.js';
+import { isUserError } from '../../core/errors.js';
+import { applyNumberedReviews, IMAGE_NUMBERS_MAX_CHARS, NUMBER_FIELD_LABELS, readReviewNumbers, type NumberedReview } from '../../core/image-numbers.js';
 import type { Job } from '../../core/types.js';
-import { numberRanges, sheetView } from '../../core/views.js';
+import { sheetView } from '../../core/views.js';
 import { reviewLink } from '../../web/review-token.js';
 import type { InteractionDeps } from './interactions.js';
 import { NO_EMBEDS, NO_MENTIONS, safeText, sheetBody } from './render.js';
@@ -26,7 +25,6 @@ import { actorOf, answerPrivately, reviewer, tenantOf } from './reply.js';
 
 /** The custom ids of the modal's two fields. */
 export const NUMBER_FIELDS = { approved: 'approve', rejected: 'reject' } as const;
-export const NO_NUMBERS = 'Type image numbers under Approve or Reject, such as 1-5, 8.';
 
 type SheetAction = Extract<Action, { kind: 'bulk' | 'numbers' | 'browser' }>;
 
@@ -73,8 +71,8 @@ function numbersModal(job: Job): ModalBuilder {
     .setCustomId(encodeAction({ kind: 'numbers', jobId: job.id }))
     .setTitle(`Review by number (images 1-${job.request.count})`)
     .addLabelComponents(
-      field(NUMBER_FIELDS.approved, 'Approve', 'Image numbers to approve; leave empty for none'),
-      field(NUMBER_FIELDS.rejected, 'Reject', 'Image numbers to reject; leave empty for none'),
+      field(NUMBER_FIELDS.approved, NUMBER_FIELD_LABELS.approve, 'Image numbers to approve; leave empty for none'),
+      field(NUMBER_FIELDS.rejected, NUMBER_FIELD_LABELS.reject, 'Image numbers to reject; leave empty for none'),
     );
 }
 
@@ -108,25 +106,16 @@ export async function numbersSubmitted(interaction: ModalSubmitInteraction, deps
   const reject = fieldOf(interaction, NUMBER_FIELDS.rejected);
   if (approve === undefined || reject === undefined) return answerPrivately(interaction, GONE);
 
-  let wanted: { status: 'approved' | 'rejected'; numbers: number[] }[];
+  let wanted: NumberedReview[];
   try {
-    wanted = readNumbers(job, approve, reject);
+    wanted = readReviewNumbers(job, { approve, reject });
   } catch (error) {
     if (!isUserError(error)) throw error;
     return answerPrivately(interaction, safeText(error.message));
   }
   await interaction.deferReply({ flags: MessageFlags.Ephemeral });
-  const done: string[] = [];
-  try {
-    for (const { status, numbers } of wanted) {
-      await deps.app.engine.reviewMany(job.id, numbers, status, reviewer(interaction));
-      done.push(`${status === 'approved' ? 'Approved' : 'Rejected'} ${plural(numbers.length, 'image')} (${numberRanges(numbers)}).`);
-    }
-  } catch (error) {
-    if (!isUserError(error)) throw error;
-    done.push(error.message);
-  }
-  await interaction.editReply({ content: safeText(done.join(' ')), allowedMentions: NO_MENTIONS, flags: NO_EMBEDS });
+  const done = await applyNumberedReviews(deps.app.engine, job.id, wanted, reviewer(interaction));
+  await interaction.editReply({ content: safeText(done), allowedMentions: NO_MENTIONS, flags: NO_EMBEDS });
 }
 
 /** A text field of the submission; undefined when it is missing (not our modal's shape). */
@@ -136,26 +125,4 @@ function fieldOf(interaction: ModalSubmitInteraction, id: string): string | unde
   } catch {
     return undefined;
   }
-}
-
-/** Both fields as image numbers of the job, or a UserError naming what is wrong. */
-function readNumbers(job: Job, approve: string, reject: string): { status: 'approved' | 'rejected'; numbers: number[] }[] {
-  if (approve.trim() === '' && reject.trim() === '') throw new UserError('invalid_option', NO_NUMBERS);
-  const count = job.request.count;
-  const approved = approve.trim() === '' ? [] : parseImageNumbers(approve, count, 'Approve');
-  const rejected = reject.trim() === '' ? [] : parseImageNumbers(reject, count, 'Reject');
-  const both = approved.filter((n) => rejected.includes(n));
-  if (both.length > 0) {
-    throw new UserError('invalid_option', `${both.length === 1 ? 'Image' : 'Images'} ${numberRanges(both)} under both Approve and Reject: choose one; nothing was changed.`);
-  }
-  const made = new Set(job.images.map((image) => image.index));
-  const missing = [...approved, ...rejected].filter((n) => !made.has(n));
-  if (missing.length > 0) {
-    const which = `${missing.length === 1 ? 'Image' : 'Images'} ${numberRanges(missing)}`;
-    throw new UserError('not_found', `${which} of this job ${missing.length === 1 ? 'was' : 'were'} not made, so cannot be reviewed; nothing was changed.`);
-  }
-  return [
-    ...(approved.length > 0 ? [{ status: 'approved' as const, numbers: approved }] : []),
-    ...(rejected.length > 0 ? [{ status: 'rejected' as const, numbers: rejected }] : []),
-  ];
 }

@@ -15,11 +15,19 @@ import type { App as Bolt, ViewSubmitAction, types, webApi } from '@slack/bolt';
 import { z } from 'zod';
 import type { App } from '../../app.js';
 import { GONE, REFUSAL } from '../../core/actions.js';
-import { GENERIC_FAILURE, isUserError } from '../../core/errors.js';
-import { IMAGE_NUMBERS_MAX_CHARS, parseImageNumbers } from '../../core/image-numbers.js';
-import { plural, shorten } from '../../core/text.js';
-import type { Job, ReviewStatus } from '../../core/types.js';
-import { gallerySummary, numberRanges } from '../../core/views.js';
+import { GENERIC_FAILURE } from '../../core/errors.js';
+import {
+  applyNumberedReviews,
+  IMAGE_NUMBERS_MAX_CHARS,
+  NUMBER_FIELD_LABELS,
+  NumbersRefused,
+  readReviewNumbers,
+  type NumberedReview,
+  type NumberField,
+} from '../../core/image-numbers.js';
+import { shorten } from '../../core/text.js';
+import type { Job } from '../../core/types.js';
+import { gallerySummary } from '../../core/views.js';
 import { describe } from './errors.js';
 import { mayReview, type Moderators } from './moderators.js';
 import { escapeMrkdwn, NO_UNFURL } from './render.js';
@@ -37,9 +45,7 @@ const whereSchema = z
   .strict();
 type Where = z.infer<typeof whereSchema>;
 
-const FIELDS = { approved: 'approve', rejected: 'reject' } as const;
-type Field = (typeof FIELDS)[keyof typeof FIELDS];
-const LABELS: Record<Field, string> = { approve: 'Approve', reject: 'Reject' };
+type Field = NumberField;
 /** Only the plain_text_input of each field; its value is read from view.state.values[field][INPUT]. */
 const INPUT = 'numbers';
 
@@ -50,7 +56,7 @@ export function reviewByNumberView(job: Readonly<Job>, where: Omit<Where, 'job'>
     type: 'input',
     block_id: name,
     optional: true,
-    label: { type: 'plain_text', text: LABELS[name] },
+    label: { type: 'plain_text', text: NUMBER_FIELD_LABELS[name] },
     element: {
       type: 'plain_text_input',
       action_id: INPUT,
@@ -81,7 +87,7 @@ export function reviewByNumberView(job: Readonly<Job>, where: Omit<Where, 'job'>
   };
 }
 
-type Checked = { refused: string; field: Field } | { job: Readonly<Job>; where: Where; reviews: { status: 'approved' | 'rejected'; numbers: number[] }[] };
+type Checked = { refused: string; field: Field } | { job: Readonly<Job>; where: Where; reviews: NumberedReview[] };
 
 /** The submission as reviews to make, or the line that refuses it (and on which field). */
 async function check(body: ViewSubmitAction, app: App, client: webApi.WebClient, moderators: Moderators): Promise<Checked> {
@@ -97,37 +103,19 @@ async function check(body: ViewSubmitAction, app: App, client: webApi.WebClient,
   const team = body.team?.id ?? body.user.team_id;
   if (!(await mayReview(job, body.user.id, team, client, moderators)).allowed) return { refused: REFUSAL, field: 'approve' };
 
-  const last = Math.max(job.request.count, ...job.images.map((image) => image.index));
-  const reviews: { status: 'approved' | 'rejected'; numbers: number[] }[] = [];
-  for (const status of ['approved', 'rejected'] as const) {
-    const field = FIELDS[status];
-    const value = body.view.state.values[field]?.[INPUT]?.value;
-    if (typeof value !== 'string' || value.trim() === '') continue;
-    let numbers: number[];
-    try {
-      numbers = parseImageNumbers(value, last, LABELS[field]);
-    } catch (error) {
-      if (isUserError(error)) return { refused: error.message, field };
-      throw error;
-    }
-    // A slot whose batch failed has no image: refused here, so neither field is applied in part.
-    const missing = numbers.filter((n) => !job.images.some((image) => image.index === n));
-    if (missing.length > 0) {
-      const which = missing.length === 1 ? `image ${missing[0]} was` : `images ${numberRanges(missing)} were`;
-      return { refused: `${LABELS[field]}: ${which} not made, so there is nothing to review`, field };
-    }
-    reviews.push({ status, numbers });
+  // Only a string is a field's text, whatever else a forged submission puts there.
+  const field = (name: Field): string => {
+    const value: unknown = body.view.state.values[name]?.[INPUT]?.value;
+    return typeof value === 'string' ? value : '';
+  };
+  try {
+    const reviews = readReviewNumbers(job, { approve: field('approve'), reject: field('reject') });
+    return { job, where, reviews };
+  } catch (error) {
+    if (error instanceof NumbersRefused) return { refused: error.message, field: error.field };
+    throw error;
   }
-  if (reviews.length === 0) return { refused: 'Give the numbers of images to approve or to reject, such as 1-5, 8.', field: 'approve' };
-  const [approve, reject] = reviews;
-  const both = approve && reject ? approve.numbers.filter((n) => reject.numbers.includes(n)) : [];
-  if (both.length > 0) {
-    return { refused: `${both.length === 1 ? `Image ${both[0]} is` : `Images ${numberRanges(both)} are`} in both fields: approve or reject, not both.`, field: 'reject' };
-  }
-  return { job, where, reviews };
 }
-
-const VERB: Record<Exclude<ReviewStatus, 'pending'>, string> = { approved: 'Approved', rejected: 'Rejected' };
 
 export function registerReviewByNumber(bolt: Bolt, app: App, moderators: Moderators): void {
   bolt.view<ViewSubmitAction>({ callback_id: REVIEW_NUMBERS, type: 'view_submission' }, async ({ ack, body, client }) => {
@@ -149,20 +137,14 @@ export function registerReviewByNumber(bolt: Bolt, app: App, moderators: Moderat
     // Slack sends `username` too (as in block_actions); the types know only `name`.
     const name = (body.user as { username?: string }).username ?? body.user.name;
     const by = { id: body.user.id, ...(name ? { name } : {}) };
-    const lines: string[] = [];
-    try {
-      for (const { status, numbers } of reviews) {
-        await app.engine.reviewMany(job.id, numbers, status, by);
-        lines.push(`${VERB[status]} ${plural(numbers.length, 'image')} (${numberRanges(numbers)}).`);
-      }
-    } catch (error) {
-      if (!isUserError(error)) app.logger.error({ err: describe(error), job: job.id }, 'slack: review by number failed');
-      lines.push(isUserError(error) ? error.message : GENERIC_FAILURE);
-    }
+    const confirmation = await applyNumberedReviews(app.engine, job.id, reviews, by).catch((error: unknown) => {
+      app.logger.error({ err: describe(error), job: job.id }, 'slack: review by number failed');
+      return GENERIC_FAILURE;
+    });
     const channel = where.channel ?? job.requester.channelId;
     if (!channel) return;
     await client.chat
-      .postEphemeral({ channel, user: body.user.id, text: escapeMrkdwn(lines.join(' ')), ...NO_UNFURL, ...(where.thread ? { thread_ts: where.thread } : {}) })
+      .postEphemeral({ channel, user: body.user.id, text: escapeMrkdwn(confirmation), ...NO_UNFURL, ...(where.thread ? { thread_ts: where.thread } : {}) })
       .catch((error: unknown) => app.logger.warn({ err: describe(error), job: job.id }, 'slack: could not confirm a review by number'));
   });
 }

@@ -20,8 +20,8 @@ import {
   type Interaction,
 } from 'discord.js';
 import { describe, expect, it } from 'vitest';
-import { NO_NUMBERS } from '../../../src/chat/discord/sheet-actions.js';
 import { encodeAction, GONE, REFUSAL } from '../../../src/core/actions.js';
+import { NO_NUMBERS } from '../../../src/core/image-numbers.js';
 import type { OutputImage } from '../../../src/core/provider.js';
 import type { Job } from '../../../src/core/types.js';
 import { LocalProvider } from '../../../src/providers/local.js';
@@ -199,7 +199,7 @@ describe('Discord contact sheets', () => {
     const refused: [Record<string, string>, string | RegExp][] = [
       [{ approve: '3-x' }, 'Approve: expected image numbers from 1 to 30 such as 1-5, 8, got "3-x"'],
       [{ reject: '31' }, 'Reject: expected image numbers from 1 to 30 such as 1-5, 8; this job has no image 31'],
-      [{ approve: '9, 10', reject: '10-12' }, 'Image 10 under both Approve and Reject: choose one; nothing was changed.'],
+      [{ approve: '9, 10', reject: '10-12' }, 'Image 10 is under both Approve and Reject: choose one.'],
       [{ approve: ' ', reject: '' }, NO_NUMBERS],
     ];
     for (const [values, line] of refused) {

@@ -165,7 +165,7 @@ describe('contact sheets on Slack', () => {
     expect(await errorsOf({ approve: '1-5, x' })).toEqual({ approve: 'Approve: expected image numbers from 1 to 30 such as 1-5, 8, got "x" in "1-5, x"' });
     expect(await errorsOf({ reject: '31' })).toEqual({ reject: 'Reject: expected image numbers from 1 to 30 such as 1-5, 8; this job has no image 31' });
     expect(await errorsOf({})).toEqual({ approve: 'Give the numbers of images to approve or to reject, such as 1-5, 8.' });
-    expect(await errorsOf({ approve: '1-8', reject: '8, 9' })).toEqual({ reject: 'Image 8 is in both fields: approve or reject, not both.' });
+    expect(await errorsOf({ approve: '1-8', reject: '8, 9' })).toEqual({ reject: 'Image 8 is under both Approve and Reject: choose one.' });
     // Who submits is checked again: a stranger is refused on the form.
     expect(await errorsOf({ approve: '1' }, 'U2')).toEqual({ approve: REFUSAL });
     const forged = await postViewSubmission(h.url, SECRET, { view: { ...view, private_metadata: '{"job":"not a job"}' }, user: 'U1', values: { approve: { numbers: '1' } } });
