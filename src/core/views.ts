@@ -246,6 +246,13 @@ export function galleryPage(job: Pick<Job, 'images'> & { request?: Pick<Job['req
   return { page: current, pages: pages.length, images, ...(prompt !== undefined ? { prompt } : {}), ...(heading ? { heading } : {}) };
 }
 
+/** Every page of `size` as the numbers of its images (a prompt list's by prompt): what a platform posts. */
+export function imagePages(job: Pick<Job, 'images'> & { request?: Pick<Job['request'], 'prompts'> }, size: number): { page: number; pages: number; images: number[] }[] {
+  if (job.images.length === 0) return [];
+  const pages = pagesOf(job, size);
+  return pages.map((images, i) => ({ page: i + 1, pages: pages.length, images: images.map((image) => image.index) }));
+}
+
 /** The page that holds image `index` (1-based). */
 export function pageOf(job: Pick<Job, 'images'> & { request?: Pick<Job['request'], 'prompts'> }, index: number, size: number): number {
   const position = pagesOf(job, size).findIndex((page) => page.some((image) => image.index === index));

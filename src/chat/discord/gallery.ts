@@ -4,7 +4,7 @@
  * which page a button belongs to.
  */
 import type { Job } from '../../core/types.js';
-import { galleryPage, pageOf, SHEET_TILES } from '../../core/views.js';
+import { imagePages, pageOf, SHEET_TILES } from '../../core/views.js';
 import type { PageLayout } from '../delivery/index.js';
 import { IMAGES_PER_MESSAGE } from './render.js';
 import type { GalleryEntry } from './transport.js';
@@ -67,9 +67,5 @@ export function layoutFor(
  * two entries). Decided from the job alone, so a restart or a re-render finds the same sheets.
  */
 export function sheetPages(job: Pick<Job, 'images' | 'request'>): PageLayout[] {
-  const { pages } = galleryPage(job, 1, SHEET_TILES);
-  return Array.from({ length: pages }, (_, i) => {
-    const page = galleryPage(job, i + 1, SHEET_TILES);
-    return { page: page.page, pages, images: page.images.map((image) => image.index) };
-  });
+  return imagePages(job, SHEET_TILES);
 }

@@ -11,7 +11,7 @@ import type { types } from '@slack/bolt';
 import { encodeAction } from '../../core/actions.js';
 import { promptOf } from '../../core/planner.js';
 import { shorten } from '../../core/text.js';
-import { galleryPage, SHEET_TILES, sheetView, usesContactSheets } from '../../core/views.js';
+import { imagePages, SHEET_TILES, sheetView, usesContactSheets } from '../../core/views.js';
 import type { Job } from '../../core/types.js';
 import type { PageLayout } from '../delivery/index.js';
 import { escapeMrkdwn, PAGE_SIZE, type Rendered } from './render.js';
@@ -21,13 +21,7 @@ type Button = types.Button;
 
 /** The job's pages: sheets of SHEET_TILES for a big job, gallery pages of PAGE_SIZE otherwise; a prompt list's never mix prompts. */
 export function pageLayouts(job: Readonly<Job>, inlineMax: number): PageLayout[] {
-  if (job.images.length === 0) return [];
-  const size = usesContactSheets(job, inlineMax) ? SHEET_TILES : PAGE_SIZE;
-  const pages = galleryPage(job, 1, size).pages;
-  return Array.from({ length: pages }, (_, i) => {
-    const page = galleryPage(job, i + 1, size);
-    return { page: page.page, pages: page.pages, images: page.images.map((image) => image.index) };
-  });
+  return imagePages(job, usesContactSheets(job, inlineMax) ? SHEET_TILES : PAGE_SIZE);
 }
 
 /** The numbers on sheet `sheet` (1-based) of a job shown as sheets; undefined when there is no such sheet. */
